@@ -1,0 +1,73 @@
+//! Connector errors: at build time (config) and at start or run time (I/O).
+
+use serde::de::DeserializeOwned;
+
+/// A connector config that cannot work. Carries the key path so the config loader can point
+/// at the file, line and column.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct BuildError {
+    /// Dotted path of the offending key inside the component (`interceptors[0].kind`), or
+    /// empty for the component as a whole.
+    pub path: String,
+    /// What is wrong and, where possible, what would be right.
+    pub message: String,
+}
+
+impl BuildError {
+    /// An error about the key at `path`.
+    pub fn at(path: &str, message: impl Into<String>) -> Self {
+        Self {
+            path: path.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Deserializes a connector's config table (without `kind` and `inputs`), keeping the path
+/// of the first key that does not fit.
+///
+/// # Errors
+///
+/// The serde message and the key path.
+pub fn parse_config<T: DeserializeOwned>(config: serde_json::Value) -> Result<T, BuildError> {
+    serde_path_to_error::deserialize(config).map_err(|error| {
+        let path = error.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        BuildError {
+            path,
+            message: error.into_inner().to_string(),
+        }
+    })
+}
+
+/// A connector that could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    /// Could not bind a listening socket.
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        /// The configured address.
+        address: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A file could not be opened, read or written.
+    #[error("{action} {path}: {source}")]
+    File {
+        /// What was attempted (`cannot open`, `cannot write`...).
+        action: &'static str,
+        /// The path.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Any other I/O failure.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}

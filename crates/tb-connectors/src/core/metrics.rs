@@ -1,0 +1,44 @@
+//! Per-connector counters, shared with the runtime's metrics registry and the API.
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
+
+/// Handles to one connector's metrics. Cloning shares the underlying counters.
+#[derive(Clone, Debug)]
+pub struct ConnectorMetrics {
+    /// Events received from outside.
+    pub received: Counter,
+    /// Events handed to pipelines (on `<id>`).
+    pub output: Counter,
+    /// Events taken from pipelines to send out.
+    pub input: Counter,
+    /// Events sent outside successfully.
+    pub sent: Counter,
+    /// Events or frames that failed (decode errors, send failures, replies with no stream).
+    pub errors: Counter,
+    /// Seconds from receipt to acknowledgement.
+    pub latency: Histogram,
+}
+
+impl ConnectorMetrics {
+    /// Unregistered metrics, for tests and tools.
+    pub fn detached() -> Self {
+        Self {
+            received: Counter::default(),
+            output: Counter::default(),
+            input: Counter::default(),
+            sent: Counter::default(),
+            errors: Counter::default(),
+            latency: Histogram::new(latency_buckets()),
+        }
+    }
+}
+
+/// Latency buckets from 100 µs to 30 s.
+pub fn latency_buckets() -> impl Iterator<Item = f64> {
+    [
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        5.0, 10.0, 30.0,
+    ]
+    .into_iter()
+}

@@ -1,0 +1,157 @@
+//! The common source loop for byte streams (stdin, files, TCP connections): read a chunk,
+//! decode it, hand the events on, and learn in order when each chunk is acknowledged.
+//!
+//! Acknowledgements arrive out of order; positions must only advance to the lowest chunk not
+//! yet acknowledged. Awaiting receipts through a `FuturesOrdered` gives exactly that.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
+use prometheus_client::metrics::histogram::Histogram;
+use tb_event::{AckStatus, Acknowledgement, ComponentId, Event};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio_util::sync::CancellationToken;
+
+use super::context::OutputSender;
+use super::ingest::{StreamDecoder, decode_error_event};
+use super::metrics::ConnectorMetrics;
+
+/// Where decoded events go, and what is counted.
+pub struct IngestTarget<'a> {
+    /// The connector's id.
+    pub id: &'a ComponentId,
+    /// `<id>`.
+    pub output: &'a OutputSender,
+    /// `<id>._errors`.
+    pub errors: &'a OutputSender,
+    /// Counters.
+    pub metrics: &'a ConnectorMetrics,
+    /// Cancelled when intake must stop.
+    pub intake: &'a CancellationToken,
+}
+
+/// How a read loop behaves at the end of its input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AtEnd {
+    /// Finish the stream: flush the decoder, wait for acknowledgements, return.
+    Finish,
+    /// Keep polling for appended bytes until intake stops (`tail -f`).
+    Follow,
+}
+
+/// Read chunk size: large enough that per-chunk costs vanish, small enough to stay cache-warm.
+const CHUNK_SIZE: usize = 128 * 1024;
+/// Chunks handed on but not yet acknowledged; bounds memory along with channel capacities.
+const MAX_UNACKNOWLEDGED_CHUNKS: usize = 256;
+/// How often a followed input is polled for new bytes.
+const FOLLOW_POLL: Duration = Duration::from_millis(200);
+
+/// Reads `reader` to its end (or forever when following), starting at byte `offset`.
+/// `acknowledged(offset, status)` is called in input order as each chunk resolves, with the
+/// offset just past that chunk. Returns the offset reached.
+///
+/// # Errors
+///
+/// A read error; chunks already handed on are still awaited first.
+pub async fn ingest_reader<R, F>(
+    mut reader: R,
+    decoder: &mut StreamDecoder,
+    target: IngestTarget<'_>,
+    mut offset: u64,
+    at_end: AtEnd,
+    mut acknowledged: F,
+) -> std::io::Result<u64>
+where
+    R: AsyncRead + Unpin,
+    F: FnMut(u64, AckStatus),
+{
+    let mut buffer = vec![0u8; CHUNK_SIZE];
+    let mut pending = FuturesOrdered::new();
+    let mut result = Ok(());
+    loop {
+        while pending.len() >= MAX_UNACKNOWLEDGED_CHUNKS {
+            if let Some((end, status)) = pending.next().await {
+                acknowledged(end, status);
+            }
+        }
+        let read = tokio::select! {
+            biased;
+            () = target.intake.cancelled() => break,
+            Some((end, status)) = pending.next(), if !pending.is_empty() => {
+                acknowledged(end, status);
+                continue;
+            }
+            read = reader.read(&mut buffer) => read,
+        };
+        let count = match read {
+            Ok(0) if at_end == AtEnd::Follow => {
+                tokio::select! {
+                    () = target.intake.cancelled() => break,
+                    () = tokio::time::sleep(FOLLOW_POLL) => continue,
+                }
+            }
+            Ok(0) => {
+                if let Some(receipt) = hand_on(decoder, None, &target).await {
+                    pending.push_back(wait_at(receipt, offset));
+                }
+                break;
+            }
+            Ok(count) => count,
+            Err(error) => {
+                result = Err(error);
+                break;
+            }
+        };
+        offset += count as u64;
+        if let Some(receipt) = hand_on(decoder, Some(&buffer[..count]), &target).await {
+            pending.push_back(wait_at(receipt, offset));
+        }
+    }
+    while let Some((end, status)) = pending.next().await {
+        acknowledged(end, status);
+    }
+    result.map(|()| offset)
+}
+
+async fn wait_at(
+    (receipt, started, latency): (tb_event::AckReceipt, Instant, Histogram),
+    end: u64,
+) -> (u64, AckStatus) {
+    let status = receipt.wait().await;
+    latency.observe(started.elapsed().as_secs_f64());
+    (end, status)
+}
+
+/// Decodes one chunk (or the end of the stream when `chunk` is `None`), sends the events
+/// and error events on, and returns the chunk's receipt, or `None` if it produced nothing.
+async fn hand_on(
+    decoder: &mut StreamDecoder,
+    chunk: Option<&[u8]>,
+    target: &IngestTarget<'_>,
+) -> Option<(tb_event::AckReceipt, Instant, Histogram)> {
+    let started = Instant::now();
+    let (ack, receipt) = Acknowledgement::new_unit();
+    let mut events = Vec::new();
+    let mut failures = Vec::new();
+    match chunk {
+        Some(chunk) => decoder.decode(chunk, &ack, &mut events, &mut failures),
+        None => decoder.finish(&ack, &mut events, &mut failures),
+    }
+    if events.is_empty() && failures.is_empty() {
+        ack.complete(AckStatus::Delivered);
+        return None;
+    }
+    let error_events: Vec<Event> = failures
+        .iter()
+        .map(|failure| decode_error_event(target.id, decoder.stream(), failure, ack.clone()))
+        .collect();
+    ack.complete(AckStatus::Delivered);
+    target.metrics.received.inc_by(events.len() as u64);
+    target.metrics.errors.inc_by(error_events.len() as u64);
+    target.metrics.output.inc_by(events.len() as u64);
+    // A closed output fails the events, which the receipt reports; nothing to add here.
+    let _ = target.errors.send(error_events).await;
+    let _ = target.output.send(events).await;
+    Some((receipt, started, target.metrics.latency.clone()))
+}

@@ -1,0 +1,54 @@
+//! The two traits the runtime drives every connector by.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use tb_event::ComponentId;
+
+use super::context::ConnectorContext;
+use super::errors::{BuildError, ConnectorError};
+
+/// A running connector: resolves when the connector has finished (its input drained, its
+/// intake stopped and every in-flight event acknowledged).
+pub type RunningConnector = Pin<Box<dyn Future<Output = Result<(), ConnectorError>> + Send>>;
+
+/// Starting a connector: resolves once its sockets are bound and files opened, so errors such
+/// as a port in use are reported at start, before any event flows.
+pub type StartFuture =
+    Pin<Box<dyn Future<Output = Result<RunningConnector, ConnectorError>> + Send>>;
+
+/// Which way a connector kind moves events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Roles {
+    /// Receives from outside and produces events on `<id>`.
+    pub produces: bool,
+    /// Takes events from `inputs` and sends them outside.
+    pub consumes: bool,
+}
+
+/// A built connector, ready to start.
+pub trait Connector: Send {
+    /// Acquires the connector's resources and returns its run future.
+    fn start(self: Box<Self>, context: ConnectorContext) -> StartFuture;
+}
+
+/// Knows one connector kind: validates its config and builds it.
+pub trait ConnectorBuilder: Send + Sync {
+    /// The `kind` string in config.
+    fn kind(&self) -> &'static str;
+
+    /// Which way this kind moves events, given its config has (or lacks) `inputs`.
+    fn roles(&self, has_inputs: bool) -> Roles;
+
+    /// Checks the config (everything but `kind` and `inputs`) and builds the connector.
+    ///
+    /// # Errors
+    ///
+    /// A [`BuildError`] naming the key that is wrong.
+    fn build(
+        &self,
+        id: &ComponentId,
+        config: serde_json::Value,
+        has_inputs: bool,
+    ) -> Result<Box<dyn Connector>, BuildError>;
+}

@@ -1,0 +1,233 @@
+//! `file`: read a file to its end, follow it as it grows, or write events to it.
+//!
+//! `tail` keeps a checkpoint in `data_dir/checkpoints/<id>.json` holding the offset just past
+//! the last chunk whose events were all acknowledged (never past one still in flight), so a
+//! restart resumes there: events confirmed are not read twice, events not confirmed are.
+
+mod checkpoint;
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use tb_codec::{CodecKind, Encoder, InterceptorConfig};
+use tb_event::{AckStatus, ComponentId, KeyString, ObjectMap, StreamId, Value};
+use tokio::io::AsyncSeekExt;
+
+use crate::core::{
+    AtEnd, BuildError, Connector, ConnectorBuilder, ConnectorContext, ConnectorError, IngestTarget,
+    Roles, RunningConnector, StartFuture, StreamDecoder, ingest_reader, parse_config,
+    write_batches,
+};
+use crate::stdio::{default_codec, default_interceptors};
+use checkpoint::Checkpoint;
+
+/// What a file connector does with its file.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FileMode {
+    /// Read from the start to the end, then finish.
+    Read,
+    /// Read from the checkpoint (or the start), then follow appended bytes.
+    Tail,
+    /// Write events at the end of the file, creating it if needed.
+    Append,
+    /// Empty the file at start, then write events to it.
+    Truncate,
+}
+
+/// `kind = "file"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// The file's path, relative to the working directory.
+    pub path: PathBuf,
+    /// read | tail | append | truncate; default `read` without `inputs`, `append` with them.
+    #[serde(default)]
+    pub mode: Option<FileMode>,
+    /// How frames become values and back: json | msgpack | csv | string | bytes.
+    #[serde(default = "default_codec")]
+    pub codec: CodecKind,
+    /// Byte transforms in receive order (reversed when writing); default `lines`.
+    #[serde(default = "default_interceptors")]
+    pub interceptors: Vec<InterceptorConfig>,
+}
+
+/// Builds file connectors.
+pub struct FileBuilder;
+
+impl ConnectorBuilder for FileBuilder {
+    fn kind(&self) -> &'static str {
+        "file"
+    }
+
+    fn roles(&self, has_inputs: bool) -> Roles {
+        Roles {
+            produces: !has_inputs,
+            consumes: has_inputs,
+        }
+    }
+
+    fn build(
+        &self,
+        _id: &ComponentId,
+        config: serde_json::Value,
+        has_inputs: bool,
+    ) -> Result<Box<dyn Connector>, BuildError> {
+        let config: FileConfig = parse_config(config)?;
+        let mode = config.mode.unwrap_or(if has_inputs {
+            FileMode::Append
+        } else {
+            FileMode::Read
+        });
+        let writes = matches!(mode, FileMode::Append | FileMode::Truncate);
+        if writes != has_inputs {
+            let message = if writes {
+                "mode writes to the file, so the connector needs `inputs`; use mode = \"read\" or \"tail\" to read it"
+            } else {
+                "mode reads the file, so the connector takes no `inputs`; use mode = \"append\" or \"truncate\" to write it"
+            };
+            return Err(BuildError::at("mode", message));
+        }
+        Ok(Box::new(FileConnector { config, mode }))
+    }
+}
+
+struct FileConnector {
+    config: FileConfig,
+    mode: FileMode,
+}
+
+impl Connector for FileConnector {
+    fn start(self: Box<Self>, context: ConnectorContext) -> StartFuture {
+        Box::pin(async move {
+            match self.mode {
+                FileMode::Read | FileMode::Tail => self.start_reader(context).await,
+                FileMode::Append | FileMode::Truncate => self.start_writer(context).await,
+            }
+        })
+    }
+}
+
+impl FileConnector {
+    fn display_path(&self) -> String {
+        self.config.path.display().to_string()
+    }
+
+    async fn start_reader(
+        self: Box<Self>,
+        context: ConnectorContext,
+    ) -> Result<RunningConnector, ConnectorError> {
+        let path = self.display_path();
+        let mut file = tokio::fs::File::open(&self.config.path)
+            .await
+            .map_err(|source| ConnectorError::File {
+                action: "cannot open",
+                path: path.clone(),
+                source,
+            })?;
+        let (at_end, mut checkpoint) = match self.mode {
+            FileMode::Tail => (
+                AtEnd::Follow,
+                Some(Checkpoint::load(&context.data_dir, &context.id, &path)),
+            ),
+            _ => (AtEnd::Finish, None),
+        };
+        let mut offset = checkpoint.as_ref().map_or(0, Checkpoint::offset);
+        let length = file.metadata().await.map(|meta| meta.len()).unwrap_or(0);
+        if offset > length {
+            tracing::warn!(
+                path,
+                offset,
+                length,
+                "File is shorter than its checkpoint; reading from the start."
+            );
+            offset = 0;
+        }
+        file.seek(std::io::SeekFrom::Start(offset))
+            .await
+            .map_err(|source| ConnectorError::File {
+                action: "cannot seek in",
+                path: path.clone(),
+                source,
+            })?;
+        Ok(Box::pin(async move {
+            let mut fields = ObjectMap::new();
+            fields.insert(KeyString::from("path"), Value::from(path.as_str()));
+            let mut decoder = StreamDecoder::new(
+                context.id.clone(),
+                StreamId(0),
+                self.config.codec,
+                &self.config.interceptors,
+                Some(std::sync::Arc::new(fields)),
+            );
+            let target = IngestTarget {
+                id: &context.id,
+                output: &context.output,
+                errors: &context.errors,
+                metrics: &context.metrics,
+                intake: &context.intake,
+            };
+            let mut failed = false;
+            let result =
+                ingest_reader(file, &mut decoder, target, offset, at_end, |end, status| {
+                    // Once a chunk fails, later chunks must not move the checkpoint past it.
+                    failed |= status == AckStatus::Failed;
+                    if let (Some(checkpoint), false) = (checkpoint.as_mut(), failed) {
+                        checkpoint.advance(end);
+                    }
+                })
+                .await;
+            if let Some(checkpoint) = checkpoint.as_mut() {
+                checkpoint.save();
+            }
+            result.map(|_| ()).map_err(|source| ConnectorError::File {
+                action: "cannot read",
+                path,
+                source,
+            })
+        }))
+    }
+
+    async fn start_writer(
+        self: Box<Self>,
+        context: ConnectorContext,
+    ) -> Result<RunningConnector, ConnectorError> {
+        let path = self.display_path();
+        let open_error = |source| ConnectorError::File {
+            action: "cannot open for writing",
+            path: path.clone(),
+            source,
+        };
+        if let Some(parent) = self
+            .config
+            .path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+        {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(open_error)?;
+        }
+        let file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(self.mode == FileMode::Append)
+            .truncate(self.mode == FileMode::Truncate)
+            .open(&self.config.path)
+            .await
+            .map_err(open_error)?;
+        Ok(Box::pin(async move {
+            let Some(input) = context.input else {
+                return Ok(());
+            };
+            let encoder = Encoder::new(self.config.codec, &self.config.interceptors);
+            write_batches(input, encoder, file, &context.metrics)
+                .await
+                .map_err(|source| ConnectorError::File {
+                    action: "cannot write",
+                    path,
+                    source,
+                })
+        }))
+    }
+}

@@ -1,0 +1,75 @@
+//! `[connectors.<id>] kind = "http_server"` settings.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use tb_codec::{CodecKind, InterceptorConfig};
+
+use crate::core::BuildError;
+
+/// `kind = "http_server"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpServerConfig {
+    /// Address to listen on, such as `127.0.0.1:8080`.
+    pub address: String,
+    /// How request bodies become values (and replies become bodies).
+    #[serde(default = "default_codec")]
+    pub codec: CodecKind,
+    /// Byte transforms in receive order; none by default (the whole body is one frame, and a
+    /// JSON array yields one event per element). Use `lines` for NDJSON bodies.
+    #[serde(default)]
+    pub interceptors: Vec<InterceptorConfig>,
+    /// Largest accepted request body in bytes; larger requests get 413.
+    #[serde(default = "default_max_body")]
+    pub max_body: usize,
+    /// How long a request waits for its events to be acknowledged before 504.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub ack_timeout: Duration,
+    /// With `inputs`: how long a request waits for its response before 504.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub reply_timeout: Duration,
+    /// How long a request waits for room in a full queue before 503 with Retry-After.
+    #[serde(default = "default_queue_timeout", with = "humantime_serde")]
+    pub queue_timeout: Duration,
+}
+
+fn default_codec() -> CodecKind {
+    CodecKind::Json
+}
+
+fn default_max_body() -> usize {
+    10 * 1024 * 1024
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_queue_timeout() -> Duration {
+    Duration::from_secs(1)
+}
+
+impl HttpServerConfig {
+    /// Checks what serde cannot.
+    ///
+    /// # Errors
+    ///
+    /// An address that is not `host:port`.
+    pub fn validate(&self) -> Result<(), BuildError> {
+        if self
+            .address
+            .rsplit_once(':')
+            .is_none_or(|(_, port)| port.parse::<u16>().is_err())
+        {
+            return Err(BuildError::at(
+                "address",
+                format!(
+                    "`{}` is not host:port, such as 127.0.0.1:8080",
+                    self.address
+                ),
+            ));
+        }
+        Ok(())
+    }
+}

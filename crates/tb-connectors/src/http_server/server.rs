@@ -1,0 +1,325 @@
+//! The listening server and the request handler.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tb_codec::{DecodeError, DecodeErrorKind, Encoder};
+use tb_event::{AckStatus, Acknowledgement, ComponentId, KeyString, ObjectMap, StreamId, Value};
+
+use super::config::HttpServerConfig;
+use super::replies::PendingReplies;
+use crate::core::{
+    Connector, ConnectorContext, ConnectorError, ConnectorMetrics, OutputSender, SendRejected,
+    StartFuture, StreamDecoder, decode_error_event,
+};
+
+pub(super) struct HttpServer {
+    config: HttpServerConfig,
+    replies: bool,
+}
+
+impl HttpServer {
+    pub(super) fn new(config: HttpServerConfig, replies: bool) -> Self {
+        Self { config, replies }
+    }
+}
+
+/// What every request handler shares.
+struct Shared {
+    id: ComponentId,
+    config: HttpServerConfig,
+    output: OutputSender,
+    errors: OutputSender,
+    metrics: ConnectorMetrics,
+    next_stream: AtomicU64,
+    replies: Option<PendingReplies>,
+}
+
+impl Connector for HttpServer {
+    fn start(self: Box<Self>, context: ConnectorContext) -> StartFuture {
+        Box::pin(async move {
+            let address = self.config.address.clone();
+            let listener = tokio::net::TcpListener::bind(&address)
+                .await
+                .map_err(|source| ConnectorError::Bind {
+                    address: address.clone(),
+                    source,
+                })?;
+            let replies = self.replies.then(PendingReplies::default);
+            let dispatcher = match (&replies, context.input) {
+                (Some(replies), Some(input)) => Some(tokio::spawn(replies.clone().dispatch(
+                    context.id.clone(),
+                    input,
+                    context.metrics.clone(),
+                ))),
+                _ => None,
+            };
+            let shared = Arc::new(Shared {
+                id: context.id.clone(),
+                config: self.config,
+                output: context.output,
+                errors: context.errors,
+                metrics: context.metrics,
+                next_stream: AtomicU64::new(0),
+                replies,
+            });
+            let router = Router::new().fallback(handle).with_state(shared);
+            let intake = context.intake.clone();
+            let running: crate::RunningConnector = Box::pin(async move {
+                axum::serve(
+                    listener,
+                    router.into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .with_graceful_shutdown(intake.cancelled_owned())
+                .await
+                .map_err(|source| ConnectorError::Io {
+                    context: format!("http server on {address}"),
+                    source,
+                })?;
+                // The router (and its output senders) is gone: downstream can drain, and
+                // the replies still in flight come back through the dispatcher until its
+                // input closes.
+                if let Some(dispatcher) = dispatcher {
+                    let _ = dispatcher.await;
+                }
+                Ok(())
+            });
+            Ok(running)
+        })
+    }
+}
+
+async fn handle(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> Response {
+    if !matches!(*request.method(), Method::POST | Method::PUT) {
+        return error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "send events with POST or PUT",
+        );
+    }
+    let started = Instant::now();
+    let stream = StreamId(shared.next_stream.fetch_add(1, Ordering::Relaxed));
+    let fields = request_fields(&request, remote);
+    let body = match axum::body::to_bytes(request.into_body(), shared.config.max_body).await {
+        Ok(body) => body,
+        Err(_) => {
+            shared.metrics.errors.inc();
+            let reason = format!(
+                "request body is larger than max_body ({} bytes)",
+                shared.config.max_body
+            );
+            return error_response(StatusCode::PAYLOAD_TOO_LARGE, &reason);
+        }
+    };
+    let response = ingest(&shared, stream, fields, &body).await;
+    shared
+        .metrics
+        .latency
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn ingest(shared: &Shared, stream: StreamId, fields: ObjectMap, body: &[u8]) -> Response {
+    let (ack, receipt) = Acknowledgement::new_unit();
+    let mut decoder = StreamDecoder::new(
+        shared.id.clone(),
+        stream,
+        shared.config.codec,
+        &shared.config.interceptors,
+        Some(Arc::new(fields)),
+    );
+    let mut events = Vec::new();
+    let mut failures = Vec::new();
+    decoder.decode(body, &ack, &mut events, &mut failures);
+    decoder.finish(&ack, &mut events, &mut failures);
+    ack.complete(AckStatus::Delivered);
+    if !failures.is_empty() {
+        drop(events);
+        return reject(shared, stream, failures).await;
+    }
+    let accepted = events.len();
+    shared.metrics.received.inc_by(accepted as u64);
+    if accepted == 0 {
+        return accepted_response(0);
+    }
+    if let Some(replies) = &shared.replies {
+        replies.open(stream);
+    }
+    let sent = shared
+        .output
+        .send_within(events, Some(shared.config.queue_timeout))
+        .await;
+    if let Err(rejected) = sent {
+        if let Some(replies) = &shared.replies {
+            replies.close(stream);
+        }
+        return backpressure_response(rejected);
+    }
+    shared.metrics.output.inc_by(accepted as u64);
+    let timeout = match shared.replies {
+        Some(_) => shared.config.reply_timeout,
+        None => shared.config.ack_timeout,
+    };
+    let status = tokio::time::timeout(timeout, receipt.wait()).await;
+    let replies = shared.replies.as_ref().map(|replies| replies.close(stream));
+    match (status, replies) {
+        (Err(_elapsed), _) => error_response(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timed out waiting for the events to be acknowledged",
+        ),
+        (Ok(AckStatus::Failed), _) => error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "delivery failed; the events were not accepted, retry the request",
+        ),
+        (Ok(AckStatus::Delivered), None) => accepted_response(accepted),
+        (Ok(AckStatus::Delivered), Some(values)) => reply_response(shared, &values),
+    }
+}
+
+/// Answers a request whose body did not decode, after putting the bad bytes on `_errors`.
+async fn reject(shared: &Shared, stream: StreamId, failures: Vec<DecodeError>) -> Response {
+    shared.metrics.errors.inc_by(failures.len() as u64);
+    let status = if failures.iter().any(|f| f.kind == DecodeErrorKind::TooLarge) {
+        StatusCode::PAYLOAD_TOO_LARGE
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    let reason = failures[0].reason.clone();
+    let error_events = failures
+        .iter()
+        .map(|failure| {
+            decode_error_event(
+                &shared.id,
+                stream,
+                failure,
+                tb_event::AckHandle::untracked(),
+            )
+        })
+        .collect();
+    // The client is told either way; an error output that is gone changes nothing for it.
+    let _ = shared.errors.send(error_events).await;
+    error_response(status, &reason)
+}
+
+fn request_fields(request: &Request, remote: SocketAddr) -> ObjectMap {
+    let mut fields = ObjectMap::new();
+    fields.insert(
+        KeyString::from("method"),
+        Value::from(request.method().as_str()),
+    );
+    fields.insert(KeyString::from("path"), Value::from(request.uri().path()));
+    if let Some(query) = request.uri().query() {
+        fields.insert(KeyString::from("query"), Value::from(query));
+    }
+    fields.insert(
+        KeyString::from("remote_address"),
+        Value::from(remote.to_string()),
+    );
+    fields.insert(
+        KeyString::from("headers"),
+        Value::Object(header_fields(request.headers())),
+    );
+    fields
+}
+
+/// Request headers for `%tightbeam.headers`, with credentials redacted.
+fn header_fields(headers: &HeaderMap) -> ObjectMap {
+    headers
+        .iter()
+        .map(|(name, value)| {
+            let value = if is_sensitive_header(name.as_str()) {
+                Value::from("<redacted>")
+            } else {
+                Value::from(String::from_utf8_lossy(value.as_bytes()).into_owned())
+            };
+            (KeyString::from(name.as_str()), value)
+        })
+        .collect()
+}
+
+/// Headers that carry credentials by name: never exposed to pipelines, logs or the API.
+pub(crate) fn is_sensitive_header(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    [
+        "authorization",
+        "cookie",
+        "token",
+        "secret",
+        "api-key",
+        "apikey",
+        "password",
+    ]
+    .iter()
+    .any(|word| name.contains(word))
+}
+
+fn accepted_response(accepted: usize) -> Response {
+    json_response(StatusCode::OK, serde_json::json!({ "accepted": accepted }))
+}
+
+fn reply_response(shared: &Shared, values: &[Value]) -> Response {
+    if values.is_empty() {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    let mut encoder = Encoder::new(shared.config.codec, &shared.config.interceptors);
+    let mut body = Vec::new();
+    let encoded = values
+        .iter()
+        .try_for_each(|value| encoder.encode(value, &mut body))
+        .and_then(|()| encoder.finish(&mut body));
+    match encoded {
+        Ok(()) => {
+            let mut response = Response::new(Body::from(body));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(encoder.content_type()),
+            );
+            response
+        }
+        Err(error) => error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("reply could not be encoded: {error}"),
+        ),
+    }
+}
+
+fn backpressure_response(rejected: SendRejected) -> Response {
+    let reason = match rejected {
+        SendRejected::Full(batch) => {
+            drop(batch);
+            "the pipeline is full; retry later"
+        }
+        SendRejected::Closed => "the server is shutting down; retry later",
+    };
+    let mut response = error_response(StatusCode::SERVICE_UNAVAILABLE, reason);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+fn error_response(status: StatusCode, reason: &str) -> Response {
+    json_response(status, serde_json::json!({ "error": reason }))
+}
+
+fn json_response(status: StatusCode, body: serde_json::Value) -> Response {
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body.to_string(),
+    )
+        .into_response()
+}

@@ -1,0 +1,50 @@
+//! Tightbeam's connectors: everything that talks to the world outside the process.
+//!
+//! Each kind lives in its own folder and is registered once in [`builtin_connectors`]. The
+//! runtime knows connectors only through [`ConnectorBuilder`] (validate a config, make a
+//! [`Connector`]) and [`Connector::start`] (acquire sockets and files, then run), and talks
+//! to them only through the channels and tokens of a [`ConnectorContext`].
+//!
+//! Every connector follows the same contract: events it receives from outside carry an
+//! acknowledgement handle, and it confirms upstream only once that acknowledgement resolves;
+//! events it sends out are completed (delivered or failed) exactly once; bad bytes become
+//! events on `<id>._errors`, never a panic.
+#![deny(missing_docs)]
+
+pub mod blackhole;
+pub mod core;
+pub mod file;
+pub mod generator;
+pub mod http_server;
+pub mod stdio;
+
+pub use crate::core::{
+    BuildError, Connector, ConnectorBuilder, ConnectorContext, ConnectorError, ConnectorMetrics,
+    OutputSender, Roles, RunningConnector, SendRejected, StartFuture, Unconnected,
+};
+
+/// Every connector kind this build knows, for the runtime to look up by `kind`.
+pub fn builtin_connectors() -> Vec<Box<dyn ConnectorBuilder>> {
+    vec![
+        Box::new(blackhole::BlackholeBuilder),
+        Box::new(file::FileBuilder),
+        Box::new(generator::GeneratorBuilder),
+        Box::new(http_server::HttpServerBuilder),
+        Box::new(stdio::StdinBuilder),
+        Box::new(stdio::StdoutBuilder),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_connectors_have_unique_kinds() {
+        let mut kinds: Vec<&str> = builtin_connectors().iter().map(|b| b.kind()).collect();
+        let count = kinds.len();
+        kinds.sort_unstable();
+        kinds.dedup();
+        assert_eq!(kinds.len(), count);
+    }
+}

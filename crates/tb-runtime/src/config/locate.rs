@@ -1,0 +1,212 @@
+//! Finding where a key lives in a config file, to point problems at a line and column.
+//!
+//! The locator walks a key path (`connectors.web.interceptors[0].kind`) through the text:
+//! each name is found as a whole word used as a key (followed by `=`, `:`, `.` or `]`), each
+//! index by skipping that many list elements. It is a search, not a second parser, so it is
+//! the same for TOML and YAML; when it cannot find a key it falls back to the parent's place.
+
+use std::path::PathBuf;
+
+/// The syntax of a config file, chosen by its extension.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// `.toml`
+    Toml,
+    /// `.yaml` or `.yml`
+    Yaml,
+}
+
+/// One config file's text after interpolation.
+#[derive(Clone, Debug)]
+pub struct SourceFile {
+    /// The path as given.
+    pub path: PathBuf,
+    /// The text that was parsed.
+    pub text: String,
+    /// Its syntax.
+    pub format: Format,
+}
+
+/// One step of a key path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Segment {
+    /// A table key.
+    Key(String),
+    /// A list index.
+    Index(usize),
+}
+
+/// Splits `a.b[2].c` into segments; serde_path_to_error writes paths this way.
+pub fn parse_path(path: &str) -> Vec<Segment> {
+    let mut segments = Vec::new();
+    for part in path.split('.').filter(|part| !part.is_empty()) {
+        let mut rest = part;
+        if let Some(bracket) = rest.find('[') {
+            if bracket > 0 {
+                segments.push(Segment::Key(rest[..bracket].to_owned()));
+            }
+            rest = &rest[bracket..];
+            while let Some(stripped) = rest.strip_prefix('[') {
+                let Some(end) = stripped.find(']') else { break };
+                if let Ok(index) = stripped[..end].parse() {
+                    segments.push(Segment::Index(index));
+                }
+                rest = &stripped[end + 1..];
+            }
+        } else {
+            segments.push(Segment::Key(rest.to_owned()));
+        }
+    }
+    segments
+}
+
+impl SourceFile {
+    /// 1-based line and column of a byte offset.
+    pub fn line_column(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.text.len());
+        let before = &self.text[..offset];
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |newline| newline + 1);
+        let column = self.text[line_start..offset].chars().count() + 1;
+        (line, column)
+    }
+
+    /// Byte offset of the deepest segment of `path` that can be found.
+    pub fn locate(&self, path: &[Segment]) -> usize {
+        let mut position = 0;
+        let mut found = 0;
+        for segment in path {
+            let next = match segment {
+                Segment::Key(key) => self.find_key(key, position),
+                Segment::Index(index) => self.skip_elements(*index, position),
+            };
+            match next {
+                Some(next) => {
+                    position = next;
+                    found = next;
+                }
+                None => break,
+            }
+        }
+        found
+    }
+
+    /// Offset of the first character inside the string value of the key at `key_offset`:
+    /// past `=` or `:`, spaces and the opening quote (and the newline after `'''`/`"""`, or
+    /// after a YAML block indicator).
+    pub fn string_value_start(&self, key_offset: usize) -> Option<usize> {
+        let rest = &self.text[key_offset..];
+        let separator = rest.find(['=', ':'])?;
+        let mut position = key_offset + separator + 1;
+        let bytes = self.text.as_bytes();
+        while position < bytes.len() && bytes[position] == b' ' {
+            position += 1;
+        }
+        let after = &self.text[position..];
+        for opener in ["'''", "\"\"\""] {
+            if after.starts_with(opener) {
+                let mut start = position + 3;
+                if self.text[start..].starts_with('\n') {
+                    start += 1;
+                }
+                return Some(start);
+            }
+        }
+        if after.starts_with(['\'', '"']) {
+            return Some(position + 1);
+        }
+        if after.starts_with(['|', '>']) {
+            let newline = after.find('\n')?;
+            let body = position + newline + 1;
+            let indent = self.text[body..].len() - self.text[body..].trim_start_matches(' ').len();
+            return Some(body + indent);
+        }
+        Some(position)
+    }
+
+    fn find_key(&self, key: &str, from: usize) -> Option<usize> {
+        let text = &self.text;
+        let mut search = from;
+        while let Some(found) = text[search..].find(key) {
+            let start = search + found;
+            let end = start + key.len();
+            search = end;
+            let before = text[..start].chars().next_back();
+            let quoted_before = matches!(before, Some('"' | '\''));
+            if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '-') {
+                continue;
+            }
+            let after = text[end..].trim_start_matches(['"', '\'']);
+            let after = if quoted_before { after } else { &text[end..] };
+            let after = after.trim_start_matches([' ', '\t']);
+            if after.starts_with(['=', ':', '.', ']']) && !is_in_comment(text, start) {
+                return Some(start);
+            }
+        }
+        None
+    }
+
+    fn skip_elements(&self, index: usize, from: usize) -> Option<usize> {
+        let text = &self.text[from..];
+        let opener = [("{", 1), ("[[", 2), ("- ", 2)]
+            .into_iter()
+            .filter_map(|(opener, _)| text.find(opener).map(|at| (at, opener)))
+            .min_by_key(|(at, _)| *at)?
+            .1;
+        let mut position = from;
+        for _ in 0..=index {
+            let found = self.text[position..].find(opener)?;
+            position += found + opener.len();
+        }
+        Some(position - opener.len())
+    }
+}
+
+fn is_in_comment(text: &str, offset: usize) -> bool {
+    let line_start = text[..offset].rfind('\n').map_or(0, |newline| newline + 1);
+    text[line_start..offset].contains('#')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn toml(text: &str) -> SourceFile {
+        SourceFile {
+            path: PathBuf::from("t.toml"),
+            text: text.to_owned(),
+            format: Format::Toml,
+        }
+    }
+
+    #[test]
+    fn locates_key_inside_dotted_table_header() {
+        let file = toml("[connectors.web]\nkind = \"http_server\"\nadress = \"x\"\n");
+        let path = parse_path("connectors.web.adress");
+        assert_eq!(file.line_column(file.locate(&path)), (3, 1));
+    }
+
+    #[test]
+    fn locates_key_in_nth_inline_table() {
+        let file = toml(
+            "[pipelines.p]\nsteps = [\n  { kind = \"filter\", condition = 'a' },\n  { kind = \"transform\", source = '.x = 1' },\n]\n",
+        );
+        let offset = file.locate(&parse_path("pipelines.p.steps[1].source"));
+        assert_eq!(file.line_column(offset), (4, 25));
+        let start = file.string_value_start(offset).expect("value");
+        assert_eq!(&file.text[start..start + 6], ".x = 1");
+    }
+
+    #[test]
+    fn parse_path_reads_indices() {
+        assert_eq!(
+            parse_path("a.b[2].c"),
+            vec![
+                Segment::Key("a".into()),
+                Segment::Key("b".into()),
+                Segment::Index(2),
+                Segment::Key("c".into())
+            ]
+        );
+    }
+}

@@ -1,0 +1,16 @@
+//! Reading config files: TOML or YAML by extension, `${VAR}` and `${VAR:-default}` from the
+//! environment, several files merged, and every problem reported as `FILE:LINE:COL: message`.
+
+mod interpolate;
+mod locate;
+mod model;
+mod problem;
+
+/// Helpers for describing problems, shared with the graph checks.
+pub mod model_support {
+    pub use super::model::{closest, describe_serde_error, unknown_key_message};
+}
+
+pub use locate::{Format, Segment, SourceFile, parse_path};
+pub use model::{ApiConfig, ComponentClass, ComponentSpec, Config, load, load_from_sources};
+pub use problem::{Problem, Problems};

@@ -1,0 +1,450 @@
+//! The config model: top-level settings and one [`ComponentSpec`] per connector or pipeline.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use serde_json::Value as Tree;
+use tb_pipeline::PipelineConfig;
+
+use super::interpolate::interpolate;
+use super::locate::{Format, Segment, SourceFile, parse_path};
+use super::problem::{Problem, Problems};
+
+/// Keys allowed at the top of a config file.
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "data_dir",
+    "api",
+    "shutdown_grace",
+    "connectors",
+    "pipelines",
+];
+
+/// The API listener.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiConfig {
+    /// Where to listen; `None` when `address = "off"`.
+    pub address: Option<String>,
+}
+
+/// What a component is.
+#[derive(Clone, Debug)]
+pub enum ComponentClass {
+    /// A connector of some `kind`, with the rest of its table for the kind's builder.
+    Connector {
+        /// The `kind` key.
+        kind: String,
+        /// Every key but `kind` and `inputs`.
+        settings: Tree,
+    },
+    /// A pipeline.
+    Pipeline(PipelineConfig),
+}
+
+/// One connector or pipeline as configured.
+#[derive(Clone, Debug)]
+pub struct ComponentSpec {
+    /// Its id.
+    pub id: String,
+    /// Connector or pipeline.
+    pub class: ComponentClass,
+    /// Outputs it reads.
+    pub inputs: Vec<String>,
+    /// Index into [`Config::sources`] of the file that defines it.
+    pub source: usize,
+}
+
+impl ComponentSpec {
+    /// `connectors` or `pipelines`: the table the component sits in.
+    pub fn section(&self) -> &'static str {
+        match self.class {
+            ComponentClass::Connector { .. } => "connectors",
+            ComponentClass::Pipeline(_) => "pipelines",
+        }
+    }
+}
+
+/// The whole, merged config.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where state (checkpoints) is kept.
+    pub data_dir: PathBuf,
+    /// The HTTP API.
+    pub api: ApiConfig,
+    /// How long shutdown waits for in-flight events before giving up on them.
+    pub shutdown_grace: Duration,
+    /// Every component, in file order.
+    pub components: IndexMap<String, ComponentSpec>,
+    /// The files, for pointing at problems.
+    pub sources: Vec<SourceFile>,
+}
+
+impl Config {
+    /// A problem at `path` (dotted, relative to the component) inside `component`.
+    pub fn problem_at(&self, component: &ComponentSpec, path: &str, message: String) -> Problem {
+        let mut segments = vec![
+            Segment::Key(component.section().to_owned()),
+            Segment::Key(component.id.clone()),
+        ];
+        segments.extend(parse_path(path));
+        let file = &self.sources[component.source];
+        let (line, column) = file.line_column(file.locate(&segments));
+        Problem {
+            file: file.path.clone(),
+            line,
+            column,
+            message,
+        }
+    }
+
+    /// A problem at a byte `offset` within the string value of `path` in `component` (for
+    /// VRL diagnostics, which point into the program).
+    pub fn problem_in_string(
+        &self,
+        component: &ComponentSpec,
+        path: &str,
+        offset: Option<usize>,
+        message: String,
+    ) -> Problem {
+        let mut problem = self.problem_at(component, path, message);
+        let file = &self.sources[component.source];
+        let mut segments = vec![
+            Segment::Key(component.section().to_owned()),
+            Segment::Key(component.id.clone()),
+        ];
+        segments.extend(parse_path(path));
+        let key = file.locate(&segments);
+        if let (Some(start), Some(offset)) = (file.string_value_start(key), offset) {
+            (problem.line, problem.column) = file.line_column(start + offset);
+        }
+        problem
+    }
+}
+
+/// Reads, interpolates, parses and merges config files.
+///
+/// # Errors
+///
+/// Every problem found, each with its file, line and column.
+pub fn load(paths: &[PathBuf]) -> Result<Config, Problems> {
+    let mut sources = Vec::new();
+    let mut problems = Vec::new();
+    for path in paths {
+        match std::fs::read_to_string(path) {
+            Ok(text) => sources.push((path.clone(), text)),
+            Err(error) => problems.push(Problem {
+                file: path.clone(),
+                line: 1,
+                column: 1,
+                message: format!("cannot read config file: {error}"),
+            }),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(Problems(problems));
+    }
+    load_from_sources(sources, |name| std::env::var(name).ok())
+}
+
+/// [`load`] on texts already read, with `lookup` for `${VAR}`.
+///
+/// # Errors
+///
+/// Every problem found.
+pub fn load_from_sources(
+    texts: Vec<(PathBuf, String)>,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<Config, Problems> {
+    let mut problems = Vec::new();
+    let mut config = Config {
+        data_dir: PathBuf::from("data"),
+        api: ApiConfig {
+            address: Some("127.0.0.1:7878".to_owned()),
+        },
+        shutdown_grace: Duration::from_secs(30),
+        components: IndexMap::new(),
+        sources: Vec::new(),
+    };
+    for (path, text) in texts {
+        let format = format_of(&path);
+        let text = match interpolate(&text, &lookup) {
+            Ok(text) => text,
+            Err(missing) => {
+                let file = SourceFile {
+                    path: path.clone(),
+                    text,
+                    format,
+                };
+                for variable in missing {
+                    let (line, column) = file.line_column(variable.offset);
+                    problems.push(Problem {
+                        file: path.clone(),
+                        line,
+                        column,
+                        message: format!(
+                            "environment variable `{}` is not set; set it, or give a default as ${{{}:-value}}",
+                            variable.name, variable.name
+                        ),
+                    });
+                }
+                continue;
+            }
+        };
+        let file = SourceFile { path, text, format };
+        match parse_tree(&file) {
+            Ok(tree) => {
+                config.sources.push(file);
+                let source = config.sources.len() - 1;
+                merge_file(&mut config, tree, source, &mut problems);
+            }
+            Err(problem) => problems.push(problem),
+        }
+    }
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(Problems(problems))
+    }
+}
+
+fn format_of(path: &Path) -> Format {
+    match path.extension().and_then(|extension| extension.to_str()) {
+        Some("yaml" | "yml") => Format::Yaml,
+        _ => Format::Toml,
+    }
+}
+
+fn parse_tree(file: &SourceFile) -> Result<Tree, Problem> {
+    let problem = |line, column, message: String| Problem {
+        file: file.path.clone(),
+        line,
+        column,
+        message,
+    };
+    match file.format {
+        Format::Toml => toml::from_str::<Tree>(&file.text).map_err(|error| {
+            let (line, column) = file.line_column(error.span().map_or(0, |span| span.start));
+            problem(
+                line,
+                column,
+                format!("invalid TOML: {}", error.message().trim()),
+            )
+        }),
+        Format::Yaml => {
+            let tree = serde_yaml::from_str::<Tree>(&file.text).map_err(|error| {
+                let (line, column) = error
+                    .location()
+                    .map_or((1, 1), |location| (location.line(), location.column()));
+                problem(line, column, format!("invalid YAML: {error}"))
+            })?;
+            Ok(if tree.is_null() {
+                Tree::Object(Default::default())
+            } else {
+                tree
+            })
+        }
+    }
+}
+
+fn merge_file(config: &mut Config, tree: Tree, source: usize, problems: &mut Vec<Problem>) {
+    let file = config.sources[source].clone();
+    let at = |path: &str, message: String| {
+        let (line, column) = file.line_column(file.locate(&parse_path(path)));
+        Problem {
+            file: file.path.clone(),
+            line,
+            column,
+            message,
+        }
+    };
+    let Tree::Object(top) = tree else {
+        problems.push(at(
+            "",
+            "a config file must be a table of settings".to_owned(),
+        ));
+        return;
+    };
+    let mut specs = Vec::new();
+    for (key, value) in top {
+        match key.as_str() {
+            "data_dir" => match value.as_str() {
+                Some(dir) => config.data_dir = PathBuf::from(dir),
+                None => problems.push(at("data_dir", "data_dir must be a path string".to_owned())),
+            },
+            "shutdown_grace" => match value.as_str().map(humantime::parse_duration) {
+                Some(Ok(grace)) => config.shutdown_grace = grace,
+                _ => problems.push(at(
+                    "shutdown_grace",
+                    "shutdown_grace must be a duration such as \"30s\" or \"500ms\"".to_owned(),
+                )),
+            },
+            "api" => match api_config(&value) {
+                Ok(api) => config.api = api,
+                Err((path, message)) => problems.push(at(&format!("api.{path}"), message)),
+            },
+            "connectors" | "pipelines" => match value {
+                Tree::Object(components) => specs.extend(
+                    components
+                        .into_iter()
+                        .map(|(id, table)| (key.clone(), id, table)),
+                ),
+                _ => problems.push(at(&key, format!("{key} must be a table of components"))),
+            },
+            unknown => problems.push(at(unknown, unknown_key_message(unknown, TOP_LEVEL_KEYS))),
+        }
+    }
+    for (section, id, table) in specs {
+        match component_spec(&section, &id, table, source) {
+            Ok(spec) => {
+                if let Some(existing) = config.components.get(&id) {
+                    let first = config.sources[existing.source].path.display().to_string();
+                    problems.push(at(
+                        &format!("{section}.{id}"),
+                        format!("component id `{id}` is already defined (in {first}); ids are shared by connectors and pipelines and must be unique"),
+                    ));
+                } else {
+                    config.components.insert(id, spec);
+                }
+            }
+            Err((path, message)) => problems.push(at(&format!("{section}.{id}.{path}"), message)),
+        }
+    }
+}
+
+fn api_config(value: &Tree) -> Result<ApiConfig, (String, String)> {
+    let Tree::Object(table) = value else {
+        return Err((String::new(), "api must be a table".to_owned()));
+    };
+    let mut api = ApiConfig {
+        address: Some("127.0.0.1:7878".to_owned()),
+    };
+    for (key, value) in table {
+        match (key.as_str(), value.as_str()) {
+            ("address", Some("off")) => api.address = None,
+            ("address", Some(address)) => api.address = Some(address.to_owned()),
+            ("address", None) => {
+                return Err((
+                    key.clone(),
+                    "address must be \"host:port\" or \"off\"".to_owned(),
+                ));
+            }
+            (unknown, _) => {
+                return Err((
+                    unknown.to_owned(),
+                    unknown_key_message(unknown, &["address"]),
+                ));
+            }
+        }
+    }
+    Ok(api)
+}
+
+fn component_spec(
+    section: &str,
+    id: &str,
+    table: Tree,
+    source: usize,
+) -> Result<ComponentSpec, (String, String)> {
+    if id.is_empty() || id.contains('.') || id.starts_with('_') {
+        return Err((
+            String::new(),
+            format!("component id `{id}` must be non-empty, contain no `.` and not start with `_`"),
+        ));
+    }
+    let Tree::Object(mut table) = table else {
+        return Err((String::new(), format!("{section}.{id} must be a table")));
+    };
+    let inputs: Vec<String> = match table.get("inputs") {
+        None => Vec::new(),
+        Some(inputs) => serde_json::from_value(inputs.clone()).map_err(|_| {
+            (
+                "inputs".to_owned(),
+                "inputs must be a list of output names such as [\"web\", \"enrich.hot\"]"
+                    .to_owned(),
+            )
+        })?,
+    };
+    let class = if section == "connectors" {
+        table.remove("inputs");
+        let kind = match table.remove("kind") {
+            Some(Tree::String(kind)) => kind,
+            _ => {
+                return Err((
+                    String::new(),
+                    format!("connector `{id}` needs a `kind`, such as kind = \"http_server\""),
+                ));
+            }
+        };
+        ComponentClass::Connector {
+            kind,
+            settings: Tree::Object(table),
+        }
+    } else {
+        let config: PipelineConfig = serde_path_to_error::deserialize(Tree::Object(table))
+            .map_err(|error| {
+                describe_serde_error(&error.path().to_string(), &error.inner().to_string())
+            })?;
+        ComponentClass::Pipeline(config)
+    };
+    Ok(ComponentSpec {
+        id: id.to_owned(),
+        class,
+        inputs,
+        source,
+    })
+}
+
+/// Turns a serde error into (key path, message), pointing at an unknown key itself and
+/// adding a "did you mean" when a known key is close.
+pub fn describe_serde_error(path: &str, message: &str) -> (String, String) {
+    let path = if path == "." { "" } else { path };
+    let Some(unknown) = between(message, "unknown field `", "`") else {
+        let message = message
+            .split(" at line ")
+            .next()
+            .unwrap_or(message)
+            .to_owned();
+        return (path.to_owned(), message);
+    };
+    let expected: Vec<&str> = message
+        .split_once("expected")
+        .map(|(_, list)| list.split('`').skip(1).step_by(2).collect())
+        .unwrap_or_default();
+    let full_path = if path.is_empty() {
+        unknown.to_owned()
+    } else {
+        format!("{path}.{unknown}")
+    };
+    (full_path, unknown_key_message(unknown, &expected))
+}
+
+/// "unknown key `adress` (did you mean `address`?); expected one of ..."
+pub fn unknown_key_message(unknown: &str, expected: &[&str]) -> String {
+    let mut message = format!("unknown key `{unknown}`");
+    if let Some(suggestion) = closest(unknown, expected) {
+        message.push_str(&format!(" (did you mean `{suggestion}`?)"));
+    }
+    if !expected.is_empty() {
+        message.push_str(&format!("; expected one of: {}", expected.join(", ")));
+    }
+    message
+}
+
+/// The candidate closest to `word`, if any is close enough to be a likely typo.
+pub fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    candidates
+        .iter()
+        .map(|candidate| (strsim::jaro_winkler(word, candidate), *candidate))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, candidate)| candidate)
+}
+
+fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {
+    let from = text.find(start)? + start.len();
+    let length = text[from..].find(end)?;
+    Some(&text[from..from + length])
+}
+
+#[cfg(test)]
+mod tests;

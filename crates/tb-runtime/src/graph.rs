@@ -1,0 +1,280 @@
+//! The topology graph: every component built, every input resolved to an output port, and
+//! checks that need the whole graph (inputs that name nothing, cycles).
+
+use std::collections::BTreeSet;
+
+use tb_connectors::{Connector, ConnectorBuilder};
+use tb_event::ComponentId;
+use tb_pipeline::{BuildError as PipelineBuildError, Pipeline};
+
+use crate::config::model_support::{closest, describe_serde_error};
+use crate::config::{ComponentClass, ComponentSpec, Config, Problem, Problems};
+
+/// A connector or pipeline, built and ready to start.
+pub(crate) enum Body {
+    /// A connector and its kind.
+    Connector {
+        kind: String,
+        connector: Box<dyn Connector>,
+    },
+    /// A compiled pipeline.
+    Pipeline(Pipeline),
+}
+
+/// One component of the graph.
+pub(crate) struct Node {
+    pub(crate) id: ComponentId,
+    pub(crate) body: Body,
+    /// Output port names; `""` is the main output.
+    pub(crate) ports: Vec<String>,
+    /// (node index, port index) of every output this node reads.
+    pub(crate) inputs: Vec<(usize, usize)>,
+}
+
+/// A built, checked topology: the config it came from and its components.
+pub struct Topology {
+    pub(crate) config: Config,
+    pub(crate) nodes: Vec<Node>,
+}
+
+impl Topology {
+    /// Builds every component of `config` with the connector kinds in `builders`.
+    ///
+    /// # Errors
+    ///
+    /// Every problem found, each pointing into the config files.
+    pub fn build(config: Config, builders: &[Box<dyn ConnectorBuilder>]) -> Result<Self, Problems> {
+        let mut problems = Vec::new();
+        let mut nodes = Vec::new();
+        for spec in config.components.values() {
+            match build_node(&config, spec, builders) {
+                Ok(node) => nodes.push(node),
+                Err(mut found) => problems.append(&mut found),
+            }
+        }
+        if problems.is_empty() {
+            resolve_inputs(&config, &mut nodes, &mut problems);
+        }
+        if problems.is_empty() {
+            find_cycles(&config, &nodes, &mut problems);
+        }
+        if problems.is_empty() {
+            Ok(Self { config, nodes })
+        } else {
+            problems.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+            Err(Problems(problems))
+        }
+    }
+
+    /// The config this topology was built from.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Every edge as (`from` output name, `to` component id).
+    pub fn edges(&self) -> Vec<(String, String)> {
+        let mut edges = Vec::new();
+        for node in &self.nodes {
+            for (from, port) in &node.inputs {
+                edges.push((output_name(&self.nodes[*from], *port), node.id.to_string()));
+            }
+        }
+        edges
+    }
+
+    /// The topology as Graphviz DOT.
+    pub fn to_dot(&self) -> String {
+        let mut dot = String::from("digraph tightbeam {\n  rankdir=LR;\n");
+        for node in &self.nodes {
+            let (shape, label) = match &node.body {
+                Body::Connector { kind, .. } => ("box", format!("{}\\n({kind})", node.id)),
+                Body::Pipeline(_) => ("ellipse", format!("{}\\n(pipeline)", node.id)),
+            };
+            dot.push_str(&format!(
+                "  \"{}\" [shape={shape}, label=\"{label}\"];\n",
+                node.id
+            ));
+        }
+        for node in &self.nodes {
+            for (from, port) in &node.inputs {
+                let from_node = &self.nodes[*from];
+                let port_name = &from_node.ports[*port];
+                let label = if port_name.is_empty() {
+                    String::new()
+                } else {
+                    format!(" [label=\"{port_name}\"]")
+                };
+                dot.push_str(&format!(
+                    "  \"{}\" -> \"{}\"{label};\n",
+                    from_node.id, node.id
+                ));
+            }
+        }
+        dot.push_str("}\n");
+        dot
+    }
+}
+
+/// `id` for the main port, `id.port` for the others.
+pub(crate) fn output_name(node: &Node, port: usize) -> String {
+    match node.ports[port].as_str() {
+        "" => node.id.to_string(),
+        name => format!("{}.{name}", node.id),
+    }
+}
+
+fn build_node(
+    config: &Config,
+    spec: &ComponentSpec,
+    builders: &[Box<dyn ConnectorBuilder>],
+) -> Result<Node, Vec<Problem>> {
+    let id = ComponentId::new(&spec.id);
+    let has_inputs = !spec.inputs.is_empty();
+    match &spec.class {
+        ComponentClass::Connector { kind, settings } => {
+            let Some(builder) = builders.iter().find(|builder| builder.kind() == kind) else {
+                let kinds: Vec<&str> = builders.iter().map(|builder| builder.kind()).collect();
+                let mut message = format!("unknown connector kind `{kind}`");
+                if let Some(suggestion) = closest(kind, &kinds) {
+                    message.push_str(&format!(" (did you mean `{suggestion}`?)"));
+                }
+                message.push_str(&format!("; known kinds: {}", kinds.join(", ")));
+                return Err(vec![config.problem_at(spec, "kind", message)]);
+            };
+            let roles = builder.roles(has_inputs);
+            if has_inputs && !roles.consumes {
+                let message = format!("`{kind}` connectors take no inputs; remove `inputs`");
+                return Err(vec![config.problem_at(spec, "inputs", message)]);
+            }
+            let connector = builder
+                .build(&id, settings.clone(), has_inputs)
+                .map_err(|error| {
+                    let (path, message) = describe_serde_error(&error.path, &error.message);
+                    vec![config.problem_at(
+                        spec,
+                        &path,
+                        format!("connector {}: {message}", spec.id),
+                    )]
+                })?;
+            let ports = if roles.produces {
+                vec![String::new(), "_errors".to_owned()]
+            } else {
+                Vec::new()
+            };
+            Ok(Node {
+                id,
+                body: Body::Connector {
+                    kind: kind.clone(),
+                    connector,
+                },
+                ports,
+                inputs: Vec::new(),
+            })
+        }
+        ComponentClass::Pipeline(pipeline_config) => {
+            let pipeline = Pipeline::build(&spec.id, pipeline_config).map_err(|errors| {
+                errors
+                    .into_iter()
+                    .map(|error| pipeline_problem(config, spec, error))
+                    .collect::<Vec<_>>()
+            })?;
+            let ports = pipeline.ports().names().to_vec();
+            Ok(Node {
+                id,
+                body: Body::Pipeline(pipeline),
+                ports,
+                inputs: Vec::new(),
+            })
+        }
+    }
+}
+
+fn pipeline_problem(config: &Config, spec: &ComponentSpec, error: PipelineBuildError) -> Problem {
+    match &error {
+        PipelineBuildError::Vrl { diagnostic, .. } => config.problem_in_string(
+            spec,
+            &diagnostic.location,
+            diagnostic.offset,
+            format!(
+                "pipeline {}: VRL in {} does not compile:\n{}",
+                spec.id,
+                diagnostic.location,
+                diagnostic.message.trim_end()
+            ),
+        ),
+        PipelineBuildError::RouteName { route, .. } => {
+            config.problem_at(spec, route, error.to_string())
+        }
+        PipelineBuildError::UnknownAllowedFunction { .. } => {
+            config.problem_at(spec, "allow_functions", error.to_string())
+        }
+    }
+}
+
+fn resolve_inputs(config: &Config, nodes: &mut [Node], problems: &mut Vec<Problem>) {
+    let outputs: Vec<String> = nodes
+        .iter()
+        .flat_map(|node| (0..node.ports.len()).map(|port| output_name(node, port)))
+        .collect();
+    for index in 0..nodes.len() {
+        let spec = &config.components[nodes[index].id.as_str()];
+        let mut resolved = Vec::new();
+        for input in &spec.inputs {
+            match find_output(nodes, input) {
+                Some(found) => resolved.push(found),
+                None => {
+                    let candidates: Vec<&str> = outputs.iter().map(String::as_str).collect();
+                    let mut message = format!("input `{input}` names no output");
+                    if let Some(suggestion) = closest(input, &candidates) {
+                        message.push_str(&format!(" (did you mean `{suggestion}`?)"));
+                    }
+                    message.push_str(&format!("; outputs are: {}", candidates.join(", ")));
+                    problems.push(config.problem_at(spec, "inputs", message));
+                }
+            }
+        }
+        nodes[index].inputs = resolved;
+    }
+}
+
+fn find_output(nodes: &[Node], input: &str) -> Option<(usize, usize)> {
+    let (id, port) = input.split_once('.').unwrap_or((input, ""));
+    let node = nodes.iter().position(|node| node.id.as_str() == id)?;
+    let port = nodes[node].ports.iter().position(|name| name == port)?;
+    Some((node, port))
+}
+
+/// Data cannot loop through pipelines alone. Connectors are boundaries: what enters one
+/// leaves the process, so request/response through a connector is not a cycle.
+fn find_cycles(config: &Config, nodes: &[Node], problems: &mut Vec<Problem>) {
+    let is_pipeline = |index: usize| matches!(nodes[index].body, Body::Pipeline(_));
+    let mut reported = BTreeSet::new();
+    for start in (0..nodes.len()).filter(|index| is_pipeline(*index)) {
+        let mut stack = vec![(start, vec![start])];
+        while let Some((current, path)) = stack.pop() {
+            for (from, _) in &nodes[current].inputs {
+                if !is_pipeline(*from) {
+                    continue;
+                }
+                if *from == start {
+                    let mut names: Vec<&str> = path
+                        .iter()
+                        .rev()
+                        .map(|index| nodes[*index].id.as_str())
+                        .collect();
+                    names.push(nodes[start].id.as_str());
+                    let key: BTreeSet<usize> = path.iter().copied().collect();
+                    if reported.insert(key.into_iter().collect::<Vec<_>>()) {
+                        let spec = &config.components[nodes[start].id.as_str()];
+                        let message = format!("pipelines form a cycle: {}", names.join(" -> "));
+                        problems.push(config.problem_at(spec, "inputs", message));
+                    }
+                } else if !path.contains(from) {
+                    let mut longer = path.clone();
+                    longer.push(*from);
+                    stack.push((*from, longer));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! Wiring channels, starting components, and draining on shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU8;
+use std::time::Duration;
+
+use tb_connectors::{ConnectorContext, OutputSender, RunningConnector, Unconnected};
+use tb_event::EventBatch;
+use tb_pipeline::Pipeline;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::graph::{Body, Node, Topology};
+use crate::metrics::{MetricsRegistry, PipelineMetrics};
+use crate::view::{
+    ComponentMetrics, ComponentType, ComponentView, EdgeView, RuntimeHandle, Status,
+};
+
+/// Batches a component's input queue holds before its senders wait. With batches of up to a
+/// few thousand events this bounds each queue to a few megabytes.
+pub const INPUT_QUEUE_BATCHES: usize = 16;
+
+/// A component that could not start: a port in use, a missing file, an unwritable directory.
+#[derive(Debug, thiserror::Error)]
+#[error("{component}: {message}")]
+pub struct StartError {
+    /// The component (or `data_dir`).
+    pub component: String,
+    /// The cause, in one line.
+    pub message: String,
+}
+
+/// How a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// Everything finished and was drained.
+    Drained,
+    /// The grace period expired with work still in flight; that work was not confirmed.
+    GraceExpired,
+}
+
+/// A started topology.
+pub struct RunningTopology {
+    handle: RuntimeHandle,
+    tasks: TaskTracker,
+    intake: CancellationToken,
+    grace: Duration,
+}
+
+struct Wiring {
+    receivers: Vec<Option<mpsc::Receiver<EventBatch>>>,
+    subscribers: Vec<Vec<Vec<mpsc::Sender<EventBatch>>>>,
+    queues: Vec<(String, mpsc::WeakSender<EventBatch>)>,
+}
+
+fn wire(nodes: &[Node]) -> Wiring {
+    let mut receivers = Vec::with_capacity(nodes.len());
+    let mut subscribers: Vec<Vec<Vec<mpsc::Sender<EventBatch>>>> = nodes
+        .iter()
+        .map(|node| node.ports.iter().map(|_| Vec::new()).collect())
+        .collect();
+    let mut queues = Vec::new();
+    for node in nodes {
+        if node.inputs.is_empty() {
+            receivers.push(None);
+            continue;
+        }
+        let (sender, receiver) = mpsc::channel(INPUT_QUEUE_BATCHES);
+        queues.push((node.id.to_string(), sender.downgrade()));
+        let mut inputs = node.inputs.clone();
+        inputs.sort_unstable();
+        inputs.dedup();
+        for (from, port) in inputs {
+            subscribers[from][port].push(sender.clone());
+        }
+        receivers.push(Some(receiver));
+    }
+    Wiring {
+        receivers,
+        subscribers,
+        queues,
+    }
+}
+
+impl Topology {
+    /// Wires channels, starts every connector, and spawns every component.
+    ///
+    /// # Errors
+    ///
+    /// The first component that cannot start; nothing keeps running then.
+    pub async fn start(self) -> Result<RunningTopology, StartError> {
+        let data_dir = self.config.data_dir.clone();
+        std::fs::create_dir_all(&data_dir).map_err(|error| StartError {
+            component: "data_dir".to_owned(),
+            message: format!("cannot create {}: {error}", data_dir.display()),
+        })?;
+        let metrics = MetricsRegistry::new();
+        let edges = self
+            .edges()
+            .into_iter()
+            .map(|(from, to)| EdgeView { from, to })
+            .collect();
+        let Wiring {
+            mut receivers,
+            mut subscribers,
+            queues,
+        } = wire(&self.nodes);
+        let intake = CancellationToken::new();
+        let mut views = Vec::new();
+        let mut connectors: Vec<(ComponentView, RunningConnector)> = Vec::new();
+        let mut pipelines = Vec::new();
+        for (index, node) in self.nodes.into_iter().enumerate() {
+            let ports: Vec<Vec<mpsc::Sender<EventBatch>>> = std::mem::take(&mut subscribers[index]);
+            let input = receivers[index].take();
+            let id = node.id.clone();
+            match node.body {
+                Body::Connector {
+                    kind, connector, ..
+                } => {
+                    let connector_metrics = metrics.connector(id.as_str());
+                    let view = component_view(
+                        id.as_str(),
+                        ComponentType::Connector,
+                        kind,
+                        ComponentMetrics::Connector(connector_metrics.clone()),
+                    );
+                    let mut ports = ports.into_iter();
+                    let context = ConnectorContext {
+                        id: id.clone(),
+                        output: OutputSender::new(
+                            ports.next().unwrap_or_default(),
+                            Unconnected::Complete,
+                        ),
+                        errors: OutputSender::new(
+                            ports.next().unwrap_or_default(),
+                            Unconnected::Complete,
+                        ),
+                        input,
+                        intake: intake.child_token(),
+                        metrics: connector_metrics,
+                        data_dir: data_dir.clone(),
+                    };
+                    let running = connector.start(context).await.map_err(|error| StartError {
+                        component: format!("connector {id}"),
+                        message: error.to_string(),
+                    })?;
+                    views.push(view.clone());
+                    connectors.push((view, running));
+                }
+                Body::Pipeline(pipeline) => {
+                    let pipeline_metrics = metrics.pipeline(id.as_str());
+                    let view = component_view(
+                        id.as_str(),
+                        ComponentType::Pipeline,
+                        "pipeline".to_owned(),
+                        ComponentMetrics::Pipeline(pipeline_metrics.clone()),
+                    );
+                    let errors_port = pipeline.ports().errors();
+                    let senders = ports
+                        .into_iter()
+                        .enumerate()
+                        .map(|(port, subscribers)| {
+                            let unconnected = if port == errors_port {
+                                Unconnected::Fail
+                            } else {
+                                Unconnected::Complete
+                            };
+                            OutputSender::new(subscribers, unconnected)
+                        })
+                        .collect();
+                    views.push(view.clone());
+                    pipelines.push((view, pipeline, input, senders, pipeline_metrics));
+                }
+            }
+        }
+        let tasks = TaskTracker::new();
+        for (view, pipeline, input, senders, pipeline_metrics) in pipelines {
+            view.set_status(Status::Running);
+            let Some(input) = input else {
+                view.set_status(Status::Finished);
+                continue;
+            };
+            tasks.spawn(async move {
+                run_pipeline(pipeline, input, senders, pipeline_metrics).await;
+                view.set_status(Status::Finished);
+            });
+        }
+        for (view, running) in connectors {
+            view.set_status(Status::Running);
+            tasks.spawn(async move {
+                match running.await {
+                    Ok(()) => view.set_status(Status::Finished),
+                    Err(error) => {
+                        tracing::error!(connector = %view.id, %error, "Connector stopped with an error.");
+                        view.set_status(Status::Failed);
+                    }
+                }
+            });
+        }
+        tasks.close();
+        Ok(RunningTopology {
+            handle: RuntimeHandle::new(views, edges, metrics, queues),
+            tasks,
+            intake,
+            grace: self.config.shutdown_grace,
+        })
+    }
+}
+
+fn component_view(
+    id: &str,
+    component_type: ComponentType,
+    kind: String,
+    metrics: ComponentMetrics,
+) -> ComponentView {
+    ComponentView {
+        id: id.to_owned(),
+        component_type,
+        kind,
+        metrics,
+        status: Arc::new(AtomicU8::new(Status::Starting as u8)),
+    }
+}
+
+/// Runs batches through `pipeline` until its input closes, sending each port's events on.
+async fn run_pipeline(
+    mut pipeline: Pipeline,
+    mut input: mpsc::Receiver<EventBatch>,
+    senders: Vec<OutputSender>,
+    metrics: PipelineMetrics,
+) {
+    let mut outputs: Vec<EventBatch> = senders.iter().map(|_| Vec::new()).collect();
+    let unmatched = pipeline.ports().unmatched();
+    while let Some(batch) = input.recv().await {
+        let counts = pipeline.process(batch, &mut outputs);
+        metrics.input.inc_by(counts.input);
+        metrics.output.inc_by(counts.output);
+        metrics.dropped.inc_by(counts.dropped);
+        metrics.errors.inc_by(counts.errors);
+        for (port, events) in outputs.iter_mut().enumerate() {
+            if events.is_empty() {
+                continue;
+            }
+            // `_unmatched` holds copies of events that also go on to the main output; when
+            // nothing reads it, the copies are simply done.
+            let batch = std::mem::take(events);
+            if port == unmatched && !senders[port].is_connected() {
+                batch
+                    .into_iter()
+                    .for_each(|event| event.complete(tb_event::AckStatus::Delivered));
+                continue;
+            }
+            if port == pipeline.ports().errors() && !senders[port].is_connected() {
+                tracing::warn!(
+                    pipeline = pipeline.id(),
+                    count = batch.len(),
+                    "Events failed and nothing reads _errors; their sources will not confirm them."
+                );
+            }
+            // A closed subscriber fails the events, and their sources learn it.
+            let _ = senders[port].send(batch).await;
+        }
+    }
+}
+
+impl RunningTopology {
+    /// The API's view of this topology.
+    pub fn handle(&self) -> RuntimeHandle {
+        self.handle.clone()
+    }
+
+    /// Runs until every component finishes by itself, or `shutdown` resolves; then stops
+    /// intake and drains for at most the grace period.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> RunOutcome {
+        tokio::select! {
+            () = self.tasks.wait() => return RunOutcome::Drained,
+            () = shutdown => {}
+        }
+        tracing::info!(grace = ?self.grace, "Shutting down: intake stopped, draining in-flight events.");
+        self.intake.cancel();
+        match tokio::time::timeout(self.grace, self.tasks.wait()).await {
+            Ok(()) => RunOutcome::Drained,
+            Err(_elapsed) => {
+                tracing::warn!(
+                    "Grace period expired; events still in flight were not confirmed to their sources."
+                );
+                RunOutcome::GraceExpired
+            }
+        }
+    }
+
+    /// Whether any component stopped with an error.
+    pub fn any_failed(handle: &RuntimeHandle) -> bool {
+        handle
+            .components()
+            .iter()
+            .any(|component| component.status() == Status::Failed)
+    }
+}

@@ -1,0 +1,197 @@
+//! The command line as a user meets it: validate, graph, and errors at start.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+#[test]
+fn every_example_validates() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(examples_dir()).expect("examples dir") {
+        let path = entry.expect("entry").path();
+        let Some("toml" | "yaml" | "yml") = path.extension().and_then(|e| e.to_str()) else {
+            continue;
+        };
+        let output = run_to_end(
+            dir.path(),
+            &["validate", "-c", path.to_str().expect("utf-8 path")],
+            LIMIT,
+        );
+        assert!(
+            output.status.success(),
+            "{} failed validation:\n{}",
+            path.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        checked += 1;
+    }
+    assert!(checked >= 3, "expected several examples, found {checked}");
+}
+
+#[test]
+fn validate_lists_every_problem_with_file_line_and_column() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(
+        dir.path(),
+        "bad.toml",
+        r#"[connectors.web]
+kind = "http_server"
+adress = "127.0.0.1:1"
+
+[connectors.typo]
+kind = "htp_server"
+
+[pipelines.p]
+inputs = ["nowhere"]
+steps = [
+  { kind = "transform", source = '.a = nope()' },
+]
+"#,
+    );
+    let output = run_to_end(dir.path(), &["validate", "-c", "bad.toml"], LIMIT);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(
+            "bad.toml:3:1: connector web: unknown key `adress` (did you mean `address`?)"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "bad.toml:6:1: unknown connector kind `htp_server` (did you mean `http_server`?)"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("bad.toml:11:40: pipeline p: VRL in steps[0].source does not compile"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("call to undefined function"), "{stderr}");
+}
+
+#[test]
+fn unknown_input_and_cycles_are_reported() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(
+        dir.path(),
+        "graph.toml",
+        r#"[pipelines.a]
+inputs = ["b"]
+
+[pipelines.b]
+inputs = ["a", "nowhere.x"]
+"#,
+    );
+    let output = run_to_end(dir.path(), &["validate", "-c", "graph.toml"], LIMIT);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("graph.toml:5:1: input `nowhere.x` names no output"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn pipeline_cycle_is_reported() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(
+        dir.path(),
+        "cycle.toml",
+        "[pipelines.a]\ninputs = [\"b\"]\n\n[pipelines.b]\ninputs = [\"a\"]\n",
+    );
+    let output = run_to_end(dir.path(), &["validate", "-c", "cycle.toml"], LIMIT);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("pipelines form a cycle"), "{stderr}");
+}
+
+#[test]
+fn graph_prints_dot_with_every_edge() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let example = examples_dir().join("quickstart.toml");
+    let output = run_to_end(
+        dir.path(),
+        &["graph", "-c", example.to_str().expect("path")],
+        LIMIT,
+    );
+    assert!(output.status.success());
+    let dot = String::from_utf8_lossy(&output.stdout);
+    assert!(dot.starts_with("digraph tightbeam {"), "{dot}");
+    assert!(dot.contains("\"sensors\" -> \"enrich\";"), "{dot}");
+    assert!(
+        dot.contains("\"enrich\" -> \"out\" [label=\"hot\"];"),
+        "{dot}"
+    );
+}
+
+#[test]
+fn port_in_use_is_a_one_line_error_naming_the_connector() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let config = write(
+        dir.path(),
+        "busy.toml",
+        &format!(
+            "[api]\naddress = \"off\"\n[connectors.web]\nkind = \"http_server\"\naddress = \"127.0.0.1:{port}\"\n[connectors.sink]\nkind = \"blackhole\"\ninputs = [\"web\"]\n"
+        ),
+    );
+    let output = run_to_end(
+        dir.path(),
+        &["run", "-c", config.to_str().expect("path")],
+        LIMIT,
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!("connector web: cannot listen on 127.0.0.1:{port}")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn missing_input_file_is_a_one_line_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write(
+        dir.path(),
+        "missing.toml",
+        "[api]\naddress = \"off\"\n[connectors.in]\nkind = \"file\"\npath = \"no-such-file.ndjson\"\n[connectors.sink]\nkind = \"blackhole\"\ninputs = [\"in\"]\n",
+    );
+    let output = run_to_end(
+        dir.path(),
+        &["run", "-c", config.to_str().expect("path")],
+        LIMIT,
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("connector in: cannot open no-such-file.ndjson"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn unknown_codec_names_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(
+        dir.path(),
+        "codec.toml",
+        "[connectors.in]\nkind = \"stdin\"\ncodec = \"jsn\"\n[connectors.out]\nkind = \"stdout\"\ninputs = [\"in\"]\n",
+    );
+    let output = run_to_end(dir.path(), &["validate", "-c", "codec.toml"], LIMIT);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("codec.toml:3:1: connector in: unknown variant `jsn`"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,113 @@
+//! Helpers for tests that run the real `tightbeam` binary on 127.0.0.1.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub fn tightbeam() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tightbeam"));
+    command.env("RUST_LOG", "warn");
+    command
+}
+
+/// The examples folder.
+pub fn examples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("an ephemeral port")
+}
+
+/// Writes `text` to `dir/name` and returns the path.
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write test file");
+    path
+}
+
+/// Runs `tightbeam <args>` in `dir` to completion, failing the test after `limit`.
+pub fn run_to_end(dir: &Path, args: &[&str], limit: Duration) -> Output {
+    let child = tightbeam()
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tightbeam");
+    wait_with_limit(child, limit)
+}
+
+/// Starts `tightbeam run -c config` in `dir`.
+pub fn start(dir: &Path, config: &Path) -> Child {
+    tightbeam()
+        .args(["run", "-c"])
+        .arg(config)
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tightbeam")
+}
+
+/// Waits for the child to exit, killing it and failing after `limit`.
+pub fn wait_with_limit(mut child: Child, limit: Duration) -> Output {
+    let deadline = Instant::now() + limit;
+    loop {
+        match child.try_wait().expect("try_wait") {
+            Some(_) => return child.wait_with_output().expect("output"),
+            None if Instant::now() > deadline => {
+                let _ = child.kill();
+                let output = child.wait_with_output().expect("output");
+                panic!(
+                    "tightbeam did not exit within {limit:?}; stderr:\n{}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+            None => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// Waits until something accepts connections on `port`, or fails after `limit`.
+pub fn wait_for_port(child: &mut Child, port: u16, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            panic!("tightbeam exited early with {status}");
+        }
+        assert!(Instant::now() < deadline, "port {port} never opened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends SIGTERM to the child.
+pub fn terminate(child: &Child) {
+    // SAFETY: kill(2) on a pid we spawned and have not reaped.
+    let result = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(result, 0, "kill(SIGTERM) failed");
+}
+
+/// Lines of a file, parsed as JSON.
+pub fn json_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| !line.is_empty())
+        .map(|line| serde_json::from_str(line).expect("output line is JSON"))
+        .collect()
+}
+
+/// An HTTP client. reqwest is built with rustls but no crypto provider (VRL chooses
+/// ring), so the provider is installed once per test process.
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}

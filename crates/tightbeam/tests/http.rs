@@ -1,0 +1,291 @@
+//! HTTP ingest, request/response, the API, and draining on SIGTERM, against the real binary.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn ingest_config(http_port: u16, api_port: u16) -> String {
+    format!(
+        r#"[api]
+address = "127.0.0.1:{api_port}"
+
+[connectors.web]
+kind = "http_server"
+address = "127.0.0.1:{http_port}"
+interceptors = [{{ kind = "lines" }}]
+max_body = 65536
+
+[pipelines.w1]
+inputs = ["web"]
+steps = [
+  {{ kind = "filter", condition = '.kind != "debug"' }},
+  {{ kind = "transform", source = '.processed = true' }},
+]
+
+[connectors.out]
+kind = "file"
+path = "out.ndjson"
+inputs = ["w1"]
+
+[connectors.rejects]
+kind = "file"
+path = "rejects.ndjson"
+inputs = ["web._errors"]
+"#
+    )
+}
+
+fn body(range: std::ops::Range<u64>) -> String {
+    range
+        .map(|seq| {
+            let kind = if seq % 10 == 9 { "debug" } else { "temp" };
+            format!("{{\"seq\":{seq},\"kind\":\"{kind}\"}}\n")
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn ingest_answers_after_ack_and_rejects_bad_bodies_with_reasons() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (http_port, api_port) = (free_port(), free_port());
+    let config = write(
+        dir.path(),
+        "ingest.toml",
+        &ingest_config(http_port, api_port),
+    );
+    let mut child = start(dir.path(), &config);
+    wait_for_port(&mut child, http_port, LIMIT);
+    wait_for_port(&mut child, api_port, LIMIT);
+    let client = http_client();
+    let url = format!("http://127.0.0.1:{http_port}/ingest");
+
+    let response = client
+        .post(&url)
+        .body(body(0..100))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 200);
+    let answer: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(answer, serde_json::json!({ "accepted": 100 }));
+    // Answered after acknowledgement: the 90 kept events are already in the file.
+    assert_eq!(json_lines(&dir.path().join("out.ndjson")).len(), 90);
+
+    let response = client
+        .post(&url)
+        .body("{\"ok\":1}\n{not json}\n")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 400);
+    let answer: serde_json::Value = response.json().await.expect("json");
+    assert!(
+        answer["error"]
+            .as_str()
+            .expect("reason")
+            .contains("key must be a string"),
+        "{answer}"
+    );
+
+    let response = client
+        .post(&url)
+        .body(vec![b' '; 70_000])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 413);
+
+    let response = client.get(&url).send().await.expect("get");
+    assert_eq!(response.status(), 405);
+
+    let health: serde_json::Value = client
+        .get(format!("http://127.0.0.1:{api_port}/health"))
+        .send()
+        .await
+        .expect("health")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(health, serde_json::json!({ "status": "ok" }));
+
+    let metrics = client
+        .get(format!("http://127.0.0.1:{api_port}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics
+            .contains("tightbeam_connector_events_total{connector=\"web\",direction=\"recv\"} 100"),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains("tightbeam_pipeline_events_total{pipeline=\"w1\",direction=\"dropped\"} 10"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tightbeam_event_latency_seconds_count{connector=\"web\"}"),
+        "{metrics}"
+    );
+
+    let topology: serde_json::Value = client
+        .get(format!("http://127.0.0.1:{api_port}/api/v1/topology"))
+        .send()
+        .await
+        .expect("topology")
+        .json()
+        .await
+        .expect("json");
+    let web = topology["components"]
+        .as_array()
+        .expect("components")
+        .iter()
+        .find(|component| component["id"] == "web")
+        .expect("web component");
+    assert_eq!(web["type"], "connector");
+    assert_eq!(web["kind"], "http_server");
+    assert_eq!(web["status"], "running");
+    assert_eq!(web["metrics"]["recv"], 100);
+    assert!(
+        topology["edges"]
+            .as_array()
+            .expect("edges")
+            .contains(&serde_json::json!({"from": "web", "to": "w1"}))
+    );
+
+    let rejects = json_lines(&dir.path().join("rejects.ndjson"));
+    assert_eq!(rejects.len(), 1);
+    assert_eq!(rejects[0]["raw"], "{not json}");
+
+    terminate(&child);
+    assert!(wait_with_limit(child, LIMIT).status.success());
+}
+
+#[tokio::test]
+async fn request_response_returns_the_pipeline_result_to_its_request() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let config = write(
+        dir.path(),
+        "rr.toml",
+        &format!(
+            r#"[api]
+address = "off"
+[connectors.calc]
+kind = "http_server"
+address = "127.0.0.1:{port}"
+reply_timeout = "5s"
+inputs = ["add"]
+
+[pipelines.add]
+inputs = ["calc"]
+steps = [
+  {{ kind = "filter", condition = '.skip != true' }},
+  {{ kind = "transform", source = '.sum = (int(.a) ?? 0) + (int(.b) ?? 0)' }},
+]
+"#
+        ),
+    );
+    let mut child = start(dir.path(), &config);
+    wait_for_port(&mut child, port, LIMIT);
+    let client = http_client();
+    let url = format!("http://127.0.0.1:{port}/");
+    let requests = (0..20).map(|n| {
+        let client = client.clone();
+        let url = url.clone();
+        async move {
+            let response = client
+                .post(&url)
+                .body(format!("{{\"a\":{n},\"b\":1000}}"))
+                .send()
+                .await
+                .expect("post");
+            assert_eq!(response.status(), 200);
+            let answer: serde_json::Value = response.json().await.expect("json");
+            assert_eq!(answer["sum"], n + 1000, "each request gets its own answer");
+        }
+    });
+    futures::future::join_all(requests).await;
+
+    let response = client
+        .post(&url)
+        .body("{\"skip\":true}")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 204, "filtered request has no reply");
+
+    terminate(&child);
+    assert!(wait_with_limit(child, LIMIT).status.success());
+}
+
+#[tokio::test]
+async fn sigterm_during_load_keeps_every_acknowledged_event() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (http_port, api_port) = (free_port(), free_port());
+    let config = write(dir.path(), "load.toml", &ingest_config(http_port, api_port));
+    let mut child = start(dir.path(), &config);
+    wait_for_port(&mut child, http_port, LIMIT);
+    let url = format!("http://127.0.0.1:{http_port}/");
+    let client = http_client();
+    let deadline = Instant::now() + Duration::from_secs(20);
+
+    let mut workers = Vec::new();
+    for worker in 0..4u64 {
+        let client = client.clone();
+        let url = url.clone();
+        workers.push(tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            for request in 0..500u64 {
+                if Instant::now() > deadline {
+                    break;
+                }
+                let first = (worker * 500 + request) * 50;
+                match client.post(&url).body(body(first..first + 50)).send().await {
+                    Ok(response) if response.status() == 200 => acknowledged.push(first),
+                    Ok(_) | Err(_) => break,
+                }
+            }
+            acknowledged
+        }));
+    }
+    // Let the load run, then stop the process in the middle of it.
+    let started = Instant::now();
+    while json_lines(&dir.path().join("out.ndjson")).len() < 2000
+        && started.elapsed() < Duration::from_secs(15)
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    terminate(&child);
+    let mut acknowledged = Vec::new();
+    for worker in workers {
+        acknowledged.extend(worker.await.expect("worker"));
+    }
+    let status = wait_with_limit(child, LIMIT).status;
+    assert!(status.success(), "drained and exited 0");
+    assert!(
+        !acknowledged.is_empty(),
+        "some requests were acknowledged before SIGTERM"
+    );
+
+    let written: BTreeSet<u64> = json_lines(&dir.path().join("out.ndjson"))
+        .iter()
+        .map(|event| event["seq"].as_u64().expect("seq"))
+        .collect();
+    for first in acknowledged {
+        for seq in (first..first + 50).filter(|seq| seq % 10 != 9) {
+            assert!(
+                written.contains(&seq),
+                "event {seq} got a 200 but is not in the output"
+            );
+        }
+    }
+}
