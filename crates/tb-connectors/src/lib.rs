@@ -15,8 +15,11 @@ pub mod blackhole;
 pub mod core;
 pub mod file;
 pub mod generator;
+pub mod http_client;
 pub mod http_server;
 pub mod stdio;
+pub mod tcp;
+pub mod ws;
 
 pub use crate::core::{
     BuildError, Connector, ConnectorBuilder, ConnectorContext, ConnectorError, ConnectorMetrics,
@@ -29,9 +32,14 @@ pub fn builtin_connectors() -> Vec<Box<dyn ConnectorBuilder>> {
         Box::new(blackhole::BlackholeBuilder),
         Box::new(file::FileBuilder),
         Box::new(generator::GeneratorBuilder),
+        Box::new(http_client::HttpClientBuilder),
         Box::new(http_server::HttpServerBuilder),
         Box::new(stdio::StdinBuilder),
         Box::new(stdio::StdoutBuilder),
+        Box::new(tcp::TcpClientBuilder),
+        Box::new(tcp::TcpServerBuilder),
+        Box::new(ws::WsClientBuilder),
+        Box::new(ws::WsServerBuilder),
     ]
 }
 

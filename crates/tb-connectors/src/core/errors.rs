@@ -41,6 +41,25 @@ pub fn parse_config<T: DeserializeOwned>(config: serde_json::Value) -> Result<T,
     })
 }
 
+/// Checks that `address` is `host:port`.
+///
+/// # Errors
+///
+/// A [`BuildError`] at `key` saying what is expected.
+pub fn validate_address(key: &str, address: &str) -> Result<(), BuildError> {
+    let valid = address
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if valid {
+        Ok(())
+    } else {
+        Err(BuildError::at(
+            key,
+            format!("`{address}` is not host:port, such as 127.0.0.1:8080"),
+        ))
+    }
+}
+
 /// A connector that could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectorError {

@@ -36,6 +36,11 @@ impl StreamDecoder {
         }
     }
 
+    /// Events decoded on this stream so far.
+    pub fn events_decoded(&self) -> u64 {
+        self.next_seq
+    }
+
     /// The stream this decoder belongs to.
     pub fn stream(&self) -> StreamId {
         self.stream

@@ -7,12 +7,14 @@ mod ingest;
 mod metrics;
 mod reader;
 mod sink;
+mod streams;
 mod traits;
 
 pub use context::{ConnectorContext, OutputSender, SendRejected, Unconnected};
-pub use errors::{BuildError, ConnectorError, parse_config};
+pub use errors::{BuildError, ConnectorError, parse_config, validate_address};
 pub use ingest::{StreamDecoder, decode_error_event};
 pub use metrics::{ConnectorMetrics, latency_buckets};
-pub use reader::{AtEnd, IngestTarget, ingest_reader};
-pub use sink::{complete_written, encode_batch, write_batches};
+pub use reader::{AtEnd, ChunkAck, IngestTarget, ingest_message, ingest_reader};
+pub use sink::{complete_written, encode_batch, write_batches, write_outgoing};
+pub use streams::{Outgoing, StreamWriters, fail_outgoing};
 pub use traits::{Connector, ConnectorBuilder, Roles, RunningConnector, StartFuture};

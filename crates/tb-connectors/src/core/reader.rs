@@ -48,8 +48,8 @@ const MAX_UNACKNOWLEDGED_CHUNKS: usize = 256;
 const FOLLOW_POLL: Duration = Duration::from_millis(200);
 
 /// Reads `reader` to its end (or forever when following), starting at byte `offset`.
-/// `acknowledged(offset, status)` is called in input order as each chunk resolves, with the
-/// offset just past that chunk. Returns the offset reached.
+/// `acknowledged` is called in input order as each chunk resolves, with a [`ChunkAck`].
+/// Returns the offset reached.
 ///
 /// # Errors
 ///
@@ -64,22 +64,22 @@ pub async fn ingest_reader<R, F>(
 ) -> std::io::Result<u64>
 where
     R: AsyncRead + Unpin,
-    F: FnMut(u64, AckStatus),
+    F: FnMut(ChunkAck),
 {
     let mut buffer = vec![0u8; CHUNK_SIZE];
     let mut pending = FuturesOrdered::new();
     let mut result = Ok(());
     loop {
         while pending.len() >= MAX_UNACKNOWLEDGED_CHUNKS {
-            if let Some((end, status)) = pending.next().await {
-                acknowledged(end, status);
+            if let Some(chunk) = pending.next().await {
+                acknowledged(chunk);
             }
         }
         let read = tokio::select! {
             biased;
             () = target.intake.cancelled() => break,
-            Some((end, status)) = pending.next(), if !pending.is_empty() => {
-                acknowledged(end, status);
+            Some(chunk) = pending.next(), if !pending.is_empty() => {
+                acknowledged(chunk);
                 continue;
             }
             read = reader.read(&mut buffer) => read,
@@ -93,7 +93,7 @@ where
             }
             Ok(0) => {
                 if let Some(receipt) = hand_on(decoder, None, &target).await {
-                    pending.push_back(wait_at(receipt, offset));
+                    pending.push_back(wait_at(receipt, offset, decoder.events_decoded()));
                 }
                 break;
             }
@@ -105,22 +105,61 @@ where
         };
         offset += count as u64;
         if let Some(receipt) = hand_on(decoder, Some(&buffer[..count]), &target).await {
-            pending.push_back(wait_at(receipt, offset));
+            pending.push_back(wait_at(receipt, offset, decoder.events_decoded()));
         }
     }
-    while let Some((end, status)) = pending.next().await {
-        acknowledged(end, status);
+    while let Some(chunk) = pending.next().await {
+        acknowledged(chunk);
     }
     result.map(|()| offset)
+}
+
+/// A chunk whose acknowledgement resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkAck {
+    /// Byte offset just past the chunk.
+    pub end: u64,
+    /// Events decoded on this stream up to and including the chunk.
+    pub events_through: u64,
+    /// Delivered, or failed somewhere.
+    pub status: AckStatus,
 }
 
 async fn wait_at(
     (receipt, started, latency): (tb_event::AckReceipt, Instant, Histogram),
     end: u64,
-) -> (u64, AckStatus) {
+    events_through: u64,
+) -> ChunkAck {
     let status = receipt.wait().await;
     latency.observe(started.elapsed().as_secs_f64());
-    (end, status)
+    ChunkAck {
+        end,
+        events_through,
+        status,
+    }
+}
+
+/// Decodes one self-contained message (a WebSocket message: the decoder is finished after
+/// it, ready for the next), hands its events on, and returns a future that resolves when
+/// they are acknowledged, or `None` if the message held nothing.
+pub async fn ingest_message(
+    decoder: &mut StreamDecoder,
+    message: &[u8],
+    target: &IngestTarget<'_>,
+) -> Option<impl std::future::Future<Output = ChunkAck> + use<>> {
+    let (ack, receipt) = Acknowledgement::new_unit();
+    let mut events = Vec::new();
+    let mut failures = Vec::new();
+    decoder.decode(message, &ack, &mut events, &mut failures);
+    decoder.finish(&ack, &mut events, &mut failures);
+    let started = Instant::now();
+    forward(decoder, ack, events, failures, target).await?;
+    let events_through = decoder.events_decoded();
+    Some(wait_at(
+        (receipt, started, target.metrics.latency.clone()),
+        0,
+        events_through,
+    ))
 }
 
 /// Decodes one chunk (or the end of the stream when `chunk` is `None`), sends the events
@@ -138,6 +177,18 @@ async fn hand_on(
         Some(chunk) => decoder.decode(chunk, &ack, &mut events, &mut failures),
         None => decoder.finish(&ack, &mut events, &mut failures),
     }
+    forward(decoder, ack, events, failures, target).await?;
+    Some((receipt, started, target.metrics.latency.clone()))
+}
+
+/// Sends decoded events and error events on; `None` when there was nothing to send.
+async fn forward(
+    decoder: &StreamDecoder,
+    ack: tb_event::AckHandle,
+    events: Vec<Event>,
+    failures: Vec<tb_codec::DecodeError>,
+    target: &IngestTarget<'_>,
+) -> Option<()> {
     if events.is_empty() && failures.is_empty() {
         ack.complete(AckStatus::Delivered);
         return None;
@@ -153,5 +204,5 @@ async fn hand_on(
     // A closed output fails the events, which the receipt reports; nothing to add here.
     let _ = target.errors.send(error_events).await;
     let _ = target.output.send(events).await;
-    Some((receipt, started, target.metrics.latency.clone()))
+    Some(())
 }

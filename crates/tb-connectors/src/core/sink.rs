@@ -79,3 +79,48 @@ async fn write_all_and_flush<W: AsyncWrite + Unpin>(
     writer.write_all(bytes).await?;
     writer.flush().await
 }
+
+/// Writes one stream's outgoing queue to `writer` until the queue closes: events are encoded
+/// and completed once written; raw bytes are written as they are. After a write error the
+/// stream is dead: the rest of the queue is failed.
+pub async fn write_outgoing<W: AsyncWrite + Unpin>(
+    mut outgoing: mpsc::Receiver<super::streams::Outgoing>,
+    mut encoder: Encoder,
+    mut writer: W,
+    metrics: &ConnectorMetrics,
+) {
+    use super::streams::{Outgoing, fail_outgoing};
+    let mut buffer = Vec::new();
+    while let Some(item) = outgoing.recv().await {
+        buffer.clear();
+        let event = match item {
+            Outgoing::Raw(bytes) => {
+                buffer.extend_from_slice(&bytes);
+                None
+            }
+            Outgoing::Event(event) => {
+                let encoded = encoder
+                    .encode(&event.value, &mut buffer)
+                    .and_then(|()| encoder.flush(&mut buffer));
+                if let Err(error) = encoded {
+                    tracing::warn!(%error, "Event could not be encoded.");
+                    fail_outgoing(Outgoing::Event(event), metrics);
+                    continue;
+                }
+                Some(event)
+            }
+        };
+        let written = write_all_and_flush(&mut writer, &buffer).await;
+        if let Some(event) = event {
+            complete_written(vec![event], written.is_ok(), metrics);
+        }
+        if written.is_err() {
+            outgoing.close();
+            while let Some(item) = outgoing.recv().await {
+                fail_outgoing(item, metrics);
+            }
+            return;
+        }
+    }
+    let _ = writer.shutdown().await;
+}

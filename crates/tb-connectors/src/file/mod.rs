@@ -168,15 +168,14 @@ impl FileConnector {
                 intake: &context.intake,
             };
             let mut failed = false;
-            let result =
-                ingest_reader(file, &mut decoder, target, offset, at_end, |end, status| {
-                    // Once a chunk fails, later chunks must not move the checkpoint past it.
-                    failed |= status == AckStatus::Failed;
-                    if let (Some(checkpoint), false) = (checkpoint.as_mut(), failed) {
-                        checkpoint.advance(end);
-                    }
-                })
-                .await;
+            let result = ingest_reader(file, &mut decoder, target, offset, at_end, |chunk| {
+                // Once a chunk fails, later chunks must not move the checkpoint past it.
+                failed |= chunk.status == AckStatus::Failed;
+                if let (Some(checkpoint), false) = (checkpoint.as_mut(), failed) {
+                    checkpoint.advance(chunk.end);
+                }
+            })
+            .await;
             if let Some(checkpoint) = checkpoint.as_mut() {
                 checkpoint.save();
             }

@@ -57,19 +57,6 @@ impl HttpServerConfig {
     ///
     /// An address that is not `host:port`.
     pub fn validate(&self) -> Result<(), BuildError> {
-        if self
-            .address
-            .rsplit_once(':')
-            .is_none_or(|(_, port)| port.parse::<u16>().is_err())
-        {
-            return Err(BuildError::at(
-                "address",
-                format!(
-                    "`{}` is not host:port, such as 127.0.0.1:8080",
-                    self.address
-                ),
-            ));
-        }
-        Ok(())
+        crate::core::validate_address("address", &self.address)
     }
 }

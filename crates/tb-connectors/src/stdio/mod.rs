@@ -119,7 +119,7 @@ impl Connector for Stdin {
                     target,
                     0,
                     AtEnd::Finish,
-                    |_, _| {},
+                    |_| {},
                 )
                 .await
                 .map(|_| ())

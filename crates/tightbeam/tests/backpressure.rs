@@ -1,0 +1,177 @@
+//! Backpressure: a slow HTTP receiver slows the sources, memory stays bounded, and the HTTP
+//! server answers 503 with Retry-After rather than queueing without limit.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const LIMIT: Duration = Duration::from_secs(60);
+/// Each request to the slow receiver takes this long to answer.
+const RECEIVER_DELAY: Duration = Duration::from_millis(100);
+
+/// A receiver that answers 200 after `RECEIVER_DELAY`, counting the NDJSON lines it got.
+async fn slow_receiver() -> (u16, Arc<AtomicU64>) {
+    let received = Arc::new(AtomicU64::new(0));
+    let counter = received.clone();
+    let app = axum::Router::new().fallback(move |body: String| {
+        let counter = counter.clone();
+        async move {
+            tokio::time::sleep(RECEIVER_DELAY).await;
+            counter.fetch_add(body.lines().count() as u64, Ordering::Relaxed);
+            "ok"
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (port, received)
+}
+
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| {
+            value
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .map_or(0, |kilobytes| kilobytes * 1024)
+}
+
+async fn component_metric(api_port: u16, id: &str, metric: &str) -> u64 {
+    let topology: serde_json::Value = http_client()
+        .get(format!("http://127.0.0.1:{api_port}/api/v1/topology"))
+        .send()
+        .await
+        .expect("topology")
+        .json()
+        .await
+        .expect("json");
+    topology["components"]
+        .as_array()
+        .expect("components")
+        .iter()
+        .find(|component| component["id"] == id)
+        .and_then(|component| component["metrics"][metric].as_u64())
+        .expect("metric")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_receiver_slows_the_source_and_memory_stays_bounded() {
+    let (receiver_port, received) = slow_receiver().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let api_port = free_port();
+    let config = write(
+        dir.path(),
+        "slow.toml",
+        &format!(
+            r#"[api]
+address = "127.0.0.1:{api_port}"
+[connectors.fast]
+kind = "generator"
+batch_size = 100
+
+[pipelines.mark]
+inputs = ["fast"]
+steps = [{{ kind = "transform", source = '.processed = true' }}]
+
+[connectors.slow]
+kind = "http_client"
+url = "http://127.0.0.1:{receiver_port}/"
+batch_max_events = 100
+inputs = ["mark"]
+"#
+        ),
+    );
+    let mut child = start(dir.path(), &config);
+    wait_for_port(&mut child, api_port, LIMIT);
+    let started = Instant::now();
+    let mut peak_rss = 0;
+    while started.elapsed() < Duration::from_secs(3) {
+        peak_rss = peak_rss.max(rss_bytes(child.id()));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let produced = component_metric(api_port, "fast", "out").await;
+    let sent = component_metric(api_port, "slow", "send").await;
+    let delivered = received.load(Ordering::Relaxed);
+    terminate(&child);
+    let status = wait_with_limit(child, LIMIT).status;
+
+    assert!(delivered > 0, "the receiver got events");
+    assert!(sent <= delivered, "sent counts only answered requests");
+    // What the generator may run ahead of delivery: two input queues of 16 batches of 100
+    // events, plus a few batches held by tasks (being processed, batched, in flight).
+    let allowed_lead = 2 * 16 * 100 + 10 * 100;
+    assert!(
+        produced <= sent + allowed_lead,
+        "generator ran ahead of a slow receiver: produced {produced}, sent {sent}"
+    );
+    assert!(peak_rss < 100 * 1024 * 1024, "peak RSS {peak_rss} bytes");
+    assert!(status.success(), "drained and exited 0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_server_answers_503_with_retry_after_when_the_pipeline_stays_full() {
+    let (receiver_port, _received) = slow_receiver().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let http_port = free_port();
+    let config = write(
+        dir.path(),
+        "full.toml",
+        &format!(
+            r#"[api]
+address = "off"
+[connectors.web]
+kind = "http_server"
+address = "127.0.0.1:{http_port}"
+interceptors = [{{ kind = "lines" }}]
+queue_timeout = "50ms"
+
+[connectors.slow]
+kind = "http_client"
+url = "http://127.0.0.1:{receiver_port}/"
+batch_max_events = 100
+inputs = ["web"]
+"#
+        ),
+    );
+    let mut child = start(dir.path(), &config);
+    wait_for_port(&mut child, http_port, LIMIT);
+    let client = http_client();
+    let url = format!("http://127.0.0.1:{http_port}/");
+    let body: String = (0..100).map(|n| format!("{{\"n\":{n}}}\n")).collect();
+    let requests = (0..80).map(|_| {
+        let request = client.post(&url).body(body.clone()).send();
+        async move { request.await.expect("response") }
+    });
+    let responses = futures::future::join_all(requests).await;
+    let refused: Vec<_> = responses
+        .iter()
+        .filter(|response| response.status() == 503)
+        .collect();
+    assert!(!refused.is_empty(), "a full pipeline answers 503");
+    assert!(
+        refused.iter().all(|response| response
+            .headers()
+            .get("retry-after")
+            .is_some_and(|value| value == "1")),
+        "every 503 carries Retry-After"
+    );
+    assert!(
+        responses.iter().any(|response| response.status() == 200),
+        "some were accepted"
+    );
+    terminate(&child);
+    assert!(wait_with_limit(child, LIMIT).status.success());
+}

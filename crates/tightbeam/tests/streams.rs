@@ -1,0 +1,214 @@
+//! Streams: several TCP connections and WebSocket sessions at once, each getting its own
+//! replies, acknowledgement lines, and broadcast of events without an origin.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::*;
+use futures::{SinkExt, StreamExt};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio_tungstenite::tungstenite::Message;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+#[tokio::test]
+async fn tcp_connections_are_distinct_streams_and_replies_go_home() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let config = write(
+        dir.path(),
+        "tcp.toml",
+        &format!(
+            r#"[api]
+address = "off"
+[connectors.tcp]
+kind = "tcp_server"
+address = "127.0.0.1:{port}"
+inputs = ["tag"]
+
+[pipelines.tag]
+inputs = ["tcp"]
+steps = [{{ kind = "transform", source = '.stream = %tightbeam.stream_id; .seq = %tightbeam.id.seq' }}]
+"#
+        ),
+    );
+    let mut child = start(dir.path(), &config);
+    wait_for_port(&mut child, port, LIMIT);
+
+    let clients = (0..4).map(|client| async move {
+        let socket = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        let (read, mut write) = socket.into_split();
+        for n in 0..5 {
+            let line = format!("{{\"client\":{client},\"n\":{n}}}\n");
+            write.write_all(line.as_bytes()).await.expect("write");
+        }
+        let mut lines = BufReader::new(read).lines();
+        let mut replies = Vec::new();
+        while replies.len() < 5 {
+            let line = tokio::time::timeout(LIMIT, lines.next_line())
+                .await
+                .expect("reply in time")
+                .expect("read")
+                .expect("a line");
+            replies.push(serde_json::from_str::<serde_json::Value>(&line).expect("json"));
+        }
+        replies
+    });
+    let all = futures::future::join_all(clients).await;
+    let mut streams = BTreeSet::new();
+    for (client, replies) in all.iter().enumerate() {
+        assert!(
+            replies.iter().all(|reply| reply["client"] == client),
+            "replies went home"
+        );
+        let stream_ids: BTreeSet<i64> = replies
+            .iter()
+            .map(|reply| reply["stream"].as_i64().expect("stream"))
+            .collect();
+        assert_eq!(stream_ids.len(), 1, "one stream per connection");
+        streams.extend(stream_ids);
+        let seqs: Vec<_> = replies
+            .iter()
+            .map(|reply| reply["seq"].as_i64().expect("seq"))
+            .collect();
+        assert_eq!(seqs, vec![0, 1, 2, 3, 4], "per-stream sequence numbers");
+    }
+    assert_eq!(streams.len(), 4, "four connections, four stream ids");
+    terminate(&child);
+    assert!(wait_with_limit(child, LIMIT).status.success());
+}
+
+#[tokio::test]
+async fn tcp_server_sends_ack_lines_after_delivery() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let config = write(
+        dir.path(),
+        "ack.toml",
+        &format!(
+            "[api]\naddress = \"off\"\n[connectors.tcp]\nkind = \"tcp_server\"\naddress = \"127.0.0.1:{port}\"\nack_lines = true\n[connectors.out]\nkind = \"file\"\npath = \"out.ndjson\"\ninputs = [\"tcp\"]\n"
+        ),
+    );
+    let mut child = start(dir.path(), &config);
+    wait_for_port(&mut child, port, LIMIT);
+    let socket = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let (read, mut write) = socket.into_split();
+    let body: String = (0..10).map(|n| format!("{{\"n\":{n}}}\n")).collect();
+    write.write_all(body.as_bytes()).await.expect("write");
+    let mut lines = BufReader::new(read).lines();
+    loop {
+        let line = tokio::time::timeout(LIMIT, lines.next_line())
+            .await
+            .expect("ack in time")
+            .expect("read")
+            .expect("a line");
+        let ack: serde_json::Value = serde_json::from_str(&line).expect("json");
+        if ack["acked"] == 10 {
+            break;
+        }
+    }
+    assert_eq!(
+        json_lines(&dir.path().join("out.ndjson")).len(),
+        10,
+        "acked means written"
+    );
+    terminate(&child);
+    assert!(wait_with_limit(child, LIMIT).status.success());
+}
+
+#[tokio::test]
+async fn websocket_replies_go_to_their_session_and_others_broadcast() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ws_port, http_port) = (free_port(), free_port());
+    let config = write(
+        dir.path(),
+        "ws.toml",
+        &format!(
+            r#"[api]
+address = "off"
+[connectors.ws]
+kind = "ws_server"
+address = "127.0.0.1:{ws_port}"
+inputs = ["echo", "announce"]
+
+[connectors.web]
+kind = "http_server"
+address = "127.0.0.1:{http_port}"
+
+[pipelines.echo]
+inputs = ["ws"]
+steps = [{{ kind = "transform", source = '.echo = true' }}]
+
+[pipelines.announce]
+inputs = ["web"]
+"#
+        ),
+    );
+    let mut child = start(dir.path(), &config);
+    wait_for_port(&mut child, ws_port, LIMIT);
+    wait_for_port(&mut child, http_port, LIMIT);
+    let url = format!("ws://127.0.0.1:{ws_port}/");
+    let (mut first, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .expect("first session");
+    let (mut second, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .expect("second session");
+
+    first
+        .send(Message::text("{\"from\":\"first\"}"))
+        .await
+        .expect("send");
+    second
+        .send(Message::text("{\"from\":\"second\"}"))
+        .await
+        .expect("send");
+    for (session, name) in [(&mut first, "first"), (&mut second, "second")] {
+        let reply = next_json(session).await;
+        assert_eq!(reply["from"], name, "a reply goes to its own session");
+        assert_eq!(reply["echo"], true);
+    }
+
+    let response = http_client()
+        .post(format!("http://127.0.0.1:{http_port}/"))
+        .body("{\"announcement\":1}")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(
+        response.status(),
+        200,
+        "acknowledged once every session has it"
+    );
+    for session in [&mut first, &mut second] {
+        assert_eq!(
+            next_json(session).await["announcement"],
+            1,
+            "broadcast to every session"
+        );
+    }
+    terminate(&child);
+    assert!(wait_with_limit(child, LIMIT).status.success());
+}
+
+async fn next_json<S>(session: &mut S) -> serde_json::Value
+where
+    S: futures::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    loop {
+        let message = tokio::time::timeout(LIMIT, session.next())
+            .await
+            .expect("message in time")
+            .expect("open")
+            .expect("ok");
+        if let Message::Text(text) = message {
+            return serde_json::from_str(text.as_str()).expect("json");
+        }
+    }
+}
