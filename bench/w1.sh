@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# W1 (../shared/bench/README.md): 1,000,000 standard events, file to file through the W1
+# steps, beside the single-thread serde_json floor in the same run.
+#
+#   bench/w1.sh [RUNS]        # default 3 runs each; prints every run and the medians
+#
+# Prints events/s (1,000,000 / wall), CPU seconds (user + sys) and peak RSS for each.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=${1:-3}
+shared=${SHARED_BENCH:-../shared/bench}
+data=bench/data
+events=$data/events.ndjson
+count=1000000
+mkdir -p "$data"
+[ -f "$events" ] || python3 "$shared/gen_events.py" "$count" > "$events"
+
+cargo build --release -q -p tightbeam
+CARGO_TARGET_DIR="$PWD/$data/floor-target" cargo build --release -q --manifest-path "$shared/floor/Cargo.toml"
+floor="$data/floor-target/release/floor"
+
+measure() { # name, command...: prints "name events/s cpu_s peak_rss_mb"
+  local name=$1; shift
+  local stats
+  stats=$( { /usr/bin/time -f "%e %U %S %M" "$@" > /dev/null; } 2>&1 | tail -1 )
+  read -r wall user sys rss_kb <<< "$stats"
+  awk -v n="$name" -v w="$wall" -v u="$user" -v s="$sys" -v r="$rss_kb" -v c="$count" \
+    'BEGIN { printf "%-10s %10.0f events/s  %6.2f cpu-s  %6.1f MB peak RSS  (%.2f s wall)\n", n, c / w, u + s, r / 1024, w }'
+}
+
+median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+
+tb_results=(); floor_results=()
+for run in $(seq "$runs"); do
+  line=$(measure floor "$floor" < "$events")
+  echo "run $run: $line"; floor_results+=("$(awk '{print $2}' <<< "$line")")
+  line=$(IN=$events OUT=$data/w1.out.ndjson REJECTS=$data/w1.rejects.ndjson measure tightbeam \
+    target/release/tightbeam run -c examples/file-pipeline.toml)
+  echo "run $run: $line"; tb_results+=("$(awk '{print $2}' <<< "$line")")
+done
+kept=$(wc -l < "$data/w1.out.ndjson")
+echo "tightbeam wrote $kept events (expected 899948)"
+floor_median=$(printf '%s\n' "${floor_results[@]}" | median)
+tb_median=$(printf '%s\n' "${tb_results[@]}" | median)
+awk -v t="$tb_median" -v f="$floor_median" \
+  'BEGIN { printf "median: tightbeam %.0f events/s, floor %.0f events/s, ratio %.2f\n", t, f, t / f }'
