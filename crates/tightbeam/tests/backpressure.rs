@@ -175,3 +175,48 @@ inputs = ["web"]
     terminate(&child);
     assert!(wait_with_limit(child, LIMIT).status.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_waiting_past_reply_timeout_gets_504() {
+    let (receiver_port, _received) = slow_receiver().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let http_port = free_port();
+    let config = write(
+        dir.path(),
+        "timeout.toml",
+        &format!(
+            r#"[api]
+address = "off"
+[connectors.web]
+kind = "http_server"
+address = "127.0.0.1:{http_port}"
+reply_timeout = "20ms"
+inputs = ["echo"]
+
+[pipelines.echo]
+inputs = ["web"]
+
+[connectors.slow]
+kind = "http_client"
+url = "http://127.0.0.1:{receiver_port}/"
+batch_timeout = "1ms"
+inputs = ["echo"]
+"#
+        ),
+    );
+    let mut child = start(dir.path(), &config);
+    wait_for_port(&mut child, http_port, LIMIT);
+    let response = http_client()
+        .post(format!("http://127.0.0.1:{http_port}/"))
+        .body("{\"a\":1}")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(
+        response.status(),
+        504,
+        "the slow copy holds the acknowledgement past reply_timeout"
+    );
+    terminate(&child);
+    assert!(wait_with_limit(child, LIMIT).status.success());
+}

@@ -195,3 +195,85 @@ fn unknown_codec_names_the_key() {
         "{stderr}"
     );
 }
+
+#[test]
+fn unwritable_output_is_a_one_line_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "blocker", "a file where a directory should be");
+    let config = write(
+        dir.path(),
+        "unwritable.toml",
+        "[api]\naddress = \"off\"\n[connectors.gen]\nkind = \"generator\"\ncount = 1\n[connectors.out]\nkind = \"file\"\npath = \"blocker/out.ndjson\"\ninputs = [\"gen\"]\n",
+    );
+    let output = run_to_end(
+        dir.path(),
+        &["run", "-c", config.to_str().expect("path")],
+        LIMIT,
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("connector out: cannot open for writing blocker/out.ndjson"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn stdin_to_stdout_exits_when_input_ends() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write(
+        dir.path(),
+        "pipe.toml",
+        "[api]\naddress = \"off\"\n[connectors.in]\nkind = \"stdin\"\n[pipelines.p]\ninputs = [\"in\"]\nsteps = [{ kind = \"transform\", source = '.doubled = (int(.n) ?? 0) * 2' }]\n[connectors.out]\nkind = \"stdout\"\ninputs = [\"p\"]\n",
+    );
+    let mut child = tightbeam()
+        .args(["run", "-c"])
+        .arg(&config)
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    for n in 0..100 {
+        writeln!(stdin, "{{\"n\":{n}}}").expect("write");
+    }
+    drop(stdin);
+    let output = wait_with_limit(child, LIMIT);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("json"))
+        .collect();
+    assert_eq!(lines.len(), 100);
+    assert_eq!(lines[99]["doubled"], 198);
+}
+
+#[test]
+fn json_log_format_writes_json_lines() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write(
+        dir.path(),
+        "gen.toml",
+        "[api]\naddress = \"off\"\n[connectors.gen]\nkind = \"generator\"\ncount = 10\n[connectors.sink]\nkind = \"blackhole\"\ninputs = [\"gen\"]\n",
+    );
+    let output = tightbeam()
+        .env("RUST_LOG", "info")
+        .args(["--log-format", "json", "run", "-c"])
+        .arg(&config)
+        .current_dir(dir.path())
+        .output()
+        .expect("run");
+    assert!(output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let first = stderr.lines().next().expect("a log line");
+    let parsed: serde_json::Value = serde_json::from_str(first).expect("log line is JSON");
+    assert_eq!(parsed["level"], "INFO");
+}

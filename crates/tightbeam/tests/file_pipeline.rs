@@ -161,3 +161,26 @@ fn wait_for_lines(path: &std::path::Path, count: usize, child: &mut std::process
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn generator_with_a_count_finishes_and_the_process_exits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write(
+        dir.path(),
+        "gen.toml",
+        "[api]\naddress = \"off\"\n[connectors.gen]\nkind = \"generator\"\ncount = 2500\nbatch_size = 100\n[connectors.out]\nkind = \"file\"\npath = \"gen.ndjson\"\ninputs = [\"gen\"]\n",
+    );
+    let output = run_to_end(
+        dir.path(),
+        &["run", "-c", config.to_str().expect("path")],
+        LIMIT,
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let events = json_lines(&dir.path().join("gen.ndjson"));
+    assert_eq!(events.len(), 2500);
+    assert_eq!(events[2499]["seq"], 2499);
+}

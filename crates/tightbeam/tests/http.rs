@@ -103,6 +103,15 @@ async fn ingest_answers_after_ack_and_rejects_bad_bodies_with_reasons() {
     let response = client.get(&url).send().await.expect("get");
     assert_eq!(response.status(), 405);
 
+    let response = client.post(&url).body("").send().await.expect("post");
+    assert_eq!(
+        response.status(),
+        200,
+        "an empty body is acknowledged at once"
+    );
+    let answer: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(answer, serde_json::json!({ "accepted": 0 }));
+
     let health: serde_json::Value = client
         .get(format!("http://127.0.0.1:{api_port}/health"))
         .send()
@@ -189,7 +198,7 @@ inputs = ["add"]
 inputs = ["calc"]
 steps = [
   {{ kind = "filter", condition = '.skip != true' }},
-  {{ kind = "transform", source = '.sum = (int(.a) ?? 0) + (int(.b) ?? 0)' }},
+  {{ kind = "transform", source = '.sum = (int(.a) ?? 0) + (int(.b) ?? 0); .auth = %tightbeam.headers.authorization; .path = %tightbeam.path' }},
 ]
 "#
         ),
@@ -288,4 +297,73 @@ async fn sigterm_during_load_keeps_every_acknowledged_event() {
             );
         }
     }
+}
+
+#[tokio::test]
+async fn decompression_bomb_costs_a_413_and_an_errors_event() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let config = write(
+        dir.path(),
+        "bomb.toml",
+        &format!(
+            r#"[api]
+address = "off"
+[connectors.web]
+kind = "http_server"
+address = "127.0.0.1:{port}"
+interceptors = [{{ kind = "gzip", max_decompressed = 1048576 }}, {{ kind = "lines" }}]
+
+[connectors.out]
+kind = "file"
+path = "out.ndjson"
+inputs = ["web"]
+
+[connectors.rejects]
+kind = "file"
+path = "rejects.ndjson"
+inputs = ["web._errors"]
+"#
+        ),
+    );
+    let mut child = start(dir.path(), &config);
+    wait_for_port(&mut child, port, LIMIT);
+    // 64 MiB of newlines compresses to about 64 KiB: far under max_body, far over the cap.
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    let zeros = vec![b'\n'; 1024 * 1024];
+    for _ in 0..64 {
+        encoder.write_all(&zeros).expect("compress");
+    }
+    let bomb = encoder.finish().expect("gzip");
+    let client = http_client();
+    let url = format!("http://127.0.0.1:{port}/");
+    let response = client.post(&url).body(bomb).send().await.expect("post");
+    assert_eq!(response.status(), 413);
+
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder
+        .write_all(b"{\"ok\":1}\n{\"ok\":2}\n")
+        .expect("compress");
+    let response = client
+        .post(&url)
+        .body(encoder.finish().expect("gzip"))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 200, "a good gzip body still works");
+
+    assert_eq!(json_lines(&dir.path().join("out.ndjson")).len(), 2);
+    let rejects = json_lines(&dir.path().join("rejects.ndjson"));
+    assert_eq!(rejects.len(), 1);
+    assert!(
+        rejects[0]["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("1048576"),
+        "{}",
+        rejects[0]
+    );
+    terminate(&child);
+    assert!(wait_with_limit(child, LIMIT).status.success());
 }
