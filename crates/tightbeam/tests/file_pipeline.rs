@@ -184,3 +184,66 @@ fn generator_with_a_count_finishes_and_the_process_exits() {
     assert_eq!(events.len(), 2500);
     assert_eq!(events[2499]["seq"], 2499);
 }
+
+#[test]
+fn large_file_keeps_order_across_chunks_and_skips_an_overlong_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut input = String::new();
+    for seq in 0..20_000 {
+        input.push_str(&format!(
+            "{{\"seq\":{seq},\"kind\":\"temp\",\"value\":1,\"pad\":\"{}\"}}\n",
+            "x".repeat(seq % 300)
+        ));
+        if seq == 10_000 {
+            // Far longer than max_length and than a read chunk: reported once, then skipped.
+            input.push_str(&format!("{{\"huge\":\"{}\"}}\n", "y".repeat(400_000)));
+        }
+    }
+    write(dir.path(), "big.ndjson", &input);
+    let config = write(
+        dir.path(),
+        "big.toml",
+        r#"[api]
+address = "off"
+[connectors.input]
+kind = "file"
+path = "big.ndjson"
+interceptors = [{ kind = "lines", max_length = 100000 }]
+[connectors.output]
+kind = "file"
+path = "out.ndjson"
+inputs = ["input"]
+[connectors.rejects]
+kind = "file"
+path = "rejects.ndjson"
+inputs = ["input._errors"]
+"#,
+    );
+    let output = run_to_end(
+        dir.path(),
+        &["run", "-c", config.to_str().expect("path")],
+        LIMIT,
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seqs: Vec<i64> = json_lines(&dir.path().join("out.ndjson"))
+        .iter()
+        .map(|event| event["seq"].as_i64().expect("seq"))
+        .collect();
+    assert_eq!(
+        seqs,
+        (0..20_000).collect::<Vec<i64>>(),
+        "every line once, in order"
+    );
+    let rejects = json_lines(&dir.path().join("rejects.ndjson"));
+    assert_eq!(rejects.len(), 1, "the overlong line is reported once");
+    assert!(
+        rejects[0]["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("max_length")
+    );
+}

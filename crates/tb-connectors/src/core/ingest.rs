@@ -10,6 +10,8 @@ use tb_event::{AckHandle, ComponentId, Event, EventMeta, KeyString, ObjectMap, S
 /// The decoding state of one stream (a connection, a request, a file).
 pub struct StreamDecoder {
     decoder: Decoder,
+    codec: CodecKind,
+    interceptors: Arc<[InterceptorConfig]>,
     connector: ComponentId,
     stream: StreamId,
     next_seq: u64,
@@ -28,12 +30,52 @@ impl StreamDecoder {
     ) -> Self {
         Self {
             decoder: Decoder::new(codec, interceptors),
+            codec,
+            interceptors: interceptors.into(),
             connector,
             stream,
             next_seq: 0,
             fields,
             decoded: Decoded::default(),
         }
+    }
+
+    /// When the chain is exactly one `lines` interceptor and the codec keeps no state from
+    /// frame to frame, whole lines decode the same anywhere: this returns the delimiter and
+    /// the longest line, so a reader may decode runs of whole lines on other threads.
+    pub fn parallel_lines(&self) -> Option<(Vec<u8>, usize)> {
+        match (&*self.interceptors, self.codec) {
+            (
+                [
+                    InterceptorConfig::Lines {
+                        delimiter,
+                        max_length,
+                    },
+                ],
+                codec,
+            ) if codec != CodecKind::Csv && !delimiter.is_empty() => {
+                Some((delimiter.as_bytes().to_vec(), *max_length))
+            }
+            _ => None,
+        }
+    }
+
+    /// A fresh decoder with this stream's codec and interceptors, for decoding elsewhere.
+    pub fn detached_decoder(&self) -> Decoder {
+        Decoder::new(self.codec, &self.interceptors)
+    }
+
+    /// Turns values decoded elsewhere (in stream order) into this stream's events.
+    pub fn adopt(
+        &mut self,
+        decoded: &mut Decoded,
+        ack: &AckHandle,
+        events: &mut Vec<Event>,
+        errors: &mut Vec<DecodeError>,
+    ) {
+        std::mem::swap(&mut self.decoded, decoded);
+        self.drain(ack, events, errors);
+        std::mem::swap(&mut self.decoded, decoded);
     }
 
     /// Events decoded on this stream so far.

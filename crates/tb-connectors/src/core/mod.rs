@@ -5,6 +5,7 @@ mod context;
 mod errors;
 mod ingest;
 mod metrics;
+mod parallel_reader;
 mod reader;
 mod sink;
 mod streams;

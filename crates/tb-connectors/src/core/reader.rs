@@ -41,11 +41,11 @@ pub enum AtEnd {
 }
 
 /// Read chunk size: large enough that per-chunk costs vanish, small enough to stay cache-warm.
-const CHUNK_SIZE: usize = 128 * 1024;
+pub(super) const CHUNK_SIZE: usize = 128 * 1024;
 /// Chunks handed on but not yet acknowledged; bounds memory along with channel capacities.
-const MAX_UNACKNOWLEDGED_CHUNKS: usize = 256;
+pub(super) const MAX_UNACKNOWLEDGED_CHUNKS: usize = 256;
 /// How often a followed input is polled for new bytes.
-const FOLLOW_POLL: Duration = Duration::from_millis(200);
+pub(super) const FOLLOW_POLL: Duration = Duration::from_millis(200);
 
 /// Reads `reader` to its end (or forever when following), starting at byte `offset`.
 /// `acknowledged` is called in input order as each chunk resolves, with a [`ChunkAck`].
@@ -66,6 +66,22 @@ where
     R: AsyncRead + Unpin,
     F: FnMut(ChunkAck),
 {
+    if let Some((delimiter, max_length)) = decoder.parallel_lines() {
+        let lines = super::parallel_reader::LineSplit {
+            delimiter,
+            max_length,
+        };
+        return super::parallel_reader::ingest_lines_in_parallel(
+            reader,
+            decoder,
+            lines,
+            target,
+            offset,
+            at_end,
+            acknowledged,
+        )
+        .await;
+    }
     let mut buffer = vec![0u8; CHUNK_SIZE];
     let mut pending = FuturesOrdered::new();
     let mut result = Ok(());
@@ -125,7 +141,7 @@ pub struct ChunkAck {
     pub status: AckStatus,
 }
 
-async fn wait_at(
+pub(super) async fn wait_at(
     (receipt, started, latency): (tb_event::AckReceipt, Instant, Histogram),
     end: u64,
     events_through: u64,
@@ -182,7 +198,7 @@ async fn hand_on(
 }
 
 /// Sends decoded events and error events on; `None` when there was nothing to send.
-async fn forward(
+pub(super) async fn forward(
     decoder: &StreamDecoder,
     ack: tb_event::AckHandle,
     events: Vec<Event>,
