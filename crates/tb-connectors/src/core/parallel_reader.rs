@@ -189,12 +189,7 @@ async fn hand_on_decoded(
     let mut events = Vec::new();
     let mut failures = Vec::new();
     decoder.adopt(decoded, &ack, &mut events, &mut failures);
-    if forward(decoder, ack, events, failures, target)
-        .await
-        .is_none()
-    {
-        return None;
-    }
+    forward(decoder, ack, events, failures, target).await?;
     let events_through = decoder.events_decoded();
     let latency = target.metrics.latency.clone();
     Some(wait_at((receipt, started, latency), end, events_through))
