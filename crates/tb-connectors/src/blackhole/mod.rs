@@ -22,10 +22,7 @@ impl ConnectorBuilder for BlackholeBuilder {
     }
 
     fn roles(&self, _has_inputs: bool) -> Roles {
-        Roles {
-            produces: false,
-            consumes: true,
-        }
+        Roles::SINK
     }
 
     fn build(

@@ -1,21 +1,26 @@
 //! What every connector shares: the builder and run traits, the run context, the fan-out
 //! sender, metrics handles, and the helpers for decoding input and completing output.
 
+mod backoff;
 mod context;
+pub mod defaults;
 mod errors;
 mod ingest;
 mod metrics;
 mod parallel_reader;
 mod reader;
 mod sink;
+mod stream_server;
 mod streams;
 mod traits;
 
+pub use backoff::{Backoff, connect_with_backoff};
 pub use context::{ConnectorContext, OutputSender, SendRejected, Unconnected};
 pub use errors::{BuildError, ConnectorError, parse_config, validate_address};
 pub use ingest::{StreamDecoder, decode_error_event};
 pub use metrics::{ConnectorMetrics, latency_buckets};
 pub use reader::{AtEnd, ChunkAck, IngestTarget, ingest_message, ingest_reader};
 pub use sink::{complete_written, encode_batch, write_batches, write_outgoing};
+pub use stream_server::{StreamServer, bind, serve_router};
 pub use streams::{Outgoing, StreamWriters, fail_outgoing};
 pub use traits::{Connector, ConnectorBuilder, Roles, RunningConnector, StartFuture};

@@ -26,6 +26,27 @@ pub struct Roles {
     pub consumes: bool,
 }
 
+impl Roles {
+    /// Receives from outside only.
+    pub const SOURCE: Self = Self {
+        produces: true,
+        consumes: false,
+    };
+    /// Sends outside only.
+    pub const SINK: Self = Self {
+        produces: false,
+        consumes: true,
+    };
+
+    /// Receives from outside, and also sends out when it has `inputs` (replies, broadcast).
+    pub fn source_sending_when(has_inputs: bool) -> Self {
+        Self {
+            produces: true,
+            consumes: has_inputs,
+        }
+    }
+}
+
 /// A built connector, ready to start.
 pub trait Connector: Send {
     /// Acquires the connector's resources and returns its run future.

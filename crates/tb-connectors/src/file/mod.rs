@@ -18,7 +18,6 @@ use crate::core::{
     Roles, RunningConnector, StartFuture, StreamDecoder, ingest_reader, parse_config,
     write_batches,
 };
-use crate::stdio::{default_codec, default_interceptors};
 use checkpoint::Checkpoint;
 
 /// What a file connector does with its file.
@@ -45,10 +44,10 @@ pub struct FileConfig {
     #[serde(default)]
     pub mode: Option<FileMode>,
     /// How frames become values and back: json | msgpack | csv | string | bytes.
-    #[serde(default = "default_codec")]
+    #[serde(default = "crate::core::defaults::codec")]
     pub codec: CodecKind,
     /// Byte transforms in receive order (reversed when writing); default `lines`.
-    #[serde(default = "default_interceptors")]
+    #[serde(default = "crate::core::defaults::line_interceptors")]
     pub interceptors: Vec<InterceptorConfig>,
 }
 

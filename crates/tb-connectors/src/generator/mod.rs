@@ -50,10 +50,7 @@ impl ConnectorBuilder for GeneratorBuilder {
     }
 
     fn roles(&self, _has_inputs: bool) -> Roles {
-        Roles {
-            produces: true,
-            consumes: false,
-        }
+        Roles::SOURCE
     }
 
     fn build(

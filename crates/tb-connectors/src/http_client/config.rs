@@ -8,7 +8,6 @@ use serde::Deserialize;
 use tb_codec::{CodecKind, InterceptorConfig};
 
 use crate::core::BuildError;
-use crate::stdio::default_interceptors;
 
 /// How a batch becomes a request body.
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -35,10 +34,10 @@ pub struct HttpClientConfig {
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     /// How each event is encoded.
-    #[serde(default = "default_codec")]
+    #[serde(default = "crate::core::defaults::codec")]
     pub codec: CodecKind,
     /// Byte transforms for `body = "stream"`; default `lines`.
-    #[serde(default = "default_interceptors")]
+    #[serde(default = "crate::core::defaults::line_interceptors")]
     pub interceptors: Vec<InterceptorConfig>,
     /// `stream` (events one after another, NDJSON by default) or `array` (a JSON array).
     #[serde(default = "default_body")]
@@ -56,10 +55,6 @@ pub struct HttpClientConfig {
 
 fn default_method() -> String {
     "POST".to_owned()
-}
-
-fn default_codec() -> CodecKind {
-    CodecKind::Json
 }
 
 fn default_body() -> BodyShape {

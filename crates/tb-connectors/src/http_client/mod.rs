@@ -19,10 +19,7 @@ impl ConnectorBuilder for HttpClientBuilder {
     }
 
     fn roles(&self, _has_inputs: bool) -> Roles {
-        Roles {
-            produces: false,
-            consumes: true,
-        }
+        Roles::SINK
     }
 
     fn build(

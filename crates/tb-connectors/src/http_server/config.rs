@@ -14,14 +14,14 @@ pub struct HttpServerConfig {
     /// Address to listen on, such as `127.0.0.1:8080`.
     pub address: String,
     /// How request bodies become values (and replies become bodies).
-    #[serde(default = "default_codec")]
+    #[serde(default = "crate::core::defaults::codec")]
     pub codec: CodecKind,
     /// Byte transforms in receive order; none by default (the whole body is one frame, and a
     /// JSON array yields one event per element). Use `lines` for NDJSON bodies.
     #[serde(default)]
     pub interceptors: Vec<InterceptorConfig>,
     /// Largest accepted request body in bytes; larger requests get 413.
-    #[serde(default = "default_max_body")]
+    #[serde(default = "crate::core::defaults::max_body")]
     pub max_body: usize,
     /// How long a request waits for its events to be acknowledged before 504.
     #[serde(default = "default_timeout", with = "humantime_serde")]
@@ -32,14 +32,6 @@ pub struct HttpServerConfig {
     /// How long a request waits for room in a full queue before 503 with Retry-After.
     #[serde(default = "default_queue_timeout", with = "humantime_serde")]
     pub queue_timeout: Duration,
-}
-
-fn default_codec() -> CodecKind {
-    CodecKind::Json
-}
-
-fn default_max_body() -> usize {
-    10 * 1024 * 1024
 }
 
 fn default_timeout() -> Duration {

@@ -26,10 +26,7 @@ impl ConnectorBuilder for HttpServerBuilder {
     }
 
     fn roles(&self, has_inputs: bool) -> Roles {
-        Roles {
-            produces: true,
-            consumes: has_inputs,
-        }
+        Roles::source_sending_when(has_inputs)
     }
 
     fn build(

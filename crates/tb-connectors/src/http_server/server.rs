@@ -16,8 +16,8 @@ use tb_event::{AckStatus, Acknowledgement, ComponentId, KeyString, ObjectMap, St
 use super::config::HttpServerConfig;
 use super::replies::PendingReplies;
 use crate::core::{
-    Connector, ConnectorContext, ConnectorError, ConnectorMetrics, OutputSender, SendRejected,
-    StartFuture, StreamDecoder, decode_error_event,
+    Connector, ConnectorContext, ConnectorMetrics, OutputSender, SendRejected, StartFuture,
+    StreamDecoder, bind, decode_error_event, serve_router,
 };
 
 pub(super) struct HttpServer {
@@ -46,12 +46,7 @@ impl Connector for HttpServer {
     fn start(self: Box<Self>, context: ConnectorContext) -> StartFuture {
         Box::pin(async move {
             let address = self.config.address.clone();
-            let listener = tokio::net::TcpListener::bind(&address)
-                .await
-                .map_err(|source| ConnectorError::Bind {
-                    address: address.clone(),
-                    source,
-                })?;
+            let listener = bind(&address).await?;
             let replies = self.replies.then(PendingReplies::default);
             let dispatcher = match (&replies, context.input) {
                 (Some(replies), Some(input)) => Some(tokio::spawn(replies.clone().dispatch(
@@ -73,23 +68,7 @@ impl Connector for HttpServer {
             let router = Router::new().fallback(handle).with_state(shared);
             let intake = context.intake.clone();
             let running: crate::RunningConnector = Box::pin(async move {
-                axum::serve(
-                    listener,
-                    router.into_make_service_with_connect_info::<SocketAddr>(),
-                )
-                .with_graceful_shutdown(intake.cancelled_owned())
-                .await
-                .map_err(|source| ConnectorError::Io {
-                    context: format!("http server on {address}"),
-                    source,
-                })?;
-                // The router (and its output senders) is gone: downstream can drain, and
-                // the replies still in flight come back through the dispatcher until its
-                // input closes.
-                if let Some(dispatcher) = dispatcher {
-                    let _ = dispatcher.await;
-                }
-                Ok(())
+                serve_router(listener, router, intake, &address, dispatcher).await
             });
             Ok(running)
         })

@@ -17,24 +17,11 @@ use crate::core::{
 #[serde(deny_unknown_fields)]
 pub struct StdioConfig {
     /// How frames become values: json | msgpack | csv | string | bytes.
-    #[serde(default = "default_codec")]
+    #[serde(default = "crate::core::defaults::codec")]
     pub codec: CodecKind,
     /// Byte transforms in receive order; default one line per frame.
-    #[serde(default = "default_interceptors")]
+    #[serde(default = "crate::core::defaults::line_interceptors")]
     pub interceptors: Vec<InterceptorConfig>,
-}
-
-/// The default codec for byte-stream connectors: JSON.
-pub fn default_codec() -> CodecKind {
-    CodecKind::Json
-}
-
-/// The default framing for byte-stream connectors: one frame per `\n`-terminated line.
-pub fn default_interceptors() -> Vec<InterceptorConfig> {
-    vec![InterceptorConfig::Lines {
-        delimiter: "\n".to_owned(),
-        max_length: 1024 * 1024,
-    }]
 }
 
 /// Builds `stdin` sources.
@@ -49,10 +36,7 @@ impl ConnectorBuilder for StdinBuilder {
     }
 
     fn roles(&self, _has_inputs: bool) -> Roles {
-        Roles {
-            produces: true,
-            consumes: false,
-        }
+        Roles::SOURCE
     }
 
     fn build(
@@ -73,10 +57,7 @@ impl ConnectorBuilder for StdoutBuilder {
     }
 
     fn roles(&self, _has_inputs: bool) -> Roles {
-        Roles {
-            produces: false,
-            consumes: true,
-        }
+        Roles::SINK
     }
 
     fn build(

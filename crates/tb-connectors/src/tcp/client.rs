@@ -13,8 +13,8 @@ use tokio::sync::mpsc;
 
 use super::config::TcpClientConfig;
 use crate::core::{
-    AtEnd, Connector, ConnectorContext, ConnectorError, IngestTarget, StartFuture, StreamDecoder,
-    complete_written, encode_batch, ingest_reader,
+    AtEnd, Backoff, Connector, ConnectorContext, ConnectorError, IngestTarget, StartFuture,
+    StreamDecoder, complete_written, connect_with_backoff, encode_batch, ingest_reader,
 };
 
 pub(super) struct TcpClient {
@@ -48,31 +48,22 @@ enum ConnectionEnd {
 
 async fn run(config: TcpClientConfig, mut context: ConnectorContext) -> Result<(), ConnectorError> {
     let mut input = context.input.take();
-    let mut backoff = config.reconnect_min;
+    let mut backoff = Backoff::new(config.reconnect_min, config.reconnect_max);
     let mut next_stream = 0u64;
     loop {
-        let connect = TcpStream::connect(&config.address);
-        let socket = tokio::select! {
-            biased;
-            () = context.intake.cancelled(), if input.is_none() => return Ok(()),
-            socket = connect => socket,
-        };
-        let socket = match socket {
-            Ok(socket) => {
-                backoff = config.reconnect_min;
-                socket
-            }
-            Err(error) => {
-                tracing::warn!(connector = %context.id, address = %config.address, %error, retry_in = ?backoff, "Cannot connect; retrying.");
-                let wait = tokio::time::sleep(backoff);
-                tokio::select! {
-                    biased;
-                    () = context.intake.cancelled(), if input.is_none() => return Ok(()),
-                    () = wait => {}
-                }
-                backoff = (backoff * 2).min(config.reconnect_max);
-                continue;
-            }
+        // A client with input keeps trying until that input closes, so nothing it was given
+        // is dropped; one that only reads stops with intake.
+        let Some(socket) = connect_with_backoff(
+            || TcpStream::connect(&config.address),
+            &mut backoff,
+            &context.intake,
+            input.is_none(),
+            &context.id,
+            &config.address,
+        )
+        .await
+        else {
+            return Ok(());
         };
         let stream = StreamId(next_stream);
         next_stream += 1;

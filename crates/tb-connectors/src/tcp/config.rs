@@ -5,8 +5,6 @@ use std::time::Duration;
 use serde::Deserialize;
 use tb_codec::{CodecKind, InterceptorConfig};
 
-use crate::stdio::{default_codec, default_interceptors};
-
 /// `kind = "tcp_server"`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -14,10 +12,10 @@ pub struct TcpServerConfig {
     /// Address to listen on, such as `127.0.0.1:9000`.
     pub address: String,
     /// How frames become values and back: json | msgpack | csv | string | bytes.
-    #[serde(default = "default_codec")]
+    #[serde(default = "crate::core::defaults::codec")]
     pub codec: CodecKind,
     /// Byte transforms in receive order (reversed when sending); default `lines`.
-    #[serde(default = "default_interceptors")]
+    #[serde(default = "crate::core::defaults::line_interceptors")]
     pub interceptors: Vec<InterceptorConfig>,
     /// Send `{"acked":N}` (or `{"failed":N}`) lines back as the first N events of the
     /// connection are acknowledged, so a client knows what it may forget.
@@ -32,23 +30,21 @@ pub struct TcpClientConfig {
     /// Address to connect to, such as `127.0.0.1:9000`.
     pub address: String,
     /// How frames become values and back.
-    #[serde(default = "default_codec")]
+    #[serde(default = "crate::core::defaults::codec")]
     pub codec: CodecKind,
     /// Byte transforms in receive order (reversed when sending); default `lines`.
-    #[serde(default = "default_interceptors")]
+    #[serde(default = "crate::core::defaults::line_interceptors")]
     pub interceptors: Vec<InterceptorConfig>,
     /// First wait before reconnecting; doubles up to `reconnect_max`.
-    #[serde(default = "default_reconnect_min", with = "humantime_serde")]
+    #[serde(
+        default = "crate::core::defaults::reconnect_min",
+        with = "humantime_serde"
+    )]
     pub reconnect_min: Duration,
     /// Longest wait between reconnection attempts.
-    #[serde(default = "default_reconnect_max", with = "humantime_serde")]
+    #[serde(
+        default = "crate::core::defaults::reconnect_max",
+        with = "humantime_serde"
+    )]
     pub reconnect_max: Duration,
-}
-
-fn default_reconnect_min() -> Duration {
-    Duration::from_millis(100)
-}
-
-fn default_reconnect_max() -> Duration {
-    Duration::from_secs(10)
 }

@@ -22,10 +22,7 @@ impl ConnectorBuilder for TcpServerBuilder {
     }
 
     fn roles(&self, has_inputs: bool) -> Roles {
-        Roles {
-            produces: true,
-            consumes: has_inputs,
-        }
+        Roles::source_sending_when(has_inputs)
     }
 
     fn build(
@@ -46,10 +43,7 @@ impl ConnectorBuilder for TcpClientBuilder {
     }
 
     fn roles(&self, has_inputs: bool) -> Roles {
-        Roles {
-            produces: true,
-            consumes: has_inputs,
-        }
+        Roles::source_sending_when(has_inputs)
     }
 
     fn build(

@@ -13,8 +13,8 @@ use tokio_tungstenite::tungstenite::Message;
 use super::config::WsClientConfig;
 use super::{is_text, redact_url};
 use crate::core::{
-    Connector, ConnectorContext, ConnectorError, IngestTarget, StartFuture, StreamDecoder,
-    complete_written, encode_batch, ingest_message,
+    Backoff, Connector, ConnectorContext, ConnectorError, IngestTarget, StartFuture, StreamDecoder,
+    complete_written, connect_with_backoff, encode_batch, ingest_message,
 };
 
 pub(super) struct WsClient {
@@ -43,31 +43,21 @@ enum SessionEnd {
 
 async fn run(config: WsClientConfig, mut context: ConnectorContext) -> Result<(), ConnectorError> {
     let mut input = context.input.take();
-    let mut backoff = config.reconnect_min;
+    let mut backoff = Backoff::new(config.reconnect_min, config.reconnect_max);
     let shown_url = redact_url(&config.url);
     let mut next_stream = 0u64;
     loop {
-        let connect = tokio_tungstenite::connect_async(config.url.as_str());
-        let connected = tokio::select! {
-            biased;
-            () = context.intake.cancelled(), if input.is_none() => return Ok(()),
-            connected = connect => connected,
-        };
-        let socket = match connected {
-            Ok((socket, _response)) => {
-                backoff = config.reconnect_min;
-                socket
-            }
-            Err(error) => {
-                tracing::warn!(connector = %context.id, url = %shown_url, %error, retry_in = ?backoff, "Cannot connect; retrying.");
-                tokio::select! {
-                    biased;
-                    () = context.intake.cancelled(), if input.is_none() => return Ok(()),
-                    () = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(config.reconnect_max);
-                continue;
-            }
+        let Some((socket, _response)) = connect_with_backoff(
+            || tokio_tungstenite::connect_async(config.url.as_str()),
+            &mut backoff,
+            &context.intake,
+            input.is_none(),
+            &context.id,
+            &shown_url,
+        )
+        .await
+        else {
+            return Ok(());
         };
         let stream = StreamId(next_stream);
         next_stream += 1;

@@ -12,13 +12,13 @@ pub struct WsServerConfig {
     /// Address to listen on, such as `127.0.0.1:9001`.
     pub address: String,
     /// How messages become values and back.
-    #[serde(default = "default_codec")]
+    #[serde(default = "crate::core::defaults::codec")]
     pub codec: CodecKind,
     /// Byte transforms in receive order; none by default (each message is one frame).
     #[serde(default)]
     pub interceptors: Vec<InterceptorConfig>,
     /// Largest accepted message in bytes; a larger one closes the session with code 1009.
-    #[serde(default = "default_max_body")]
+    #[serde(default = "crate::core::defaults::max_body")]
     pub max_body: usize,
 }
 
@@ -29,31 +29,21 @@ pub struct WsClientConfig {
     /// `ws://host:port/path` to connect to.
     pub url: String,
     /// How messages become values and back.
-    #[serde(default = "default_codec")]
+    #[serde(default = "crate::core::defaults::codec")]
     pub codec: CodecKind,
     /// Byte transforms in receive order; none by default.
     #[serde(default)]
     pub interceptors: Vec<InterceptorConfig>,
     /// First wait before reconnecting; doubles up to `reconnect_max`.
-    #[serde(default = "default_reconnect_min", with = "humantime_serde")]
+    #[serde(
+        default = "crate::core::defaults::reconnect_min",
+        with = "humantime_serde"
+    )]
     pub reconnect_min: Duration,
     /// Longest wait between reconnection attempts.
-    #[serde(default = "default_reconnect_max", with = "humantime_serde")]
+    #[serde(
+        default = "crate::core::defaults::reconnect_max",
+        with = "humantime_serde"
+    )]
     pub reconnect_max: Duration,
-}
-
-fn default_codec() -> CodecKind {
-    CodecKind::Json
-}
-
-fn default_max_body() -> usize {
-    10 * 1024 * 1024
-}
-
-fn default_reconnect_min() -> Duration {
-    Duration::from_millis(100)
-}
-
-fn default_reconnect_max() -> Duration {
-    Duration::from_secs(10)
 }

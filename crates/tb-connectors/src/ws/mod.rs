@@ -24,10 +24,7 @@ impl ConnectorBuilder for WsServerBuilder {
     }
 
     fn roles(&self, has_inputs: bool) -> Roles {
-        Roles {
-            produces: true,
-            consumes: has_inputs,
-        }
+        Roles::source_sending_when(has_inputs)
     }
 
     fn build(
@@ -48,10 +45,7 @@ impl ConnectorBuilder for WsClientBuilder {
     }
 
     fn roles(&self, has_inputs: bool) -> Roles {
-        Roles {
-            produces: true,
-            consumes: has_inputs,
-        }
+        Roles::source_sending_when(has_inputs)
     }
 
     fn build(

@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -11,15 +10,13 @@ use axum::response::Response;
 use futures::stream::FuturesUnordered;
 use futures::{SinkExt, StreamExt};
 use tb_codec::Encoder;
-use tb_event::{ComponentId, KeyString, ObjectMap, StreamId, Value};
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use super::config::WsServerConfig;
 use super::is_text;
 use crate::core::{
-    ConnectorContext, ConnectorError, ConnectorMetrics, IngestTarget, Outgoing, OutputSender,
-    StartFuture, StreamDecoder, StreamWriters, complete_written, fail_outgoing, ingest_message,
+    ConnectorContext, ConnectorMetrics, Outgoing, StartFuture, StreamServer, bind,
+    complete_written, fail_outgoing, ingest_message, serve_router,
 };
 
 /// Messages handed on and not yet acknowledged, per session, before reading pauses.
@@ -35,62 +32,19 @@ impl WsServer {
     }
 }
 
-struct Shared {
-    id: ComponentId,
-    config: WsServerConfig,
-    output: OutputSender,
-    errors: OutputSender,
-    metrics: ConnectorMetrics,
-    intake: CancellationToken,
-    writers: StreamWriters,
-    next_stream: AtomicU64,
-}
+type Shared = Arc<(StreamServer, WsServerConfig)>;
 
 impl crate::core::Connector for WsServer {
     fn start(self: Box<Self>, context: ConnectorContext) -> StartFuture {
         Box::pin(async move {
             let address = self.config.address.clone();
-            let listener = tokio::net::TcpListener::bind(&address)
-                .await
-                .map_err(|source| ConnectorError::Bind {
-                    address: address.clone(),
-                    source,
-                })?;
-            let writers = StreamWriters::default();
-            let dispatcher = context.input.map(|input| {
-                tokio::spawn(writers.clone().dispatch(
-                    context.id.clone(),
-                    input,
-                    context.metrics.clone(),
-                ))
-            });
+            let listener = bind(&address).await?;
             let intake = context.intake.clone();
-            let shared = Arc::new(Shared {
-                id: context.id,
-                config: self.config,
-                output: context.output,
-                errors: context.errors,
-                metrics: context.metrics,
-                intake: context.intake,
-                writers,
-                next_stream: AtomicU64::new(0),
-            });
+            let (server, dispatcher) = StreamServer::from_context(context);
+            let shared: Shared = Arc::new((server, self.config));
             let router = Router::new().fallback(upgrade).with_state(shared);
             let running: crate::RunningConnector = Box::pin(async move {
-                axum::serve(
-                    listener,
-                    router.into_make_service_with_connect_info::<SocketAddr>(),
-                )
-                .with_graceful_shutdown(intake.cancelled_owned())
-                .await
-                .map_err(|source| ConnectorError::Io {
-                    context: format!("websocket server on {address}"),
-                    source,
-                })?;
-                if let Some(dispatcher) = dispatcher {
-                    let _ = dispatcher.await;
-                }
-                Ok(())
+                serve_router(listener, router, intake, &address, dispatcher).await
             });
             Ok(running)
         })
@@ -98,44 +52,32 @@ impl crate::core::Connector for WsServer {
 }
 
 async fn upgrade(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Shared>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let max = shared.config.max_body;
+    let max = shared.1.max_body;
     upgrade
         .max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| session(shared, socket, remote))
 }
 
-async fn session(shared: Arc<Shared>, socket: WebSocket, remote: SocketAddr) {
-    let stream = StreamId(shared.next_stream.fetch_add(1, Ordering::Relaxed));
-    tracing::debug!(connector = %shared.id, %stream, %remote, "Session opened.");
+async fn session(shared: Shared, socket: WebSocket, remote: SocketAddr) {
+    let (server, config) = &*shared;
+    let stream = server.open_stream();
+    tracing::debug!(connector = %server.id, %stream, %remote, "Session opened.");
     let (sink, mut messages) = socket.split();
-    let outgoing = shared.writers.register(stream);
-    let encoder = Encoder::new(shared.config.codec, &shared.config.interceptors);
-    let writer_metrics = shared.metrics.clone();
-    let writer = tokio::spawn(write_session(outgoing, encoder, sink, writer_metrics));
-    let mut fields = ObjectMap::new();
-    fields.insert(
-        KeyString::from("remote_address"),
-        Value::from(remote.to_string()),
-    );
-    let mut decoder = StreamDecoder::new(
-        shared.id.clone(),
-        stream,
-        shared.config.codec,
-        &shared.config.interceptors,
-        Some(Arc::new(fields)),
-    );
-    let target = IngestTarget {
-        id: &shared.id,
-        output: &shared.output,
-        errors: &shared.errors,
-        metrics: &shared.metrics,
-        intake: &shared.intake,
-    };
+    let outgoing = server.writers.register(stream);
+    let encoder = Encoder::new(config.codec, &config.interceptors);
+    let writer = tokio::spawn(write_session(
+        outgoing,
+        encoder,
+        sink,
+        server.metrics.clone(),
+    ));
+    let mut decoder = server.stream_decoder(stream, config.codec, &config.interceptors, remote);
+    let target = server.ingest_target();
     let mut pending = FuturesUnordered::new();
     loop {
         while pending.len() >= MAX_UNACKNOWLEDGED_MESSAGES {
@@ -143,7 +85,7 @@ async fn session(shared: Arc<Shared>, socket: WebSocket, remote: SocketAddr) {
         }
         let message = tokio::select! {
             biased;
-            () = shared.intake.cancelled() => break,
+            () = server.intake.cancelled() => break,
             Some(_) = pending.next(), if !pending.is_empty() => continue,
             message = messages.next() => message,
         };
@@ -153,8 +95,8 @@ async fn session(shared: Arc<Shared>, socket: WebSocket, remote: SocketAddr) {
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
             Some(Ok(Message::Close(_))) | None => break,
             Some(Err(error)) => {
-                tracing::debug!(connector = %shared.id, %stream, %error, "Session read failed.");
-                shared.metrics.errors.inc();
+                tracing::debug!(connector = %server.id, %stream, %error, "Session read failed.");
+                server.metrics.errors.inc();
                 break;
             }
         };
@@ -163,9 +105,9 @@ async fn session(shared: Arc<Shared>, socket: WebSocket, remote: SocketAddr) {
         }
     }
     while pending.next().await.is_some() {}
-    shared.writers.remove(stream);
+    server.writers.remove(stream);
     let _ = writer.await;
-    tracing::debug!(connector = %shared.id, %stream, "Session closed.");
+    tracing::debug!(connector = %server.id, %stream, "Session closed.");
 }
 
 async fn write_session(
