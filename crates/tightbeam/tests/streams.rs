@@ -212,3 +212,124 @@ where
         }
     }
 }
+
+#[tokio::test]
+async fn tcp_client_reconnects_until_the_server_appears_and_delivers_everything() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let config = write(
+        dir.path(),
+        "client.toml",
+        &format!(
+            r#"[api]
+address = "off"
+[connectors.gen]
+kind = "generator"
+count = 50
+batch_size = 10
+
+[connectors.out]
+kind = "tcp_client"
+address = "127.0.0.1:{port}"
+reconnect_min = "20ms"
+reconnect_max = "100ms"
+inputs = ["gen"]
+"#
+        ),
+    );
+    // The client starts first: it must keep retrying, holding its events, not drop them.
+    let child = start(dir.path(), &config);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("bind");
+    let (socket, _) = tokio::time::timeout(LIMIT, listener.accept())
+        .await
+        .expect("client connects")
+        .expect("accept");
+    let mut lines = BufReader::new(socket).lines();
+    let mut seqs = Vec::new();
+    while let Some(line) = tokio::time::timeout(LIMIT, lines.next_line())
+        .await
+        .expect("line in time")
+        .expect("read")
+    {
+        let event: serde_json::Value = serde_json::from_str(&line).expect("json");
+        seqs.push(event["seq"].as_i64().expect("seq"));
+    }
+    assert_eq!(
+        seqs,
+        (0..50).collect::<Vec<i64>>(),
+        "every event, in order, after reconnecting"
+    );
+    assert!(
+        wait_with_limit(child, LIMIT).status.success(),
+        "finishes once its input is done"
+    );
+}
+
+#[tokio::test]
+async fn ws_client_sends_events_as_messages_and_reads_replies_as_events() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let config = write(
+        dir.path(),
+        "wsclient.toml",
+        &format!(
+            r#"[api]
+address = "off"
+[connectors.gen]
+kind = "generator"
+count = 5
+batch_size = 5
+
+[connectors.peer]
+kind = "ws_client"
+url = "ws://127.0.0.1:{port}/feed"
+inputs = ["gen"]
+
+[connectors.replies]
+kind = "file"
+path = "replies.ndjson"
+inputs = ["peer"]
+"#
+        ),
+    );
+    let child = start(dir.path(), &config);
+    let (socket, _) = tokio::time::timeout(LIMIT, listener.accept())
+        .await
+        .expect("connects")
+        .expect("accept");
+    let mut session = tokio_tungstenite::accept_async(socket)
+        .await
+        .expect("handshake");
+    for expected in 0..5 {
+        let event = next_json(&mut session).await;
+        assert_eq!(event["seq"], expected);
+        session
+            .send(Message::text(format!("{{\"reply_to\":{expected}}}")))
+            .await
+            .expect("reply");
+    }
+    let replies_path = dir.path().join("replies.ndjson");
+    let deadline = std::time::Instant::now() + LIMIT;
+    while json_lines(&replies_path).len() < 5 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "replies never became events"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let replies: Vec<i64> = json_lines(&replies_path)
+        .iter()
+        .map(|r| r["reply_to"].as_i64().expect("reply_to"))
+        .collect();
+    assert_eq!(replies, vec![0, 1, 2, 3, 4]);
+    // Its input is done, but it is also a source: it runs until told to stop.
+    terminate(&child);
+    assert!(wait_with_limit(child, LIMIT).status.success());
+    drop(session);
+}

@@ -78,6 +78,15 @@ where
     }
 }
 
+/// Sleeps `delay`, or less if `stop` is cancelled while `stoppable`.
+pub async fn pause(delay: Duration, stop: &CancellationToken, stoppable: bool) {
+    tokio::select! {
+        biased;
+        () = stop.cancelled(), if stoppable => {}
+        () = tokio::time::sleep(delay) => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

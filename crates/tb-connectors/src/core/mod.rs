@@ -14,7 +14,7 @@ mod stream_server;
 mod streams;
 mod traits;
 
-pub use backoff::{Backoff, connect_with_backoff};
+pub use backoff::{Backoff, connect_with_backoff, pause};
 pub use context::{ConnectorContext, OutputSender, SendRejected, Unconnected};
 pub use errors::{BuildError, ConnectorError, parse_config, validate_address};
 pub use ingest::{StreamDecoder, decode_error_event};

@@ -2,7 +2,6 @@
 //! decodes what the server sends into events, one stream per connection.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tb_codec::Encoder;
 use tb_event::{EventBatch, KeyString, ObjectMap, StreamId, Value};
@@ -14,7 +13,7 @@ use tokio::sync::mpsc;
 use super::config::TcpClientConfig;
 use crate::core::{
     AtEnd, Backoff, Connector, ConnectorContext, ConnectorError, IngestTarget, StartFuture,
-    StreamDecoder, complete_written, connect_with_backoff, encode_batch, ingest_reader,
+    StreamDecoder, complete_written, connect_with_backoff, encode_batch, ingest_reader, pause,
 };
 
 pub(super) struct TcpClient {
@@ -72,6 +71,8 @@ async fn run(config: TcpClientConfig, mut context: ConnectorContext) -> Result<(
             ConnectionEnd::InputClosed | ConnectionEnd::Stopped => return Ok(()),
             ConnectionEnd::Broken => {
                 tracing::warn!(connector = %context.id, address = %config.address, "Connection ended; reconnecting.");
+                // A server that accepts and closes at once must not be hammered.
+                pause(backoff.next_delay(), &context.intake, input.is_none()).await;
             }
         }
     }
@@ -105,24 +106,41 @@ async fn serve_connection(
         intake: &context.intake,
     };
     let reading = ingest_reader(read_half, &mut decoder, target, 0, AtEnd::Finish, |_| {});
-    let writing = async {
-        match input.as_mut() {
-            Some(input) => write_input(config, context, input, write_half).await,
-            None => std::future::pending().await,
+    tokio::pin!(reading);
+    let written = {
+        let writing = async {
+            match input.as_mut() {
+                Some(input) => write_input(config, context, input, write_half).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            end = writing => Some(end),
+            _ = &mut reading => None,
         }
     };
-    tokio::select! {
-        end = writing => end,
-        _ = reading => {
-            if context.intake.is_cancelled() && input.is_none() {
-                ConnectionEnd::Stopped
-            } else {
-                // The server closed its side; wait a moment so a server that refuses us
-                // is not hammered.
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                ConnectionEnd::Broken
-            }
+    match written {
+        Some(ConnectionEnd::InputClosed) if context.output.is_connected() => {
+            // Nothing more to send, but what the server sends is still wanted: read on
+            // until the server closes or intake stops, as any source does.
+            *input = None;
+            let _ = (&mut reading).await;
+            reading_ended(context, input)
         }
+        Some(end) => end,
+        None => reading_ended(context, input),
+    }
+}
+
+/// The server closed its side, or intake stopped.
+fn reading_ended(
+    context: &ConnectorContext,
+    input: &Option<mpsc::Receiver<EventBatch>>,
+) -> ConnectionEnd {
+    if context.intake.is_cancelled() && input.is_none() {
+        ConnectionEnd::Stopped
+    } else {
+        ConnectionEnd::Broken
     }
 }
 

@@ -14,7 +14,7 @@ use super::config::WsClientConfig;
 use super::{is_text, redact_url};
 use crate::core::{
     Backoff, Connector, ConnectorContext, ConnectorError, IngestTarget, StartFuture, StreamDecoder,
-    complete_written, connect_with_backoff, encode_batch, ingest_message,
+    complete_written, connect_with_backoff, encode_batch, ingest_message, pause,
 };
 
 pub(super) struct WsClient {
@@ -65,6 +65,7 @@ async fn run(config: WsClientConfig, mut context: ConnectorContext) -> Result<()
             SessionEnd::Done => return Ok(()),
             SessionEnd::Broken => {
                 tracing::warn!(connector = %context.id, url = %shown_url, "Session ended; reconnecting.");
+                pause(backoff.next_delay(), &context.intake, input.is_none()).await;
             }
         }
     }
@@ -107,7 +108,15 @@ async fn session(
             () = context.intake.cancelled(), if !has_input => break SessionEnd::Done,
             Some(_) = pending.next(), if !pending.is_empty() => {}
             batch = async { input.as_mut()?.recv().await }, if has_input => {
-                let Some(batch) = batch else { break SessionEnd::Done };
+                let Some(batch) = batch else {
+                    if context.output.is_connected() {
+                        // Nothing more to send, but what the server sends is still wanted:
+                        // read on until it closes or intake stops, as any source does.
+                        *input = None;
+                        continue;
+                    }
+                    break SessionEnd::Done;
+                };
                 context.metrics.input.inc_by(batch.len() as u64);
                 let mut sent_ok = true;
                 let mut delivered = Vec::new();
