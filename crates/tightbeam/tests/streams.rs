@@ -333,3 +333,53 @@ inputs = ["peer"]
     assert!(wait_with_limit(child, LIMIT).status.success());
     drop(session);
 }
+
+#[tokio::test]
+async fn tcp_client_answering_its_own_server_drains_and_exits_on_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let config = write(
+        dir.path(),
+        "loop.toml",
+        &format!(
+            r#"shutdown_grace = "20s"
+[api]
+address = "off"
+[connectors.peer]
+kind = "tcp_client"
+address = "127.0.0.1:{port}"
+inputs = ["answer"]
+
+[pipelines.answer]
+inputs = ["peer"]
+steps = [{{ kind = "transform", source = '.answered = true' }}]
+"#
+        ),
+    );
+    let child = start(dir.path(), &config);
+    let (socket, _) = tokio::time::timeout(LIMIT, listener.accept())
+        .await
+        .expect("connects")
+        .expect("accept");
+    let (read, mut write) = socket.into_split();
+    for n in 0..3 {
+        write.write_all(format!("{{\"question\":{n}}}\n").as_bytes()).await.expect("write");
+    }
+    let mut lines = BufReader::new(read).lines();
+    for n in 0..3 {
+        let line = tokio::time::timeout(LIMIT, lines.next_line())
+            .await
+            .expect("answer in time")
+            .expect("read")
+            .expect("a line");
+        let answer: serde_json::Value = serde_json::from_str(&line).expect("json");
+        assert_eq!(answer["question"], n);
+        assert_eq!(answer["answered"], true);
+    }
+    // The client feeds the pipeline that feeds the client: a drain must still finish
+    // (within the grace period, or the exit code says it expired).
+    terminate(&child);
+    let status = wait_with_limit(child, LIMIT).status;
+    assert!(status.success(), "drained within the grace period");
+}

@@ -4,34 +4,30 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
-use bytes::Bytes;
 use tb_event::{AckStatus, ComponentId, Event, EventBatch, StreamId};
 use tokio::sync::mpsc;
 
 use super::metrics::ConnectorMetrics;
 
-/// Something to write to one stream.
-#[derive(Debug)]
-pub enum Outgoing {
-    /// An event to encode and send; completed once written.
-    Event(Event),
-    /// Bytes the connector itself sends (an acknowledgement line).
-    Raw(Bytes),
-}
-
 /// Per-stream outgoing queue depth.
 const STREAM_QUEUE: usize = 64;
+
+/// How long an event waits for room in one stream's queue. A peer that stops reading must
+/// not stall replies and broadcasts to every other stream (nor shutdown): past this, the
+/// event is failed for that stream.
+pub const STREAM_SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The writers of a connector's open streams, by stream id.
 #[derive(Clone, Default)]
 pub struct StreamWriters {
-    writers: Arc<Mutex<HashMap<StreamId, mpsc::Sender<Outgoing>>>>,
+    writers: Arc<Mutex<HashMap<StreamId, mpsc::Sender<Event>>>>,
 }
 
 impl StreamWriters {
     /// Opens `stream` and returns the queue its writer reads.
-    pub fn register(&self, stream: StreamId) -> mpsc::Receiver<Outgoing> {
+    pub fn register(&self, stream: StreamId) -> mpsc::Receiver<Event> {
         let (sender, receiver) = mpsc::channel(STREAM_QUEUE);
         self.lock().insert(stream, sender);
         receiver
@@ -42,18 +38,11 @@ impl StreamWriters {
         self.lock().remove(&stream);
     }
 
-    /// Queues bytes for `stream` without waiting; dropped if its queue is full.
-    pub fn try_send_raw(&self, stream: StreamId, bytes: Bytes) {
-        if let Some(sender) = self.lock().get(&stream) {
-            let _ = sender.try_send(Outgoing::Raw(bytes));
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<StreamId, mpsc::Sender<Outgoing>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<StreamId, mpsc::Sender<Event>>> {
         self.writers.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn targets(&self, id: &ComponentId, event: &Event) -> Vec<mpsc::Sender<Outgoing>> {
+    fn targets(&self, id: &ComponentId, event: &Event) -> Vec<mpsc::Sender<Event>> {
         let writers = self.lock();
         if event.is_from(id) {
             writers
@@ -84,22 +73,27 @@ impl StreamWriters {
                     continue;
                 };
                 for target in rest {
-                    if let Err(closed) = target.send(Outgoing::Event(event.fork())).await {
-                        fail_outgoing(closed.0, &metrics);
-                    }
+                    send_to_stream(target, event.fork(), &metrics).await;
                 }
-                if let Err(closed) = last.send(Outgoing::Event(event)).await {
-                    fail_outgoing(closed.0, &metrics);
-                }
+                send_to_stream(last, event, &metrics).await;
             }
         }
     }
 }
 
-/// Fails an event whose stream closed before it could be written.
-pub fn fail_outgoing(outgoing: Outgoing, metrics: &ConnectorMetrics) {
-    if let Outgoing::Event(event) = outgoing {
-        metrics.errors.inc();
-        event.complete(AckStatus::Failed);
+/// Queues `event` for one stream, failing it if the stream is gone or stays full.
+async fn send_to_stream(target: &mpsc::Sender<Event>, event: Event, metrics: &ConnectorMetrics) {
+    match target.send_timeout(event, STREAM_SEND_TIMEOUT).await {
+        Ok(()) => {}
+        Err(
+            mpsc::error::SendTimeoutError::Timeout(event)
+            | mpsc::error::SendTimeoutError::Closed(event),
+        ) => fail_outgoing(event, metrics),
     }
+}
+
+/// Fails an event whose stream closed, or stalled, before it could be written.
+pub fn fail_outgoing(event: Event, metrics: &ConnectorMetrics) {
+    metrics.errors.inc();
+    event.complete(AckStatus::Failed);
 }

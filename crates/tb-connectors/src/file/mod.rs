@@ -87,8 +87,26 @@ impl ConnectorBuilder for FileBuilder {
             };
             return Err(BuildError::at("mode", message));
         }
+        if mode == FileMode::Tail && !checkpointable(&config) {
+            return Err(BuildError::at(
+                "mode",
+                "tail keeps a byte-offset checkpoint, which needs line framing and a codec with no \
+                 state across lines: use interceptors = [{ kind = \"lines\" }] and a codec other \
+                 than csv, or mode = \"read\"",
+            ));
+        }
         Ok(Box::new(FileConnector { config, mode }))
     }
+}
+
+/// Whether a checkpoint offset always falls between whole frames: only for a chain of just
+/// `lines` (offsets inside a compressed stream, or in the middle of a length-prefixed frame,
+/// mean nothing on restart) and a codec that keeps no state across lines (a csv header).
+fn checkpointable(config: &FileConfig) -> bool {
+    matches!(
+        config.interceptors.as_slice(),
+        [InterceptorConfig::Lines { .. }]
+    ) && config.codec != CodecKind::Csv
 }
 
 struct FileConnector {

@@ -12,8 +12,9 @@ use tokio::sync::mpsc;
 
 use super::config::TcpClientConfig;
 use crate::core::{
-    AtEnd, Backoff, Connector, ConnectorContext, ConnectorError, IngestTarget, StartFuture,
-    StreamDecoder, complete_written, connect_with_backoff, encode_batch, ingest_reader, pause,
+    AtEnd, Backoff, Connector, ConnectorContext, ConnectorError, IngestTarget, OutputSender,
+    StartFuture, StreamDecoder, complete_written, connect_with_backoff, encode_batch,
+    ingest_reader, pause,
 };
 
 pub(super) struct TcpClient {
@@ -45,8 +46,17 @@ enum ConnectionEnd {
     Broken,
 }
 
+/// The connector's outputs, held apart from its context so they can be dropped when intake
+/// stops: downstream (possibly a pipeline that feeds this client back) can then drain and
+/// close this client's input.
+type Outputs = Option<(OutputSender, OutputSender)>;
+
 async fn run(config: TcpClientConfig, mut context: ConnectorContext) -> Result<(), ConnectorError> {
     let mut input = context.input.take();
+    let mut outputs: Outputs = Some((
+        std::mem::replace(&mut context.output, OutputSender::disconnected()),
+        std::mem::replace(&mut context.errors, OutputSender::disconnected()),
+    ));
     let mut backoff = Backoff::new(config.reconnect_min, config.reconnect_max);
     let mut next_stream = 0u64;
     loop {
@@ -64,10 +74,20 @@ async fn run(config: TcpClientConfig, mut context: ConnectorContext) -> Result<(
         else {
             return Ok(());
         };
+        if context.intake.is_cancelled() {
+            outputs = None;
+        }
         let stream = StreamId(next_stream);
         next_stream += 1;
-        let (read_half, write_half) = socket.into_split();
-        match serve_connection(&config, &context, &mut input, stream, read_half, write_half).await {
+        let connection = Connection {
+            config: &config,
+            context: &context,
+            stream,
+        };
+        match connection
+            .serve(&mut input, &mut outputs, socket.into_split())
+            .await
+        {
             ConnectionEnd::InputClosed | ConnectionEnd::Stopped => return Ok(()),
             ConnectionEnd::Broken => {
                 tracing::warn!(connector = %context.id, address = %config.address, "Connection ended; reconnecting.");
@@ -78,69 +98,89 @@ async fn run(config: TcpClientConfig, mut context: ConnectorContext) -> Result<(
     }
 }
 
-async fn serve_connection(
-    config: &TcpClientConfig,
-    context: &ConnectorContext,
-    input: &mut Option<mpsc::Receiver<EventBatch>>,
+struct Connection<'a> {
+    config: &'a TcpClientConfig,
+    context: &'a ConnectorContext,
     stream: StreamId,
-    read_half: OwnedReadHalf,
-    write_half: OwnedWriteHalf,
-) -> ConnectionEnd {
-    let mut fields = ObjectMap::new();
-    fields.insert(
-        KeyString::from("remote_address"),
-        Value::from(config.address.as_str()),
-    );
-    let mut decoder = StreamDecoder::new(
-        context.id.clone(),
-        stream,
-        config.codec,
-        &config.interceptors,
-        Some(Arc::new(fields)),
-    );
-    let target = IngestTarget {
-        id: &context.id,
-        output: &context.output,
-        errors: &context.errors,
-        metrics: &context.metrics,
-        intake: &context.intake,
-    };
-    let reading = ingest_reader(read_half, &mut decoder, target, 0, AtEnd::Finish, |_| {});
-    tokio::pin!(reading);
-    let written = {
-        let writing = async {
-            match input.as_mut() {
-                Some(input) => write_input(config, context, input, write_half).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            end = writing => Some(end),
-            _ = &mut reading => None,
-        }
-    };
-    match written {
-        Some(ConnectionEnd::InputClosed) if context.output.is_connected() => {
-            // Nothing more to send, but what the server sends is still wanted: read on
-            // until the server closes or intake stops, as any source does.
-            *input = None;
-            let _ = (&mut reading).await;
-            reading_ended(context, input)
-        }
-        Some(end) => end,
-        None => reading_ended(context, input),
-    }
 }
 
-/// The server closed its side, or intake stopped.
-fn reading_ended(
-    context: &ConnectorContext,
-    input: &Option<mpsc::Receiver<EventBatch>>,
-) -> ConnectionEnd {
-    if context.intake.is_cancelled() && input.is_none() {
-        ConnectionEnd::Stopped
-    } else {
-        ConnectionEnd::Broken
+impl Connection<'_> {
+    async fn serve(
+        &self,
+        input: &mut Option<mpsc::Receiver<EventBatch>>,
+        outputs: &mut Outputs,
+        (read_half, write_half): (OwnedReadHalf, OwnedWriteHalf),
+    ) -> ConnectionEnd {
+        let has_input = input.is_some();
+        let read_on = outputs
+            .as_ref()
+            .is_some_and(|(output, _)| output.is_connected());
+        let mut reading = Box::pin(self.read(read_half, outputs.clone()));
+        let mut writing = Box::pin(async {
+            match input.as_mut() {
+                Some(input) => write_input(self.config, self.context, input, write_half).await,
+                None => std::future::pending().await,
+            }
+        });
+        let first = tokio::select! {
+            end = &mut writing => Some(end),
+            () = &mut reading => None,
+        };
+        match first {
+            Some(ConnectionEnd::InputClosed) if read_on => {
+                // Nothing more to send, but what the server sends is still wanted: read on
+                // until the server closes or intake stops, as any source does.
+                drop(writing);
+                *input = None;
+                reading.await;
+                if self.context.intake.is_cancelled() {
+                    ConnectionEnd::Stopped
+                } else {
+                    ConnectionEnd::Broken
+                }
+            }
+            Some(end) => end,
+            None if self.context.intake.is_cancelled() => {
+                // Intake stopped: produce nothing more, and drop the outputs so downstream
+                // (which may feed this very client) can drain and close the input; what
+                // still arrives is written out.
+                drop(reading);
+                *outputs = None;
+                if has_input {
+                    writing.await
+                } else {
+                    ConnectionEnd::Stopped
+                }
+            }
+            None => ConnectionEnd::Broken,
+        }
+    }
+
+    /// Decodes what the server sends until it closes or intake stops.
+    async fn read(&self, read_half: OwnedReadHalf, outputs: Outputs) {
+        let Some((output, errors)) = outputs else {
+            return std::future::pending().await;
+        };
+        let mut fields = ObjectMap::new();
+        fields.insert(
+            KeyString::from("remote_address"),
+            Value::from(self.config.address.as_str()),
+        );
+        let mut decoder = StreamDecoder::new(
+            self.context.id.clone(),
+            self.stream,
+            self.config.codec,
+            &self.config.interceptors,
+            Some(Arc::new(fields)),
+        );
+        let target = IngestTarget {
+            id: &self.context.id,
+            output: &output,
+            errors: &errors,
+            metrics: &self.context.metrics,
+            intake: &self.context.intake,
+        };
+        let _ = ingest_reader(read_half, &mut decoder, target, 0, AtEnd::Finish, |_| {}).await;
     }
 }
 

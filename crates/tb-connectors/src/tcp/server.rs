@@ -11,7 +11,7 @@ use tokio_util::task::TaskTracker;
 
 use super::config::TcpServerConfig;
 use crate::core::{
-    AtEnd, ChunkAck, Connector, ConnectorContext, ConnectorError, StartFuture, StreamServer, bind,
+    AtEnd, Connector, ConnectorContext, ConnectorError, StartFuture, StreamServer, bind,
     ingest_reader, write_outgoing,
 };
 
@@ -80,11 +80,13 @@ async fn serve_connection(
     let outgoing = server.writers.register(stream);
     let encoder = Encoder::new(config.codec, &config.interceptors);
     let writer_metrics = server.metrics.clone();
+    let (ack_sender, ack_receiver) = tokio::sync::watch::channel(Bytes::new());
+    let acks = config.ack_lines.then_some(ack_receiver);
     let writer = tokio::spawn(async move {
-        write_outgoing(outgoing, encoder, write_half, &writer_metrics).await;
+        write_outgoing(outgoing, acks, encoder, write_half, &writer_metrics).await;
     });
     let mut decoder = server.stream_decoder(stream, config.codec, &config.interceptors, remote);
-    let ack_lines = config.ack_lines;
+    let mut failed = false;
     let read = ingest_reader(
         read_half,
         &mut decoder,
@@ -92,9 +94,9 @@ async fn serve_connection(
         0,
         AtEnd::Finish,
         |chunk| {
-            if ack_lines {
-                server.writers.try_send_raw(stream, ack_line(chunk));
-            }
+            // Once a chunk has failed, no later line may say everything before it is safe.
+            failed |= chunk.status == AckStatus::Failed;
+            ack_sender.send_replace(ack_line(chunk.events_through, failed));
         },
     )
     .await;
@@ -106,11 +108,9 @@ async fn serve_connection(
     tracing::debug!(connector = %server.id, %stream, "Stream closed.");
 }
 
-/// `{"acked":N}` or `{"failed":N}`: the first N events of the connection are settled.
-fn ack_line(chunk: ChunkAck) -> Bytes {
-    let word = match chunk.status {
-        AckStatus::Delivered => "acked",
-        AckStatus::Failed => "failed",
-    };
-    Bytes::from(format!("{{\"{word}\":{}}}\n", chunk.events_through))
+/// `{"acked":N}`: the first N events of the connection are delivered. `{"failed":N}`: the
+/// first N are settled but at least one of them failed; it stays `failed` from then on.
+fn ack_line(events_through: u64, failed: bool) -> Bytes {
+    let word = if failed { "failed" } else { "acked" };
+    Bytes::from(format!("{{\"{word}\":{events_through}}}\n"))
 }

@@ -13,8 +13,8 @@ use tokio_tungstenite::tungstenite::Message;
 use super::config::WsClientConfig;
 use super::{is_text, redact_url};
 use crate::core::{
-    Backoff, Connector, ConnectorContext, ConnectorError, IngestTarget, StartFuture, StreamDecoder,
-    complete_written, connect_with_backoff, encode_batch, ingest_message, pause,
+    Backoff, Connector, ConnectorContext, ConnectorError, IngestTarget, OutputSender, StartFuture,
+    StreamDecoder, complete_written, connect_with_backoff, encode_batch, ingest_message, pause,
 };
 
 pub(super) struct WsClient {
@@ -41,8 +41,17 @@ enum SessionEnd {
     Broken,
 }
 
+/// The connector's outputs, held apart from its context so they can be dropped when intake
+/// stops: downstream (possibly a pipeline that feeds this client back) can then drain and
+/// close this client's input.
+type Outputs = Option<(OutputSender, OutputSender)>;
+
 async fn run(config: WsClientConfig, mut context: ConnectorContext) -> Result<(), ConnectorError> {
     let mut input = context.input.take();
+    let mut outputs: Outputs = Some((
+        std::mem::replace(&mut context.output, OutputSender::disconnected()),
+        std::mem::replace(&mut context.errors, OutputSender::disconnected()),
+    ));
     let mut backoff = Backoff::new(config.reconnect_min, config.reconnect_max);
     let shown_url = redact_url(&config.url);
     let mut next_stream = 0u64;
@@ -61,7 +70,10 @@ async fn run(config: WsClientConfig, mut context: ConnectorContext) -> Result<()
         };
         let stream = StreamId(next_stream);
         next_stream += 1;
-        match session(&config, &context, &mut input, stream, socket).await {
+        if context.intake.is_cancelled() {
+            outputs = None;
+        }
+        match session(&config, &context, &mut input, &mut outputs, stream, socket).await {
             SessionEnd::Done => return Ok(()),
             SessionEnd::Broken => {
                 tracing::warn!(connector = %context.id, url = %shown_url, "Session ended; reconnecting.");
@@ -78,6 +90,7 @@ async fn session(
     config: &WsClientConfig,
     context: &ConnectorContext,
     input: &mut Option<mpsc::Receiver<EventBatch>>,
+    outputs: &mut Outputs,
     stream: StreamId,
     socket: Socket,
 ) -> SessionEnd {
@@ -91,25 +104,25 @@ async fn session(
         &config.interceptors,
         Some(Arc::new(fields)),
     );
-    let target = IngestTarget {
-        id: &context.id,
-        output: &context.output,
-        errors: &context.errors,
-        metrics: &context.metrics,
-        intake: &context.intake,
-    };
     let mut encoder = Encoder::new(config.codec, &config.interceptors);
     let mut buffer = Vec::new();
     let mut pending = FuturesUnordered::new();
     let end = loop {
         let has_input = input.is_some();
+        let reading = outputs.is_some();
         tokio::select! {
             biased;
             () = context.intake.cancelled(), if !has_input => break SessionEnd::Done,
+            () = context.intake.cancelled(), if reading => {
+                // Intake stopped: read nothing more, and drop the outputs so downstream
+                // (which may feed this very client) can drain and close the input; what
+                // still arrives is sent.
+                *outputs = None;
+            }
             Some(_) = pending.next(), if !pending.is_empty() => {}
             batch = async { input.as_mut()?.recv().await }, if has_input => {
                 let Some(batch) = batch else {
-                    if context.output.is_connected() {
+                    if outputs.as_ref().is_some_and(|(output, _)| output.is_connected()) {
                         // Nothing more to send, but what the server sends is still wanted:
                         // read on until it closes or intake stops, as any source does.
                         *input = None;
@@ -144,12 +157,20 @@ async fn session(
                     break SessionEnd::Broken;
                 }
             }
-            message = messages.next() => {
+            message = messages.next(), if reading => {
                 let bytes = match message {
                     Some(Ok(Message::Text(text))) => bytes::Bytes::from(text),
                     Some(Ok(Message::Binary(bytes))) => bytes,
                     Some(Ok(_)) => continue,
                     Some(Err(_)) | None => break SessionEnd::Broken,
+                };
+                let Some((output, errors)) = outputs.as_ref() else { continue };
+                let target = IngestTarget {
+                    id: &context.id,
+                    output,
+                    errors,
+                    metrics: &context.metrics,
+                    intake: &context.intake,
                 };
                 if let Some(waiting) = ingest_message(&mut decoder, &bytes, &target).await {
                     pending.push(waiting);

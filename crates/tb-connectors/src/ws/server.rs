@@ -15,9 +15,10 @@ use tokio::sync::mpsc;
 use super::config::WsServerConfig;
 use super::is_text;
 use crate::core::{
-    ConnectorContext, ConnectorMetrics, Outgoing, StartFuture, StreamServer, bind,
+    ConnectorContext, ConnectorMetrics, STREAM_WRITE_TIMEOUT, StartFuture, StreamServer, bind,
     complete_written, fail_outgoing, ingest_message, serve_router,
 };
+use tb_event::Event;
 
 /// Messages handed on and not yet acknowledged, per session, before reading pauses.
 const MAX_UNACKNOWLEDGED_MESSAGES: usize = 256;
@@ -111,43 +112,33 @@ async fn session(shared: Shared, socket: WebSocket, remote: SocketAddr) {
 }
 
 async fn write_session(
-    mut outgoing: mpsc::Receiver<Outgoing>,
+    mut outgoing: mpsc::Receiver<Event>,
     mut encoder: Encoder,
     mut sink: futures::stream::SplitSink<WebSocket, Message>,
     metrics: ConnectorMetrics,
 ) {
     let mut buffer = Vec::new();
-    while let Some(item) = outgoing.recv().await {
+    while let Some(event) = outgoing.recv().await {
         buffer.clear();
-        let event = match item {
-            Outgoing::Raw(bytes) => {
-                buffer.extend_from_slice(&bytes);
-                None
-            }
-            Outgoing::Event(event) => {
-                let encoded = encoder
-                    .encode(&event.value, &mut buffer)
-                    .and_then(|()| encoder.flush(&mut buffer));
-                if encoded.is_err() {
-                    fail_outgoing(Outgoing::Event(event), &metrics);
-                    continue;
-                }
-                Some(event)
-            }
-        };
+        let encoded = encoder
+            .encode(&event.value, &mut buffer)
+            .and_then(|()| encoder.flush(&mut buffer));
+        if encoded.is_err() {
+            fail_outgoing(event, &metrics);
+            continue;
+        }
         let message = if is_text(&buffer) {
             Message::Text(String::from_utf8_lossy(&buffer).into_owned().into())
         } else {
             Message::Binary(std::mem::take(&mut buffer).into())
         };
-        let sent = sink.send(message).await;
-        if let Some(event) = event {
-            complete_written(vec![event], sent.is_ok(), &metrics);
-        }
-        if sent.is_err() {
+        let sent = tokio::time::timeout(STREAM_WRITE_TIMEOUT, sink.send(message)).await;
+        let delivered = matches!(sent, Ok(Ok(())));
+        complete_written(vec![event], delivered, &metrics);
+        if !delivered {
             outgoing.close();
-            while let Some(item) = outgoing.recv().await {
-                fail_outgoing(item, &metrics);
+            while let Some(event) = outgoing.recv().await {
+                fail_outgoing(event, &metrics);
             }
             return;
         }
