@@ -59,7 +59,7 @@ pub(crate) enum ProgramRole {
     Transform,
     /// Answers true or false about the event. A condition whose only compile error is an
     /// unhandled fallible expression (`.value > 100` on a field of unknown type) is compiled
-    /// as `(condition) ?? false`: when it fails at run time it does not hold.
+    /// as `{ condition } ?? false`: when it fails at run time it does not hold.
     Condition,
 }
 
@@ -100,7 +100,13 @@ impl CompiledProgram {
                 diagnostic.code == UNHANDLED_ERROR_CODE || !diagnostic.is_problem()
             })
         {
-            compiled = vrl::compiler::compile(&format!("({source}) ?? false"), functions);
+            // A block on lines of its own, so a trailing comment cannot swallow the wrapper.
+            // Only a wrapped program that compiles is taken; otherwise VRL's diagnostics for
+            // the program as written are reported.
+            let wrapped = vrl::compiler::compile(&format!("{{\n{source}\n}} ?? false"), functions);
+            if wrapped.is_ok() {
+                compiled = wrapped;
+            }
         }
         match compiled {
             Ok(compiled) => {

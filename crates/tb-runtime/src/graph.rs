@@ -1,8 +1,6 @@
 //! The topology graph: every component built, every input resolved to an output port, and
 //! checks that need the whole graph (inputs that name nothing, cycles).
 
-use std::collections::BTreeSet;
-
 use tb_connectors::{Connector, ConnectorBuilder};
 use tb_event::ComponentId;
 use tb_pipeline::{BuildError as PipelineBuildError, Pipeline};
@@ -246,34 +244,61 @@ fn find_output(nodes: &[Node], input: &str) -> Option<(usize, usize)> {
 
 /// Data cannot loop through pipelines alone. Connectors are boundaries: what enters one
 /// leaves the process, so request/response through a connector is not a cycle.
+///
+/// A depth-first search with three colours: each pipeline is visited once, and a back edge
+/// to a pipeline still on the path closes a cycle, reported with that path.
 fn find_cycles(config: &Config, nodes: &[Node], problems: &mut Vec<Problem>) {
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Colour {
+        Unvisited,
+        OnPath,
+        Done,
+    }
     let is_pipeline = |index: usize| matches!(nodes[index].body, Body::Pipeline(_));
-    let mut reported = BTreeSet::new();
+    let mut colour = vec![Colour::Unvisited; nodes.len()];
     for start in (0..nodes.len()).filter(|index| is_pipeline(*index)) {
-        let mut stack = vec![(start, vec![start])];
-        while let Some((current, path)) = stack.pop() {
-            for (from, _) in &nodes[current].inputs {
-                if !is_pipeline(*from) {
-                    continue;
+        if colour[start] != Colour::Unvisited {
+            continue;
+        }
+        // Each frame: a node and how many of its inputs have been followed.
+        let mut path: Vec<(usize, usize)> = vec![(start, 0)];
+        colour[start] = Colour::OnPath;
+        while let Some((node, next_input)) = path.last_mut() {
+            let node = *node;
+            let Some(&(from, _)) = nodes[node].inputs.get(*next_input) else {
+                colour[node] = Colour::Done;
+                path.pop();
+                continue;
+            };
+            *next_input += 1;
+            if !is_pipeline(from) {
+                continue;
+            }
+            match colour[from] {
+                Colour::Unvisited => {
+                    colour[from] = Colour::OnPath;
+                    path.push((from, 0));
                 }
-                if *from == start {
-                    let mut names: Vec<&str> = path
+                Colour::OnPath => {
+                    let position = path
+                        .iter()
+                        .position(|(index, _)| *index == from)
+                        .unwrap_or(0);
+                    let mut names: Vec<&str> = path[position..]
                         .iter()
                         .rev()
-                        .map(|index| nodes[*index].id.as_str())
+                        .map(|(index, _)| nodes[*index].id.as_str())
                         .collect();
-                    names.push(nodes[start].id.as_str());
-                    let key: BTreeSet<usize> = path.iter().copied().collect();
-                    if reported.insert(key.into_iter().collect::<Vec<_>>()) {
-                        let spec = &config.components[nodes[start].id.as_str()];
-                        let message = format!("pipelines form a cycle: {}", names.join(" -> "));
-                        problems.push(config.problem_at(spec, "inputs", message));
-                    }
-                } else if !path.contains(from) {
-                    let mut longer = path.clone();
-                    longer.push(*from);
-                    stack.push((*from, longer));
+                    names.push(
+                        nodes[path.last().map_or(from, |(index, _)| *index)]
+                            .id
+                            .as_str(),
+                    );
+                    let spec = &config.components[nodes[from].id.as_str()];
+                    let message = format!("pipelines form a cycle: {}", names.join(" -> "));
+                    problems.push(config.problem_at(spec, "inputs", message));
                 }
+                Colour::Done => {}
             }
         }
     }

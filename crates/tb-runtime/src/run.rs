@@ -22,6 +22,9 @@ use crate::view::{
 /// few thousand events this bounds each queue to a few megabytes.
 pub const INPUT_QUEUE_BATCHES: usize = 16;
 
+/// Most events a pipeline sends downstream in one batch.
+pub const MAX_BATCH_EVENTS: usize = 4096;
+
 /// A component that could not start: a port in use, a missing file, an unwritable directory.
 #[derive(Debug, thiserror::Error)]
 #[error("{component}: {message}")]
@@ -259,7 +262,15 @@ async fn run_pipeline(
                     "Events failed and nothing reads _errors; their sources will not confirm them."
                 );
             }
-            // A closed subscriber fails the events, and their sources learn it.
+            // A transform that returns an array can turn one event into very many: send in
+            // bounded batches so queue capacities still bound memory. A closed subscriber
+            // fails the events, and their sources learn it.
+            let mut batch = batch;
+            while batch.len() > MAX_BATCH_EVENTS {
+                let rest = batch.split_off(MAX_BATCH_EVENTS);
+                let _ = senders[port].send(batch).await;
+                batch = rest;
+            }
             let _ = senders[port].send(batch).await;
         }
     }

@@ -119,7 +119,7 @@ fn run(topology: Topology) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         let api_address = topology.config().api.address.clone();
         let api_listener = match &api_address {
             Some(address) => Some(
@@ -154,7 +154,11 @@ fn run(topology: Topology) -> anyhow::Result<ExitCode> {
             (RunOutcome::Drained, false) => ExitCode::SUCCESS,
             _ => ExitCode::FAILURE,
         })
-    })
+    });
+    // A blocking read (stdin waiting for a producer that is idle) cannot be cancelled; the
+    // drain is done, so do not wait for it.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    code
 }
 
 async fn shutdown_signal() {

@@ -337,7 +337,9 @@ inputs = ["peer"]
 #[tokio::test]
 async fn tcp_client_answering_its_own_server_drains_and_exits_on_sigterm() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let config = write(
         dir.path(),
@@ -364,7 +366,10 @@ steps = [{{ kind = "transform", source = '.answered = true' }}]
         .expect("accept");
     let (read, mut write) = socket.into_split();
     for n in 0..3 {
-        write.write_all(format!("{{\"question\":{n}}}\n").as_bytes()).await.expect("write");
+        write
+            .write_all(format!("{{\"question\":{n}}}\n").as_bytes())
+            .await
+            .expect("write");
     }
     let mut lines = BufReader::new(read).lines();
     for n in 0..3 {

@@ -32,7 +32,7 @@ impl Backoff {
     /// The wait before the next attempt; the one after it is twice as long, up to `max`.
     pub fn next_delay(&mut self) -> Duration {
         let delay = self.next;
-        self.next = (self.next * 2).min(self.max);
+        self.next = self.next.saturating_mul(2).min(self.max);
         delay
     }
 }

@@ -125,15 +125,25 @@ fn take_whole_lines(
     decoder: &StreamDecoder,
     offset: u64,
 ) -> Option<DecodeJob> {
-    let mut chunk = chunk;
     if carry.discarding {
-        let end = find_last(chunk, &lines.delimiter)?;
-        // Drop the overlong line's tail (up to its delimiter); whole lines may follow.
-        let first = memchr::memmem::find(chunk, &lines.delimiter).unwrap_or(end);
-        chunk = &chunk[first + lines.delimiter.len()..];
-        carry.discarding = false;
+        // The carry keeps the last few bytes of what was skipped, so a delimiter split
+        // across two reads is still found.
+        carry.bytes.extend_from_slice(chunk);
+        match memchr::memmem::find(&carry.bytes, &lines.delimiter) {
+            Some(end) => {
+                carry.bytes.drain(..end + lines.delimiter.len());
+                carry.discarding = false;
+            }
+            None => {
+                let keep = lines.delimiter.len().saturating_sub(1);
+                let drop_to = carry.bytes.len().saturating_sub(keep);
+                carry.bytes.drain(..drop_to);
+                return None;
+            }
+        }
+    } else {
+        carry.bytes.extend_from_slice(chunk);
     }
-    carry.bytes.extend_from_slice(chunk);
     let Some(last) = find_last(&carry.bytes, &lines.delimiter) else {
         if carry.bytes.len() > lines.max_length + lines.delimiter.len() {
             return Some(overlong_line(carry, lines, offset));

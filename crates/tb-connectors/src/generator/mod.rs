@@ -110,7 +110,11 @@ impl Generator {
                 pending.next().await;
             }
             if let Some(rate) = self.config.rate {
-                let due = started + Duration::from_secs_f64(next_seq as f64 / rate);
+                let offset =
+                    Duration::try_from_secs_f64(next_seq as f64 / rate).unwrap_or(Duration::MAX);
+                let Some(due) = started.checked_add(offset) else {
+                    break;
+                };
                 tokio::select! {
                     biased;
                     () = context.intake.cancelled() => break,

@@ -91,13 +91,18 @@ async fn handle(
     let fields = request_fields(&request, remote);
     let body = match axum::body::to_bytes(request.into_body(), shared.config.max_body).await {
         Ok(body) => body,
-        Err(_) => {
+        Err(error) => {
             shared.metrics.errors.inc();
-            let reason = format!(
-                "request body is larger than max_body ({} bytes)",
-                shared.config.max_body
-            );
-            return error_response(StatusCode::PAYLOAD_TOO_LARGE, &reason);
+            let inner = error.into_inner();
+            if inner.is::<http_body_util::LengthLimitError>() {
+                let reason = format!(
+                    "request body is larger than max_body ({} bytes)",
+                    shared.config.max_body
+                );
+                return error_response(StatusCode::PAYLOAD_TOO_LARGE, &reason);
+            }
+            let reason = format!("cannot read the request body: {inner}");
+            return error_response(StatusCode::BAD_REQUEST, &reason);
         }
     };
     let response = ingest(&shared, stream, fields, &body).await;
@@ -173,20 +178,21 @@ async fn reject(shared: &Shared, stream: StreamId, failures: Vec<DecodeError>) -
     } else {
         StatusCode::BAD_REQUEST
     };
-    let reason = failures[0].reason.clone();
+    let reason = failures.first().map_or_else(
+        || "invalid body".to_owned(),
+        |failure| failure.reason.clone(),
+    );
+    let (ack, receipt) = Acknowledgement::new_unit();
     let error_events = failures
         .iter()
-        .map(|failure| {
-            decode_error_event(
-                &shared.id,
-                stream,
-                failure,
-                tb_event::AckHandle::untracked(),
-            )
-        })
+        .map(|failure| decode_error_event(&shared.id, stream, failure, ack.clone()))
         .collect();
-    // The client is told either way; an error output that is gone changes nothing for it.
-    let _ = shared.errors.send(error_events).await;
+    ack.complete(AckStatus::Delivered);
+    // The rejected bytes are on `_errors` (where a person can find them) before the client
+    // hears of it; the client is told either way.
+    if shared.errors.send(error_events).await.is_ok() {
+        let _ = tokio::time::timeout(shared.config.ack_timeout, receipt.wait()).await;
+    }
     error_response(status, &reason)
 }
 

@@ -170,7 +170,7 @@ impl Pipeline {
             ..PipelineCounts::default()
         };
         for event in batch {
-            self.process_event(event, 0, outputs, &mut counts);
+            self.process_event(event, 0, false, outputs, &mut counts);
         }
         counts.output = outputs
             .iter()
@@ -181,10 +181,13 @@ impl Pipeline {
         counts
     }
 
+    /// Runs `event` from `first_step` on. `unmatched` says it has already passed a route
+    /// step without matching, so it owes `_unmatched` one copy when it reaches the end.
     fn process_event(
         &mut self,
         mut event: Event,
         first_step: usize,
+        mut unmatched: bool,
         outputs: &mut [Vec<Event>],
         counts: &mut PipelineCounts,
     ) {
@@ -199,10 +202,21 @@ impl Pipeline {
                             value: Value::Array(values),
                             ..
                         } => {
+                            if values.is_empty() {
+                                // An empty array leaves nothing: the event is done, like a
+                                // filtered one, and counted the same way.
+                                counts.dropped += 1;
+                            }
                             for value in values {
                                 let mut copy = event.fork();
                                 copy.value = value;
-                                self.process_event(copy, step_index + 1, outputs, counts);
+                                self.process_event(
+                                    copy,
+                                    step_index + 1,
+                                    unmatched,
+                                    outputs,
+                                    counts,
+                                );
                             }
                             event.complete(AckStatus::Delivered);
                             return;
@@ -269,9 +283,12 @@ impl Pipeline {
                         outputs[*last].push(event);
                         return;
                     }
-                    outputs[self.ports.unmatched()].push(event.fork());
+                    unmatched = true;
                 }
             }
+        }
+        if unmatched {
+            outputs[self.ports.unmatched()].push(event.fork());
         }
         outputs[OutputPorts::MAIN].push(event);
     }

@@ -161,3 +161,41 @@ fn transform_returning_array_splits_into_events() {
     let (outputs, _) = run(&mut pipeline, vec![input]);
     assert_eq!(outputs[OutputPorts::MAIN].len(), 2);
 }
+
+#[test]
+fn event_unmatched_by_two_route_steps_is_copied_to_unmatched_once() {
+    let mut first = std::collections::BTreeMap::new();
+    first.insert("hot".to_owned(), ".value > 100".to_owned());
+    let mut second = std::collections::BTreeMap::new();
+    second.insert("cold".to_owned(), ".value < 0".to_owned());
+    let mut pipeline = pipeline(vec![
+        StepConfig::Route { routes: first },
+        StepConfig::Route { routes: second },
+    ]);
+    let (mild, _receipt) = event(r#"{"value": 50}"#);
+    let (outputs, _) = run(&mut pipeline, vec![mild]);
+    assert_eq!(outputs[pipeline.ports().unmatched()].len(), 1);
+    assert_eq!(outputs[OutputPorts::MAIN].len(), 1);
+}
+
+#[test]
+fn condition_ending_in_a_comment_still_compiles() {
+    let mut routes = std::collections::BTreeMap::new();
+    routes.insert("hot".to_owned(), ".value > 100 # hot readings".to_owned());
+    let mut pipeline = pipeline(vec![StepConfig::Route { routes }]);
+    let (hot, _receipt) = event(r#"{"value": 150}"#);
+    let (outputs, _) = run(&mut pipeline, vec![hot]);
+    assert_eq!(
+        outputs[pipeline.ports().find("hot").expect("port")].len(),
+        1
+    );
+}
+
+#[test]
+fn transform_returning_an_empty_array_counts_as_dropped() {
+    let mut pipeline = pipeline(vec![transform(". = []")]);
+    let (input, _receipt) = event("{}");
+    let (outputs, counts) = run(&mut pipeline, vec![input]);
+    assert!(outputs.iter().all(Vec::is_empty));
+    assert_eq!(counts.dropped, 1);
+}

@@ -63,7 +63,10 @@ pub fn parse_path(path: &str) -> Vec<Segment> {
 impl SourceFile {
     /// 1-based line and column of a byte offset.
     pub fn line_column(&self, offset: usize) -> (usize, usize) {
-        let offset = offset.min(self.text.len());
+        let mut offset = offset.min(self.text.len());
+        while !self.text.is_char_boundary(offset) {
+            offset -= 1;
+        }
         let before = &self.text[..offset];
         let line = before.matches('\n').count() + 1;
         let line_start = before.rfind('\n').map_or(0, |newline| newline + 1);
@@ -139,7 +142,11 @@ impl SourceFile {
             let after = text[end..].trim_start_matches(['"', '\'']);
             let after = if quoted_before { after } else { &text[end..] };
             let after = after.trim_start_matches([' ', '\t']);
-            if after.starts_with(['=', ':', '.', ']']) && !is_in_comment(text, start) {
+            // `]` ends a key only in a table header (`[connectors.web]`), never a quoted
+            // value in a list (`inputs = ["web"]`).
+            let ends_key = after.starts_with(['=', ':', '.'])
+                || (after.starts_with(']') && matches!(before, Some('.' | '[')));
+            if ends_key && !is_in_comment(text, start) {
                 return Some(start);
             }
         }
@@ -195,6 +202,20 @@ mod tests {
         assert_eq!(file.line_column(offset), (4, 25));
         let start = file.string_value_start(offset).expect("value");
         assert_eq!(&file.text[start..start + 6], ".x = 1");
+    }
+
+    #[test]
+    fn quoted_input_reference_is_not_taken_for_a_table_key() {
+        let file =
+            toml("[connectors.sink]\ninputs = [\"web\"]\n\n[connectors.web]\naddress = \"bad\"\n");
+        let offset = file.locate(&parse_path("connectors.web.address"));
+        assert_eq!(file.line_column(offset), (5, 1));
+    }
+
+    #[test]
+    fn line_column_of_an_offset_inside_a_character_is_safe() {
+        let file = toml("a = \"é\"\n");
+        assert_eq!(file.line_column(6), (1, 6));
     }
 
     #[test]
