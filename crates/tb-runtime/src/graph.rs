@@ -42,20 +42,22 @@ impl Topology {
     ///
     /// Every problem found, each pointing into the config files.
     pub fn build(config: Config, builders: &[Box<dyn ConnectorBuilder>]) -> Result<Self, Problems> {
-        let mut problems = Vec::new();
+        let mut problems = config.problems.clone();
+        let mut broken = config.broken.clone();
         let mut nodes = Vec::new();
         for spec in config.components.values() {
             match build_node(&config, spec, builders) {
                 Ok(node) => nodes.push(node),
-                Err(mut found) => problems.append(&mut found),
+                Err(mut found) => {
+                    broken.insert(spec.id.clone());
+                    problems.append(&mut found);
+                }
             }
         }
-        if problems.is_empty() {
-            resolve_inputs(&config, &mut nodes, &mut problems);
-        }
-        if problems.is_empty() {
-            find_cycles(&config, &nodes, &mut problems);
-        }
+        // Checks of the whole graph run on what did build, so one bad component does not
+        // hide the rest; inputs naming a component already reported are not reported again.
+        resolve_inputs(&config, &mut nodes, &broken, &mut problems);
+        find_cycles(&config, &nodes, &mut problems);
         if problems.is_empty() {
             Ok(Self { config, nodes })
         } else {
@@ -209,7 +211,12 @@ fn pipeline_problem(config: &Config, spec: &ComponentSpec, error: PipelineBuildE
     }
 }
 
-fn resolve_inputs(config: &Config, nodes: &mut [Node], problems: &mut Vec<Problem>) {
+fn resolve_inputs(
+    config: &Config,
+    nodes: &mut [Node],
+    broken: &std::collections::BTreeSet<String>,
+    problems: &mut Vec<Problem>,
+) {
     let outputs: Vec<String> = nodes
         .iter()
         .flat_map(|node| (0..node.ports.len()).map(|port| output_name(node, port)))
@@ -218,8 +225,10 @@ fn resolve_inputs(config: &Config, nodes: &mut [Node], problems: &mut Vec<Proble
         let spec = &config.components[nodes[index].id.as_str()];
         let mut resolved = Vec::new();
         for input in &spec.inputs {
+            let named = input.split_once('.').map_or(input.as_str(), |(id, _)| id);
             match find_output(nodes, input) {
                 Some(found) => resolved.push(found),
+                None if broken.contains(named) => {}
                 None => {
                     let candidates: Vec<&str> = outputs.iter().map(String::as_str).collect();
                     let mut message = format!("input `{input}` names no output");

@@ -77,6 +77,11 @@ pub struct Config {
     pub components: IndexMap<String, ComponentSpec>,
     /// The files, for pointing at problems.
     pub sources: Vec<SourceFile>,
+    /// Problems found while reading that did not stop the reading: the topology check adds
+    /// its own and reports them all together.
+    pub problems: Vec<Problem>,
+    /// Components whose table could not be read; references to them are not reported again.
+    pub broken: std::collections::BTreeSet<String>,
 }
 
 impl Config {
@@ -150,12 +155,14 @@ pub fn load(paths: &[PathBuf]) -> Result<Config, Problems> {
 ///
 /// # Errors
 ///
-/// Every problem found.
+/// Every problem found when a file cannot be read, interpolated or parsed; other problems
+/// are kept in [`Config::problems`] so they are reported with the topology's.
 pub fn load_from_sources(
     texts: Vec<(PathBuf, String)>,
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Result<Config, Problems> {
     let mut problems = Vec::new();
+    let mut structural = Vec::new();
     let mut config = Config {
         data_dir: PathBuf::from("data"),
         api: ApiConfig {
@@ -164,6 +171,8 @@ pub fn load_from_sources(
         shutdown_grace: Duration::from_secs(30),
         components: IndexMap::new(),
         sources: Vec::new(),
+        problems: Vec::new(),
+        broken: Default::default(),
     };
     for (path, text) in texts {
         let format = format_of(&path);
@@ -195,14 +204,17 @@ pub fn load_from_sources(
             Ok(tree) => {
                 config.sources.push(file);
                 let source = config.sources.len() - 1;
-                merge_file(&mut config, tree, source, &mut problems);
+                merge_file(&mut config, tree, source, &mut structural);
             }
             Err(problem) => problems.push(problem),
         }
     }
     if problems.is_empty() {
+        config.problems = structural;
         Ok(config)
     } else {
+        problems.extend(structural);
+        problems.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
         Err(Problems(problems))
     }
 }
@@ -306,7 +318,10 @@ fn merge_file(config: &mut Config, tree: Tree, source: usize, problems: &mut Vec
                     config.components.insert(id, spec);
                 }
             }
-            Err((path, message)) => problems.push(at(&format!("{section}.{id}.{path}"), message)),
+            Err((path, message)) => {
+                config.broken.insert(id.clone());
+                problems.push(at(&format!("{section}.{id}.{path}"), message))
+            }
         }
     }
 }

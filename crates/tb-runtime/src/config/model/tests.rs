@@ -8,9 +8,17 @@ fn load_one(name: &str, text: &str) -> Result<Config, Problems> {
     })
 }
 
+/// Problems that stop reading come back as `Err`; the others travel in `Config::problems`.
+fn all_problems(loaded: Result<Config, Problems>) -> Vec<Problem> {
+    match loaded {
+        Ok(config) => config.problems,
+        Err(problems) => problems.0,
+    }
+}
+
 fn check_problems(name: &str, text: &str, expected: &[&str]) {
-    let problems = load_one(name, text).expect_err("config should be rejected");
-    let printed: Vec<String> = problems.0.iter().map(ToString::to_string).collect();
+    let problems = all_problems(load_one(name, text));
+    let printed: Vec<String> = problems.iter().map(ToString::to_string).collect();
     assert_eq!(printed, expected);
 }
 
@@ -71,7 +79,7 @@ fn yaml_is_read_by_extension() {
 
 #[test]
 fn same_id_in_two_files_is_rejected() {
-    let problems = load_from_sources(
+    let problems = all_problems(load_from_sources(
         vec![
             (
                 PathBuf::from("a.toml"),
@@ -83,13 +91,12 @@ fn same_id_in_two_files_is_rejected() {
             ),
         ],
         |_| None,
-    )
-    .expect_err("duplicate");
+    ));
     assert!(
-        problems.0[0]
+        problems[0]
             .to_string()
             .starts_with("b.toml:1:12: component id `x` is already defined (in a.toml)"),
-        "{problems}"
+        "{problems:?}"
     );
 }
 

@@ -1,0 +1,118 @@
+//! Every kind of config problem a user can meet, as `tightbeam validate` prints it. Snapshots
+//! (insta) make any change of wording or position a reviewed change.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// Runs `validate` on `files` (name, text) in a fresh directory and returns stderr.
+fn validate(files: &[(&str, &str)]) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut args = vec!["validate"];
+    for (name, text) in files {
+        write(dir.path(), name, text);
+        args.extend(["-c", name]);
+    }
+    let output = run_to_end(dir.path(), &args, LIMIT);
+    assert!(!output.status.success(), "validate should fail");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn unknown_keys_and_kinds() {
+    insta::assert_snapshot!(validate(&[(
+        "keys.toml",
+        r#"data_dri = "x"
+
+[api]
+adress = "127.0.0.1:1"
+
+[connectors.web]
+kind = "http_sever"
+
+[connectors.out]
+kind = "file"
+path = "x"
+mod = "append"
+inputs = ["web"]
+"#
+    )]));
+}
+
+#[test]
+fn inputs_cycles_and_route_names() {
+    insta::assert_snapshot!(validate(&[(
+        "graph.toml",
+        r#"[pipelines.a]
+inputs = ["c"]
+
+[pipelines.b]
+inputs = ["a", "a.nope"]
+
+[pipelines.c]
+inputs = ["b"]
+steps = [{ kind = "route", routes = { _errors = 'true' } }]
+"#
+    )]));
+}
+
+#[test]
+fn vrl_that_does_not_compile_points_into_the_file() {
+    insta::assert_snapshot!(validate(&[(
+        "vrl.yaml",
+        r#"connectors:
+  in:
+    kind: stdin
+pipelines:
+  p:
+    inputs: [in]
+    steps:
+      - kind: transform
+        source: ".a = 1; .b = upcase(.a"
+      - kind: filter
+        condition: 'get_hostname!() == "x"'
+"#
+    )]));
+}
+
+#[test]
+fn environment_syntax_and_duplicates() {
+    insta::assert_snapshot!(validate(&[
+        (
+            "a.toml",
+            "[connectors.x]\nkind = \"tcp_server\"\naddress = \"${NOT_SET_ANYWHERE_42}\"\n"
+        ),
+        (
+            "b.toml",
+            "[connectors.y]\nkind = \"stdin\"\n[pipelines.y]\ninputs = [\"y\"]\n"
+        ),
+        ("c.toml", "[connectors.z\nkind = \"stdin\"\n"),
+    ]));
+}
+
+#[test]
+fn connector_values_that_cannot_work() {
+    insta::assert_snapshot!(validate(&[(
+        "values.toml",
+        r#"[connectors.logs]
+kind = "file"
+path = "app.csv"
+mode = "tail"
+codec = "csv"
+
+[connectors.web]
+kind = "http_server"
+address = "nowhere"
+codec = "jsno"
+
+[connectors.push]
+kind = "http_client"
+url = "ftp://example"
+inputs = ["logs"]
+"#
+    )]));
+}
