@@ -20,7 +20,7 @@ use crate::view::{
 
 /// Batches a component's input queue holds before its senders wait. With batches of up to a
 /// few thousand events this bounds each queue to a few megabytes.
-pub const INPUT_QUEUE_BATCHES: usize = 16;
+pub const INPUT_QUEUE_BATCHES: usize = 8;
 
 /// Most events a pipeline sends downstream in one batch.
 pub const MAX_BATCH_EVENTS: usize = 4096;
