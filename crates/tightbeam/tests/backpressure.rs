@@ -220,3 +220,91 @@ inputs = ["echo"]
     terminate(&child);
     assert!(wait_with_limit(child, LIMIT).status.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_client_sends_json_array_batches_with_configured_headers() {
+    type Seen = Arc<std::sync::Mutex<Vec<(String, String, serde_json::Value)>>>;
+    let seen: Seen = Arc::default();
+    let recorder = seen.clone();
+    let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap, body: String| {
+        let recorder = recorder.clone();
+        async move {
+            let header = |name: &str| {
+                headers
+                    .get(name)
+                    .and_then(|value| value.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            let parsed = serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
+            if let Ok(mut seen) = recorder.lock() {
+                seen.push((header("content-type"), header("x-tenant"), parsed));
+            }
+            "ok"
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let receiver_port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write(
+        dir.path(),
+        "array.toml",
+        &format!(
+            r#"[api]
+address = "off"
+[connectors.gen]
+kind = "generator"
+count = 7
+batch_size = 7
+
+[connectors.push]
+kind = "http_client"
+url = "http://127.0.0.1:{receiver_port}/ingest"
+headers = {{ x-tenant = "acme", authorization = "Bearer hunter2" }}
+body = "array"
+batch_max_events = 3
+batch_timeout = "50ms"
+inputs = ["gen"]
+"#
+        ),
+    );
+    let output = run_to_end(
+        dir.path(),
+        &["run", "-c", config.to_str().expect("path")],
+        LIMIT,
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        !String::from_utf8_lossy(&output.stderr).contains("hunter2"),
+        "no secret in logs"
+    );
+    let seen = seen.lock().expect("lock").clone();
+    let sizes: Vec<usize> = seen
+        .iter()
+        .map(|(_, _, body)| body.as_array().map_or(0, Vec::len))
+        .collect();
+    assert_eq!(
+        sizes,
+        vec![3, 3, 1],
+        "batches by count, the rest by timeout"
+    );
+    assert!(
+        seen.iter().all(
+            |(content_type, tenant, _)| content_type == "application/json" && tenant == "acme"
+        )
+    );
+    let seqs: Vec<i64> = seen
+        .iter()
+        .flat_map(|(_, _, body)| body.as_array().cloned().unwrap_or_default())
+        .map(|event| event["seq"].as_i64().expect("seq"))
+        .collect();
+    assert_eq!(seqs, (0..7).collect::<Vec<i64>>());
+}
