@@ -388,3 +388,64 @@ steps = [{{ kind = "transform", source = '.answered = true' }}]
     let status = wait_with_limit(child, LIMIT).status;
     assert!(status.success(), "drained within the grace period");
 }
+
+#[tokio::test]
+async fn websocket_message_over_max_body_closes_with_1009_and_an_errors_event() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let config = write(
+        dir.path(),
+        "wsmax.toml",
+        &format!(
+            r#"[api]
+address = "off"
+[connectors.ws]
+kind = "ws_server"
+address = "127.0.0.1:{port}"
+max_body = 1000
+
+[connectors.rejects]
+kind = "file"
+path = "rejects.ndjson"
+inputs = ["ws._errors"]
+
+[connectors.sink]
+kind = "blackhole"
+inputs = ["ws"]
+"#
+        ),
+    );
+    let mut child = start(dir.path(), &config);
+    wait_for_port(&mut child, port, LIMIT);
+    let (mut session, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/"))
+        .await
+        .expect("session");
+    let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(5000));
+    session.send(Message::text(big)).await.expect("send");
+    let close_code = loop {
+        match tokio::time::timeout(LIMIT, session.next())
+            .await
+            .expect("answer in time")
+        {
+            Some(Ok(Message::Close(frame))) => break frame.map(|frame| u16::from(frame.code)),
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => break None,
+        }
+    };
+    assert_eq!(close_code, Some(1009), "closed as too big");
+    let rejects_path = dir.path().join("rejects.ndjson");
+    let deadline = std::time::Instant::now() + LIMIT;
+    while json_lines(&rejects_path).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no _errors event");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rejects = json_lines(&rejects_path);
+    assert!(
+        rejects[0]["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("max_body")
+    );
+    terminate(&child);
+    assert!(wait_with_limit(child, LIMIT).status.success());
+}

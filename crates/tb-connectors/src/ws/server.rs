@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, Ordering};
 
 use axum::Router;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -16,7 +17,7 @@ use super::config::WsServerConfig;
 use super::is_text;
 use crate::core::{
     ConnectorContext, ConnectorMetrics, STREAM_WRITE_TIMEOUT, StartFuture, StreamServer, bind,
-    complete_written, fail_outgoing, ingest_message, serve_router,
+    complete_written, decode_error_event, fail_outgoing, ingest_message, serve_router,
 };
 use tb_event::Event;
 
@@ -71,11 +72,13 @@ async fn session(shared: Shared, socket: WebSocket, remote: SocketAddr) {
     let (sink, mut messages) = socket.split();
     let outgoing = server.writers.register(stream);
     let encoder = Encoder::new(config.codec, &config.interceptors);
+    let close_code = Arc::new(AtomicU16::new(CLOSE_GOING_AWAY));
     let writer = tokio::spawn(write_session(
         outgoing,
         encoder,
         sink,
         server.metrics.clone(),
+        close_code.clone(),
     ));
     let mut decoder = server.stream_decoder(stream, config.codec, &config.interceptors, remote);
     let target = server.ingest_target();
@@ -96,8 +99,14 @@ async fn session(shared: Shared, socket: WebSocket, remote: SocketAddr) {
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
             Some(Ok(Message::Close(_))) | None => break,
             Some(Err(error)) => {
-                tracing::debug!(connector = %server.id, %stream, %error, "Session read failed.");
                 server.metrics.errors.inc();
+                // tungstenite reports a message over `max_message_size` as "too long".
+                if error.to_string().contains("too long") {
+                    close_code.store(CLOSE_MESSAGE_TOO_BIG, Ordering::Relaxed);
+                    reject_oversized(server, stream, config.max_body).await;
+                } else {
+                    tracing::debug!(connector = %server.id, %stream, %error, "Session read failed.");
+                }
                 break;
             }
         };
@@ -111,11 +120,30 @@ async fn session(shared: Shared, socket: WebSocket, remote: SocketAddr) {
     tracing::debug!(connector = %server.id, %stream, "Session closed.");
 }
 
+/// Puts a record of a message over `max_body` on `<id>._errors`: the message itself was
+/// never read past the limit, so only the reason is kept.
+async fn reject_oversized(server: &StreamServer, stream: tb_event::StreamId, max_body: usize) {
+    let error = tb_codec::DecodeError::too_large(
+        format!(
+            "websocket message larger than max_body ({max_body} bytes); session closed with 1009"
+        ),
+        &[],
+    );
+    let event = decode_error_event(&server.id, stream, &error, tb_event::AckHandle::untracked());
+    let _ = server.errors.send(vec![event]).await;
+}
+
+/// Close code for a normal end: the server is going away (shutdown) or the session ended.
+const CLOSE_GOING_AWAY: u16 = 1001;
+/// Close code for a message over `max_body`.
+const CLOSE_MESSAGE_TOO_BIG: u16 = 1009;
+
 async fn write_session(
     mut outgoing: mpsc::Receiver<Event>,
     mut encoder: Encoder,
     mut sink: futures::stream::SplitSink<WebSocket, Message>,
     metrics: ConnectorMetrics,
+    close_code: Arc<AtomicU16>,
 ) {
     let mut buffer = Vec::new();
     while let Some(event) = outgoing.recv().await {
@@ -143,10 +171,16 @@ async fn write_session(
             return;
         }
     }
+    let code = close_code.load(Ordering::Relaxed);
+    let reason = if code == CLOSE_MESSAGE_TOO_BIG {
+        "message too big"
+    } else {
+        "going away"
+    };
     let _ = sink
         .send(Message::Close(Some(CloseFrame {
-            code: 1001,
-            reason: "going away".into(),
+            code,
+            reason: reason.into(),
         })))
         .await;
 }
