@@ -414,12 +414,8 @@ fn component_spec(
 pub fn describe_serde_error(path: &str, message: &str) -> (String, String) {
     let path = if path == "." { "" } else { path };
     let Some(unknown) = between(message, "unknown field `", "`") else {
-        let message = message
-            .split(" at line ")
-            .next()
-            .unwrap_or(message)
-            .to_owned();
-        return (path.to_owned(), message);
+        let message = message.split(" at line ").next().unwrap_or(message);
+        return (path.to_owned(), without_values(message));
     };
     let expected: Vec<&str> = message
         .split_once("expected")
@@ -431,6 +427,20 @@ pub fn describe_serde_error(path: &str, message: &str) -> (String, String) {
         format!("{path}.{unknown}")
     };
     (full_path, unknown_key_message(unknown, &expected))
+}
+
+/// serde quotes the offending value ("invalid type: string \"hunter2\", expected u16"); a
+/// config value may be a secret, so the message keeps its type and drops its text.
+fn without_values(message: &str) -> String {
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some(rest) = message.strip_prefix(prefix)
+            && let Some((found, expected)) = rest.split_once(", expected")
+        {
+            let kind = found.split([' ', '`', '"']).next().unwrap_or(found);
+            return format!("{prefix}{kind}, expected{expected}");
+        }
+    }
+    message.to_owned()
 }
 
 /// "unknown key `adress` (did you mean `address`?); expected one of ..."
@@ -463,3 +473,20 @@ fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod value_tests {
+    use super::*;
+
+    #[test]
+    fn serde_messages_keep_the_type_but_not_the_value() {
+        let (_, message) = describe_serde_error(
+            "headers.authorization",
+            "invalid type: string \"hunter2\", expected u16",
+        );
+        assert_eq!(message, "invalid type: string, expected u16");
+        let (_, message) =
+            describe_serde_error("port", "invalid value: integer `99999`, expected u16");
+        assert_eq!(message, "invalid value: integer, expected u16");
+    }
+}
