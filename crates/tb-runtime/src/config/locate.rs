@@ -98,6 +98,41 @@ impl SourceFile {
     /// past `=` or `:`, spaces and the opening quote (and the newline after `'''`/`"""`, or
     /// after a YAML block indicator).
     pub fn string_value_start(&self, key_offset: usize) -> Option<usize> {
+        self.string_value(key_offset).map(|(start, _)| start)
+    }
+
+    /// Where the byte at `parsed_offset` of the parsed string value of the key at
+    /// `key_offset` sits in the file: escapes (`\"`, `\u00e9`) and the indentation that a
+    /// YAML block strips from each line are walked over, so a VRL diagnostic inside such a
+    /// string still points at the right column.
+    pub fn offset_in_string_value(&self, key_offset: usize, parsed_offset: usize) -> Option<usize> {
+        let (start, style) = self.string_value(key_offset)?;
+        let mut parsed = 0;
+        let mut raw = start;
+        let mut at_line_start = false;
+        while parsed < parsed_offset && raw < self.text.len() {
+            if let StringStyle::Block { indent } = style
+                && at_line_start
+            {
+                let line = &self.text[raw..];
+                let spaces = line.len() - line.trim_start_matches(' ').len();
+                raw += spaces.min(indent);
+                at_line_start = false;
+                continue;
+            }
+            let character = self.text[raw..].chars().next()?;
+            let (raw_length, parsed_length) = match (style, character) {
+                (StringStyle::Escaped, '\\') => escape_lengths(&self.text[raw..]),
+                _ => (character.len_utf8(), character.len_utf8()),
+            };
+            at_line_start = character == '\n';
+            raw += raw_length;
+            parsed += parsed_length;
+        }
+        Some(raw)
+    }
+
+    fn string_value(&self, key_offset: usize) -> Option<(usize, StringStyle)> {
         let rest = &self.text[key_offset..];
         let separator = rest.find(['=', ':'])?;
         let mut position = key_offset + separator + 1;
@@ -106,25 +141,31 @@ impl SourceFile {
             position += 1;
         }
         let after = &self.text[position..];
-        for opener in ["'''", "\"\"\""] {
+        for (opener, style) in [
+            ("'''", StringStyle::Literal),
+            ("\"\"\"", StringStyle::Escaped),
+        ] {
             if after.starts_with(opener) {
                 let mut start = position + 3;
                 if self.text[start..].starts_with('\n') {
                     start += 1;
                 }
-                return Some(start);
+                return Some((start, style));
             }
         }
-        if after.starts_with(['\'', '"']) {
-            return Some(position + 1);
+        if after.starts_with('\'') {
+            return Some((position + 1, StringStyle::Literal));
+        }
+        if after.starts_with('"') {
+            return Some((position + 1, StringStyle::Escaped));
         }
         if after.starts_with(['|', '>']) {
             let newline = after.find('\n')?;
             let body = position + newline + 1;
             let indent = self.text[body..].len() - self.text[body..].trim_start_matches(' ').len();
-            return Some(body + indent);
+            return Some((body + indent, StringStyle::Block { indent }));
         }
-        Some(position)
+        Some((position, StringStyle::Literal))
     }
 
     fn find_key(&self, key: &str, from: usize) -> Option<usize> {
@@ -166,6 +207,34 @@ impl SourceFile {
             position += found + opener.len();
         }
         Some(position - opener.len())
+    }
+}
+
+/// How a string value is written, for mapping offsets in its parsed text back to the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StringStyle {
+    /// Every character stands for itself (`'...'`, `'''...'''`, YAML plain).
+    Literal,
+    /// Backslash escapes (`"..."`, `"""..."""`).
+    Escaped,
+    /// A YAML block (`|`, `>`): each line loses `indent` leading spaces.
+    Block { indent: usize },
+}
+
+/// (bytes in the file, bytes in the parsed string) of the escape that `text` starts with.
+fn escape_lengths(text: &str) -> (usize, usize) {
+    match text.chars().nth(1) {
+        Some(code @ ('u' | 'U')) => {
+            let digits = if code == 'u' { 4 } else { 8 };
+            let parsed = text
+                .get(2..2 + digits)
+                .and_then(|hex| u32::from_str_radix(hex, 16).ok())
+                .and_then(char::from_u32)
+                .map_or(1, char::len_utf8);
+            (2 + digits, parsed)
+        }
+        Some(other) => (1 + other.len_utf8(), 1),
+        None => (1, 1),
     }
 }
 
@@ -216,6 +285,22 @@ mod tests {
     fn line_column_of_an_offset_inside_a_character_is_safe() {
         let file = toml("a = \"é\"\n");
         assert_eq!(file.line_column(6), (1, 6));
+    }
+
+    #[test]
+    fn offsets_walk_over_escapes_and_block_indentation() {
+        // Parsed: say("hi") + nope()  -> `nope` at parsed byte 12.
+        let file = toml(r#"source = "say(\"hi\") + nope()""#);
+        let raw = file.offset_in_string_value(0, 12).expect("offset");
+        assert_eq!(&file.text[raw..raw + 4], "nope");
+        // Parsed: ".a = 1\n.b = nope()\n" -> `nope` at parsed byte 12.
+        let yaml = SourceFile {
+            path: PathBuf::from("c.yaml"),
+            text: "source: |\n  .a = 1\n  .b = nope()\n".to_owned(),
+            format: Format::Yaml,
+        };
+        let raw = yaml.offset_in_string_value(0, 12).expect("offset");
+        assert_eq!(&yaml.text[raw..raw + 4], "nope");
     }
 
     #[test]

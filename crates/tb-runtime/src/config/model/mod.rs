@@ -119,8 +119,8 @@ impl Config {
         ];
         segments.extend(parse_path(path));
         let key = file.locate(&segments);
-        if let (Some(start), Some(offset)) = (file.string_value_start(key), offset) {
-            (problem.line, problem.column) = file.line_column(start + offset);
+        if let Some(raw) = offset.and_then(|offset| file.offset_in_string_value(key, offset)) {
+            (problem.line, problem.column) = file.line_column(raw);
         }
         problem
     }
