@@ -7,6 +7,8 @@
 
 use std::path::PathBuf;
 
+use super::interpolate::Substitution;
+
 /// The syntax of a config file, chosen by its extension.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -21,10 +23,14 @@ pub enum Format {
 pub struct SourceFile {
     /// The path as given.
     pub path: PathBuf,
-    /// The text that was parsed.
+    /// The text that was parsed (after `${VAR}` substitution).
     pub text: String,
     /// Its syntax.
     pub format: Format,
+    /// The text as written, which lines and columns refer to.
+    pub original: String,
+    /// Where substitution changed the text, in order.
+    pub substitutions: Vec<Substitution>,
 }
 
 /// One step of a key path.
@@ -61,17 +67,47 @@ pub fn parse_path(path: &str) -> Vec<Segment> {
 }
 
 impl SourceFile {
-    /// 1-based line and column of a byte offset.
+    /// A file whose text was parsed as written.
+    pub fn new(path: PathBuf, text: String, format: Format) -> Self {
+        Self {
+            path,
+            original: text.clone(),
+            text,
+            format,
+            substitutions: Vec::new(),
+        }
+    }
+
+    /// 1-based line and column, in the text as written, of a byte offset of the parsed text.
     pub fn line_column(&self, offset: usize) -> (usize, usize) {
-        let mut offset = offset.min(self.text.len());
-        while !self.text.is_char_boundary(offset) {
+        let text = &self.original;
+        let mut offset = self.to_original(offset).min(text.len());
+        while !text.is_char_boundary(offset) {
             offset -= 1;
         }
-        let before = &self.text[..offset];
+        let before = &text[..offset];
         let line = before.matches('\n').count() + 1;
         let line_start = before.rfind('\n').map_or(0, |newline| newline + 1);
-        let column = self.text[line_start..offset].chars().count() + 1;
+        let column = text[line_start..offset].chars().count() + 1;
         (line, column)
+    }
+
+    /// Maps an offset of the substituted text to the text as written; an offset inside a
+    /// substituted value maps to its `${`.
+    fn to_original(&self, offset: usize) -> usize {
+        let mut shift: isize = 0;
+        for substitution in &self.substitutions {
+            if offset < substitution.substituted_start {
+                break;
+            }
+            let substituted_end = substitution.substituted_start + substitution.substituted_len;
+            if offset < substituted_end {
+                return substitution.original_start;
+            }
+            shift = (substitution.original_start + substitution.original_len) as isize
+                - substituted_end as isize;
+        }
+        offset.saturating_add_signed(shift)
     }
 
     /// Byte offset of the deepest segment of `path` that can be found.
@@ -248,11 +284,7 @@ mod tests {
     use super::*;
 
     fn toml(text: &str) -> SourceFile {
-        SourceFile {
-            path: PathBuf::from("t.toml"),
-            text: text.to_owned(),
-            format: Format::Toml,
-        }
+        SourceFile::new(PathBuf::from("t.toml"), text.to_owned(), Format::Toml)
     }
 
     #[test]
@@ -294,11 +326,11 @@ mod tests {
         let raw = file.offset_in_string_value(0, 12).expect("offset");
         assert_eq!(&file.text[raw..raw + 4], "nope");
         // Parsed: ".a = 1\n.b = nope()\n" -> `nope` at parsed byte 12.
-        let yaml = SourceFile {
-            path: PathBuf::from("c.yaml"),
-            text: "source: |\n  .a = 1\n  .b = nope()\n".to_owned(),
-            format: Format::Yaml,
-        };
+        let yaml = SourceFile::new(
+            PathBuf::from("c.yaml"),
+            "source: |\n  .a = 1\n  .b = nope()\n".to_owned(),
+            Format::Yaml,
+        );
         let raw = yaml.offset_in_string_value(0, 12).expect("offset");
         assert_eq!(&yaml.text[raw..raw + 4], "nope");
     }

@@ -11,6 +11,7 @@ pub mod model_support {
     pub use super::model::{closest, describe_serde_error, unknown_key_message};
 }
 
+pub use interpolate::Substitution;
 pub use locate::{Format, Segment, SourceFile, parse_path};
 pub use model::{ApiConfig, ComponentClass, ComponentSpec, Config, load, load_from_sources};
 pub use problem::{Problem, Problems};

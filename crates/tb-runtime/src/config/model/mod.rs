@@ -176,14 +176,10 @@ pub fn load_from_sources(
     };
     for (path, text) in texts {
         let format = format_of(&path);
-        let text = match interpolate(&text, &lookup) {
-            Ok(text) => text,
+        let interpolated = match interpolate(&text, &lookup) {
+            Ok(interpolated) => interpolated,
             Err(missing) => {
-                let file = SourceFile {
-                    path: path.clone(),
-                    text,
-                    format,
-                };
+                let file = SourceFile::new(path.clone(), text, format);
                 for variable in missing {
                     let (line, column) = file.line_column(variable.offset);
                     problems.push(Problem {
@@ -199,7 +195,13 @@ pub fn load_from_sources(
                 continue;
             }
         };
-        let file = SourceFile { path, text, format };
+        let file = SourceFile {
+            path,
+            text: interpolated.text,
+            format,
+            original: text,
+            substitutions: interpolated.substitutions,
+        };
         match parse_tree(&file) {
             Ok(tree) => {
                 config.sources.push(file);

@@ -106,3 +106,14 @@ fn toml_syntax_error_has_line_and_column() {
     assert_eq!(problems.0[0].line, 2);
     assert!(problems.0[0].message.starts_with("invalid TOML"));
 }
+
+#[test]
+fn positions_after_a_substitution_refer_to_the_text_as_written() {
+    // `${PORT}` (7 bytes) becomes `9100` (4 bytes): the unknown key after it on the same
+    // line must still be reported at its column in the file.
+    check_problems(
+        "shift.toml",
+        "[api]\naddress = \"127.0.0.1:${PORT}\" ; adress = 1\n",
+        &["shift.toml:2:31: invalid TOML: unexpected key or value, expected newline, `#`"],
+    );
+}
