@@ -172,8 +172,7 @@ inputs = ["web"]
         responses.iter().any(|response| response.status() == 200),
         "some were accepted"
     );
-    terminate(&child);
-    assert!(wait_with_limit(child, LIMIT).status.success());
+    stop_and_expect_drained(child, LIMIT);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -217,8 +216,7 @@ inputs = ["echo"]
         504,
         "the slow copy holds the acknowledgement past reply_timeout"
     );
-    terminate(&child);
-    assert!(wait_with_limit(child, LIMIT).status.success());
+    stop_and_expect_drained(child, LIMIT);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

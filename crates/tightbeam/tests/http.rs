@@ -174,8 +174,7 @@ async fn ingest_answers_after_ack_and_rejects_bad_bodies_with_reasons() {
     assert_eq!(rejects.len(), 1);
     assert_eq!(rejects[0]["raw"], "{not json}");
 
-    terminate(&child);
-    assert!(wait_with_limit(child, LIMIT).status.success());
+    stop_and_expect_drained(child, LIMIT);
 }
 
 #[tokio::test]
@@ -232,8 +231,7 @@ steps = [
         .expect("post");
     assert_eq!(response.status(), 204, "filtered request has no reply");
 
-    terminate(&child);
-    assert!(wait_with_limit(child, LIMIT).status.success());
+    stop_and_expect_drained(child, LIMIT);
 }
 
 #[tokio::test]
@@ -364,6 +362,5 @@ inputs = ["web._errors"]
         "{}",
         rejects[0]
     );
-    terminate(&child);
-    assert!(wait_with_limit(child, LIMIT).status.success());
+    stop_and_expect_drained(child, LIMIT);
 }

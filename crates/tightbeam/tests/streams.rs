@@ -78,8 +78,7 @@ steps = [{{ kind = "transform", source = '.stream = %tightbeam.stream_id; .seq =
         assert_eq!(seqs, vec![0, 1, 2, 3, 4], "per-stream sequence numbers");
     }
     assert_eq!(streams.len(), 4, "four connections, four stream ids");
-    terminate(&child);
-    assert!(wait_with_limit(child, LIMIT).status.success());
+    stop_and_expect_drained(child, LIMIT);
 }
 
 #[tokio::test]
@@ -118,8 +117,7 @@ async fn tcp_server_sends_ack_lines_after_delivery() {
         10,
         "acked means written"
     );
-    terminate(&child);
-    assert!(wait_with_limit(child, LIMIT).status.success());
+    stop_and_expect_drained(child, LIMIT);
 }
 
 #[tokio::test]
@@ -193,8 +191,7 @@ inputs = ["web"]
             "broadcast to every session"
         );
     }
-    terminate(&child);
-    assert!(wait_with_limit(child, LIMIT).status.success());
+    stop_and_expect_drained(child, LIMIT);
 }
 
 async fn next_json<S>(session: &mut S) -> serde_json::Value
@@ -314,23 +311,14 @@ inputs = ["peer"]
             .await
             .expect("reply");
     }
-    let replies_path = dir.path().join("replies.ndjson");
-    let deadline = std::time::Instant::now() + LIMIT;
-    while json_lines(&replies_path).len() < 5 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "replies never became events"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let replies: Vec<i64> = json_lines(&replies_path)
+    let replies: Vec<i64> = wait_for_json_lines(&dir.path().join("replies.ndjson"), 5, LIMIT)
+        .await
         .iter()
         .map(|r| r["reply_to"].as_i64().expect("reply_to"))
         .collect();
     assert_eq!(replies, vec![0, 1, 2, 3, 4]);
     // Its input is done, but it is also a source: it runs until told to stop.
-    terminate(&child);
-    assert!(wait_with_limit(child, LIMIT).status.success());
+    stop_and_expect_drained(child, LIMIT);
     drop(session);
 }
 
@@ -384,9 +372,7 @@ steps = [{{ kind = "transform", source = '.answered = true' }}]
     }
     // The client feeds the pipeline that feeds the client: a drain must still finish
     // (within the grace period, or the exit code says it expired).
-    terminate(&child);
-    let status = wait_with_limit(child, LIMIT).status;
-    assert!(status.success(), "drained within the grace period");
+    stop_and_expect_drained(child, LIMIT);
 }
 
 #[tokio::test]
@@ -433,19 +419,12 @@ inputs = ["ws"]
         }
     };
     assert_eq!(close_code, Some(1009), "closed as too big");
-    let rejects_path = dir.path().join("rejects.ndjson");
-    let deadline = std::time::Instant::now() + LIMIT;
-    while json_lines(&rejects_path).is_empty() {
-        assert!(std::time::Instant::now() < deadline, "no _errors event");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let rejects = json_lines(&rejects_path);
+    let rejects = wait_for_json_lines(&dir.path().join("rejects.ndjson"), 1, LIMIT).await;
     assert!(
         rejects[0]["error"]["message"]
             .as_str()
             .expect("message")
             .contains("max_body")
     );
-    terminate(&child);
-    assert!(wait_with_limit(child, LIMIT).status.success());
+    stop_and_expect_drained(child, LIMIT);
 }

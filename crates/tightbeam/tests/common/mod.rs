@@ -111,3 +111,38 @@ pub fn http_client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::new()
 }
+
+/// Sends SIGTERM and expects the drain to end with exit 0 within `limit`.
+pub fn stop_and_expect_drained(child: Child, limit: Duration) {
+    terminate(&child);
+    let output = wait_with_limit(child, limit);
+    assert!(
+        output.status.success(),
+        "tightbeam did not drain cleanly ({}); stderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Waits until `path` holds at least `count` JSON lines, failing after `limit`, and
+/// returns them.
+pub async fn wait_for_json_lines(
+    path: &Path,
+    count: usize,
+    limit: Duration,
+) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let lines = json_lines(path);
+        if lines.len() >= count {
+            return lines;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never held {count} lines (it has {})",
+            path.display(),
+            lines.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
