@@ -277,3 +277,17 @@ fn json_log_format_writes_json_lines() {
     let parsed: serde_json::Value = serde_json::from_str(first).expect("log line is JSON");
     assert_eq!(parsed["level"], "INFO");
 }
+
+#[test]
+fn version_and_help_with_examples() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let version = run_to_end(dir.path(), &["--version"], LIMIT);
+    assert!(version.status.success());
+    assert!(String::from_utf8_lossy(&version.stdout).starts_with("tightbeam "));
+    let help = run_to_end(dir.path(), &["--help"], LIMIT);
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        text.contains("tightbeam validate -c examples/quickstart.toml"),
+        "{text}"
+    );
+}

@@ -144,6 +144,10 @@ async fn ingest_answers_after_ack_and_rejects_bad_bodies_with_reasons() {
         metrics.contains("tightbeam_event_latency_seconds_count{connector=\"web\"}"),
         "{metrics}"
     );
+    assert!(
+        metrics.contains("tightbeam_queue_fill{component=\"w1\"}"),
+        "queue fill levels are exported: {metrics}"
+    );
 
     let topology: serde_json::Value = client
         .get(format!("http://127.0.0.1:{api_port}/api/v1/topology"))

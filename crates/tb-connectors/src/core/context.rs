@@ -135,17 +135,6 @@ impl OutputSender {
         }
         Ok(())
     }
-
-    /// How many subscribers are still open and how full their queues are, as
-    /// (queued batches, capacity) summed over subscribers.
-    pub fn fill(&self) -> (usize, usize) {
-        self.subscribers
-            .iter()
-            .fold((0, 0), |(queued, capacity), subscriber| {
-                let max = subscriber.max_capacity();
-                (queued + max - subscriber.capacity(), capacity + max)
-            })
-    }
 }
 
 #[cfg(test)]

@@ -20,20 +20,6 @@ pub struct ConnectorMetrics {
     pub latency: Histogram,
 }
 
-impl ConnectorMetrics {
-    /// Unregistered metrics, for tests and tools.
-    pub fn detached() -> Self {
-        Self {
-            received: Counter::default(),
-            output: Counter::default(),
-            input: Counter::default(),
-            sent: Counter::default(),
-            errors: Counter::default(),
-            latency: Histogram::new(latency_buckets()),
-        }
-    }
-}
-
 /// Latency buckets from 100 µs to 30 s.
 pub fn latency_buckets() -> impl Iterator<Item = f64> {
     [

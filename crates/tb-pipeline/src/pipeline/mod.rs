@@ -255,27 +255,33 @@ impl Pipeline {
                     }
                 }
                 CompiledStep::Route(routes) => {
-                    event.value = value;
+                    // The value passes through each condition in turn rather than being
+                    // cloned for each: a condition reads the event, it is not a copy of it.
+                    let mut value = value;
                     let mut matched = Vec::new();
                     for (port, program) in routes {
                         let meta = &event.meta;
-                        let outcome = program.run(
-                            event.value.clone(),
-                            || meta.to_vrl_metadata(),
-                            &mut self.runtime,
-                            &self.timezone,
-                        );
-                        match outcome {
+                        let metadata = || meta.to_vrl_metadata();
+                        match program.run(value, metadata, &mut self.runtime, &self.timezone) {
                             RunOutcome::Finished {
-                                result: Value::Boolean(true),
-                                ..
-                            } => matched.push(*port),
-                            RunOutcome::Finished { .. } => {}
-                            RunOutcome::Failed { message, .. } => {
+                                value: after,
+                                result,
+                            } => {
+                                value = after;
+                                if result == Value::Boolean(true) {
+                                    matched.push(*port);
+                                }
+                            }
+                            RunOutcome::Failed {
+                                value: original,
+                                message,
+                            } => {
+                                event.value = original;
                                 return self.fail(event, step_index, message, outputs, counts);
                             }
                         }
                     }
+                    event.value = value;
                     if let Some((last, rest)) = matched.split_last() {
                         for port in rest {
                             outputs[*port].push(event.fork());

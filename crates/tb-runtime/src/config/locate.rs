@@ -130,13 +130,6 @@ impl SourceFile {
         found
     }
 
-    /// Offset of the first character inside the string value of the key at `key_offset`:
-    /// past `=` or `:`, spaces and the opening quote (and the newline after `'''`/`"""`, or
-    /// after a YAML block indicator).
-    pub fn string_value_start(&self, key_offset: usize) -> Option<usize> {
-        self.string_value(key_offset).map(|(start, _)| start)
-    }
-
     /// Where the byte at `parsed_offset` of the parsed string value of the key at
     /// `key_offset` sits in the file: escapes (`\"`, `\u00e9`) and the indentation that a
     /// YAML block strips from each line are walked over, so a VRL diagnostic inside such a
@@ -301,7 +294,7 @@ mod tests {
         );
         let offset = file.locate(&parse_path("pipelines.p.steps[1].source"));
         assert_eq!(file.line_column(offset), (4, 25));
-        let start = file.string_value_start(offset).expect("value");
+        let start = file.offset_in_string_value(offset, 0).expect("value");
         assert_eq!(&file.text[start..start + 6], ".x = 1");
     }
 
