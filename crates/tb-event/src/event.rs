@@ -91,6 +91,16 @@ impl Event {
         self.ack.complete(status);
     }
 
+    /// Records this copy's outcome with its source, saying why.
+    pub fn complete_with(self, status: AckStatus, reason: impl Into<Arc<str>>) {
+        self.ack.complete_with(status, Some(reason.into()));
+    }
+
+    /// The acknowledgement this event owes its source.
+    pub fn ack(&self) -> &AckHandle {
+        &self.ack
+    }
+
     /// A copy for fan-out: the value is cloned and the source waits for both copies.
     pub fn fork(&self) -> Self {
         Self {
@@ -124,7 +134,7 @@ mod tests {
         let copy = event.fork();
         event.complete(AckStatus::Delivered);
         drop(copy);
-        assert_eq!(receipt.wait().await, AckStatus::Failed);
+        assert_eq!(receipt.wait().await.status, AckStatus::Errored);
     }
 
     #[test]

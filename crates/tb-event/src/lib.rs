@@ -6,7 +6,7 @@
 //! event was routed to has finished with it, whether it may confirm the input upstream.
 //!
 //! The key design choice is strictness about acknowledgement: an event that is dropped without
-//! an explicit status counts as *failed*, never as delivered, so a bug means a redelivery
+//! an explicit status counts as *errored*, never as delivered, so a bug means a redelivery
 //! rather than a silent loss. This crate does no I/O and knows nothing of tokio's runtime.
 #![deny(missing_docs)]
 
@@ -14,7 +14,7 @@ mod ack;
 mod event;
 mod ids;
 
-pub use ack::{AckHandle, AckReceipt, AckStatus, Acknowledgement};
+pub use ack::{AckHandle, AckOutcome, AckReceipt, AckStatus, Acknowledgement};
 pub use event::{Event, EventBatch, EventMeta};
 pub use ids::{ComponentId, EventId, StreamId};
 pub use vrl::value::{KeyString, ObjectMap, Value};

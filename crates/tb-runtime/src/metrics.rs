@@ -57,7 +57,7 @@ impl MetricsRegistry {
         let queue_fill = Family::<Labels, Gauge>::default();
         registry.register(
             "tightbeam_connector_events",
-            "Events by connector and direction: recv (outside to connector), out (connector to pipelines), in (pipelines to connector), send (connector to outside), err",
+            "Events by connector and direction: recv (outside to connector), out (connector to pipelines), in (pipelines to connector), send (connector to outside), err, unconfirmed (received but not confirmed upstream: errored or rejected), redelivered (sent on again after an errored acknowledgement)",
             connector_events.clone(),
         );
         registry.register(
@@ -97,6 +97,8 @@ impl MetricsRegistry {
             input: counter("in"),
             sent: counter("send"),
             errors: counter("err"),
+            unconfirmed: counter("unconfirmed"),
+            redelivered: counter("redelivered"),
             latency: self
                 .latency
                 .get_or_create(&labels("connector", id, None))

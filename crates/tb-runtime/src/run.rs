@@ -38,7 +38,9 @@ pub struct StartError {
 /// How a run ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RunOutcome {
-    /// Everything finished and was drained.
+    /// Every component finished by itself (stdin at EOF, a file read, a generator's count).
+    Finished,
+    /// Shutdown was asked for, and everything in flight was drained.
     Drained,
     /// The grace period expired with work still in flight; that work was not confirmed.
     GraceExpired,
@@ -259,8 +261,10 @@ async fn run_pipeline(
                 tracing::warn!(
                     pipeline = pipeline.id(),
                     count = batch.len(),
-                    "Events failed and nothing reads _errors; their sources will not confirm them."
+                    "Events failed and nothing reads _errors; they are rejected to their sources."
                 );
+                reject_unread_errors(batch);
+                continue;
             }
             // A transform that returns an array can turn one event into very many: send in
             // bounded batches so queue capacities still bound memory. A closed subscriber
@@ -276,6 +280,22 @@ async fn run_pipeline(
     }
 }
 
+/// Rejects events bound for a pipeline's `_errors` that nothing reads, giving each source
+/// the VRL error as the reason.
+fn reject_unread_errors(batch: EventBatch) {
+    for event in batch {
+        let reason = event
+            .value
+            .as_object()
+            .and_then(|envelope| envelope.get("error"))
+            .and_then(tb_event::Value::as_object)
+            .and_then(|error| error.get("message"))
+            .and_then(|message| message.as_bytes().map(|text| String::from_utf8_lossy(text).into_owned()))
+            .unwrap_or_else(|| "a pipeline step failed".to_owned());
+        event.complete_with(tb_event::AckStatus::Rejected, reason);
+    }
+}
+
 impl RunningTopology {
     /// The API's view of this topology.
     pub fn handle(&self) -> RuntimeHandle {
@@ -286,7 +306,7 @@ impl RunningTopology {
     /// intake and drains for at most the grace period.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> RunOutcome {
         tokio::select! {
-            () = self.tasks.wait() => return RunOutcome::Drained,
+            () = self.tasks.wait() => return RunOutcome::Finished,
             () = shutdown => {}
         }
         tracing::info!(grace = ?self.grace, "Shutting down: intake stopped, draining in-flight events.");

@@ -146,6 +146,18 @@ impl RuntimeHandle {
             .map(|sender| sender.max_capacity() - sender.capacity())
     }
 
+    /// Events received by every connector whose acknowledgement ended errored or rejected.
+    pub fn unconfirmed_events(&self) -> u64 {
+        self.inner
+            .components
+            .iter()
+            .map(|component| match &component.metrics {
+                ComponentMetrics::Connector(metrics) => metrics.unconfirmed.get(),
+                ComponentMetrics::Pipeline(_) => 0,
+            })
+            .sum()
+    }
+
     /// Prometheus text of every metric, with queue fill levels read now.
     pub fn render_metrics(&self) -> String {
         for (id, _) in &self.inner.queues {

@@ -150,15 +150,33 @@ fn run(topology: Topology) -> anyhow::Result<ExitCode> {
             let _ = task.await;
         }
         let failed = RunningTopology::any_failed(&handle);
-        Ok(match (outcome, failed) {
-            (RunOutcome::Drained, false) => ExitCode::SUCCESS,
-            _ => ExitCode::FAILURE,
-        })
+        let unconfirmed = handle.unconfirmed_events();
+        Ok(exit_code(outcome, failed, unconfirmed))
     });
     // A blocking read (stdin waiting for a producer that is idle) cannot be cancelled; the
     // drain is done, so do not wait for it.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     code
+}
+
+/// A run that ended by itself must have delivered everything it read; a drained one only
+/// needs to have drained (what it refused, its peers were told of and will send again).
+fn exit_code(outcome: RunOutcome, failed: bool, unconfirmed: u64) -> ExitCode {
+    if unconfirmed > 0 {
+        let message = format!(
+            "{unconfirmed} event{} received but not delivered; their sources were not told they were",
+            if unconfirmed == 1 { " was" } else { "s were" }
+        );
+        if outcome == RunOutcome::Finished {
+            eprintln!("error: {message}");
+            return ExitCode::FAILURE;
+        }
+        tracing::warn!(unconfirmed, "{message}.");
+    }
+    match (outcome, failed) {
+        (RunOutcome::Finished | RunOutcome::Drained, false) => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
+    }
 }
 
 async fn shutdown_signal() {

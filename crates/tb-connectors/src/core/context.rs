@@ -53,7 +53,7 @@ pub enum Unconnected {
     /// They are done: nobody asked for them (a main output, a connector's `_errors`, which
     /// are counted where they arise).
     Complete,
-    /// They fail, so their source does not confirm them: a pipeline's `_errors` unread
+    /// They are rejected, so their source does not confirm them: a pipeline's `_errors` unread
     /// would otherwise lose events silently.
     Fail,
 }
@@ -103,11 +103,17 @@ impl OutputSender {
             return Ok(());
         }
         if self.subscribers.is_empty() {
-            let status = match self.unconnected {
-                Unconnected::Complete => AckStatus::Delivered,
-                Unconnected::Fail => AckStatus::Failed,
-            };
-            batch.into_iter().for_each(|event| event.complete(status));
+            match self.unconnected {
+                Unconnected::Complete => batch
+                    .into_iter()
+                    .for_each(|event| event.complete(AckStatus::Delivered)),
+                Unconnected::Fail => {
+                    let reason: Arc<str> = Arc::from("nothing reads the output it was sent to");
+                    batch.into_iter().for_each(|event| {
+                        event.complete_with(AckStatus::Rejected, reason.clone())
+                    });
+                }
+            }
             return Ok(());
         }
         let mut permits = Vec::with_capacity(self.subscribers.len());
@@ -161,7 +167,7 @@ mod tests {
             .into_iter()
             .for_each(|e| e.complete(AckStatus::Delivered));
         drop(second);
-        assert_eq!(receipt.wait().await, AckStatus::Failed);
+        assert_eq!(receipt.wait().await.status, AckStatus::Errored);
     }
 
     #[tokio::test]

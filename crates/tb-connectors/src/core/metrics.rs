@@ -16,6 +16,12 @@ pub struct ConnectorMetrics {
     pub sent: Counter,
     /// Events or frames that failed (decode errors, send failures, replies with no stream).
     pub errors: Counter,
+    /// Events received from outside whose acknowledgement ended errored or rejected, so the
+    /// source did not confirm them upstream.
+    pub unconfirmed: Counter,
+    /// Events a source sent on again after an errored acknowledgement (duplicates downstream
+    /// are possible: delivery is at least once).
+    pub redelivered: Counter,
     /// Seconds from receipt to acknowledgement.
     pub latency: Histogram,
 }

@@ -21,7 +21,7 @@ pub use ingest::{StreamDecoder, decode_error_event};
 pub use metrics::{ConnectorMetrics, latency_buckets};
 pub use reader::{AtEnd, ChunkAck, IngestTarget, ingest_message, ingest_reader};
 pub use sink::{
-    STREAM_WRITE_TIMEOUT, complete_written, encode_batch, write_batches, write_outgoing,
+    STREAM_WRITE_TIMEOUT, complete_events, complete_written, encode_batch, write_batches, write_outgoing,
 };
 pub use stream_server::{StreamServer, bind, serve_router};
 pub use streams::{STREAM_SEND_TIMEOUT, StreamWriters, fail_outgoing};

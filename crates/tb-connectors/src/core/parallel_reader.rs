@@ -7,7 +7,6 @@
 //! the results back in input order (a `FuturesOrdered`), so sequence numbers, ordering and
 //! the acknowledgement high-water mark are exactly those of the sequential reader.
 
-use std::time::Instant;
 
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
@@ -17,8 +16,8 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::ingest::StreamDecoder;
 use super::reader::{
-    AtEnd, CHUNK_SIZE, ChunkAck, FOLLOW_POLL, IngestTarget, MAX_UNACKNOWLEDGED_CHUNKS, forward,
-    wait_at,
+    AtEnd, CHUNK_SIZE, ChunkAck, FOLLOW_POLL, IngestTarget, MAX_UNACKNOWLEDGED_CHUNKS, Handed,
+    forward, wait_at,
 };
 
 /// Runs of lines being decoded at once, beyond the one being handed on.
@@ -194,13 +193,15 @@ async fn hand_on_decoded(
     end: u64,
     target: &IngestTarget<'_>,
 ) -> Option<impl std::future::Future<Output = ChunkAck> + use<>> {
-    let started = Instant::now();
     let (ack, receipt) = Acknowledgement::new_unit();
     let mut events = Vec::new();
     let mut failures = Vec::new();
     decoder.adopt(decoded, &ack, &mut events, &mut failures);
-    forward(decoder, ack, events, failures, target).await?;
+    let count = forward(decoder, ack, events, failures, target).await?;
     let events_through = decoder.events_decoded();
-    let latency = target.metrics.latency.clone();
-    Some(wait_at((receipt, started, latency), end, events_through))
+    Some(wait_at(
+        Handed::new(receipt, count, target.metrics),
+        end,
+        events_through,
+    ))
 }

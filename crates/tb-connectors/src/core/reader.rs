@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
-use tb_event::{AckStatus, Acknowledgement, ComponentId, Event};
+use tb_event::{AckOutcome, AckStatus, Acknowledgement, ComponentId, Event};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_util::sync::CancellationToken;
 
@@ -131,27 +132,53 @@ where
 }
 
 /// A chunk whose acknowledgement resolved.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChunkAck {
     /// Byte offset just past the chunk.
     pub end: u64,
     /// Events decoded on this stream up to and including the chunk.
     pub events_through: u64,
-    /// Delivered, or failed somewhere.
-    pub status: AckStatus,
+    /// Delivered, errored or rejected, with the reason.
+    pub outcome: AckOutcome,
 }
 
-pub(super) async fn wait_at(
-    (receipt, started, latency): (tb_event::AckReceipt, Instant, Histogram),
-    end: u64,
-    events_through: u64,
-) -> ChunkAck {
-    let status = receipt.wait().await;
-    latency.observe(started.elapsed().as_secs_f64());
+/// A chunk's events, handed on: what waiting for their acknowledgement needs.
+pub(super) struct Handed {
+    receipt: tb_event::AckReceipt,
+    started: Instant,
+    events: u64,
+    latency: Histogram,
+    unconfirmed: Counter,
+}
+
+impl Handed {
+    pub(super) fn new(receipt: tb_event::AckReceipt, events: u64, metrics: &ConnectorMetrics) -> Self {
+        Self {
+            receipt,
+            started: Instant::now(),
+            events,
+            latency: metrics.latency.clone(),
+            unconfirmed: metrics.unconfirmed.clone(),
+        }
+    }
+
+    /// Waits for the acknowledgement, observing latency and counting events not delivered.
+    pub(super) async fn wait(self) -> AckOutcome {
+        let outcome = self.receipt.wait().await;
+        self.latency.observe(self.started.elapsed().as_secs_f64());
+        if !outcome.is_delivered() {
+            self.unconfirmed.inc_by(self.events);
+        }
+        outcome
+    }
+}
+
+pub(super) async fn wait_at(handed: Handed, end: u64, events_through: u64) -> ChunkAck {
+    let outcome = handed.wait().await;
     ChunkAck {
         end,
         events_through,
-        status,
+        outcome,
     }
 }
 
@@ -168,11 +195,10 @@ pub async fn ingest_message(
     let mut failures = Vec::new();
     decoder.decode(message, &ack, &mut events, &mut failures);
     decoder.finish(&ack, &mut events, &mut failures);
-    let started = Instant::now();
-    forward(decoder, ack, events, failures, target).await?;
+    let count = forward(decoder, ack, events, failures, target).await?;
     let events_through = decoder.events_decoded();
     Some(wait_at(
-        (receipt, started, target.metrics.latency.clone()),
+        Handed::new(receipt, count, target.metrics),
         0,
         events_through,
     ))
@@ -184,8 +210,7 @@ async fn hand_on(
     decoder: &mut StreamDecoder,
     chunk: Option<&[u8]>,
     target: &IngestTarget<'_>,
-) -> Option<(tb_event::AckReceipt, Instant, Histogram)> {
-    let started = Instant::now();
+) -> Option<Handed> {
     let (ack, receipt) = Acknowledgement::new_unit();
     let mut events = Vec::new();
     let mut failures = Vec::new();
@@ -193,18 +218,19 @@ async fn hand_on(
         Some(chunk) => decoder.decode(chunk, &ack, &mut events, &mut failures),
         None => decoder.finish(&ack, &mut events, &mut failures),
     }
-    forward(decoder, ack, events, failures, target).await?;
-    Some((receipt, started, target.metrics.latency.clone()))
+    let count = forward(decoder, ack, events, failures, target).await?;
+    Some(Handed::new(receipt, count, target.metrics))
 }
 
-/// Sends decoded events and error events on; `None` when there was nothing to send.
+/// Sends decoded events and error events on; returns how many events were decoded, or
+/// `None` when there was nothing to send.
 pub(super) async fn forward(
     decoder: &StreamDecoder,
     ack: tb_event::AckHandle,
     events: Vec<Event>,
     failures: Vec<tb_codec::DecodeError>,
     target: &IngestTarget<'_>,
-) -> Option<()> {
+) -> Option<u64> {
     if events.is_empty() && failures.is_empty() {
         ack.complete(AckStatus::Delivered);
         return None;
@@ -219,6 +245,7 @@ pub(super) async fn forward(
     target.metrics.output.inc_by(events.len() as u64);
     // A closed output fails the events, which the receipt reports; nothing to add here.
     let _ = target.errors.send(error_events).await;
+    let count = events.len() as u64;
     let _ = target.output.send(events).await;
-    Some(())
+    Some(count)
 }

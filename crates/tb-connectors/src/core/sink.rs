@@ -23,7 +23,7 @@ pub fn encode_batch(
             Err(error) => {
                 tracing::warn!(%error, "Event could not be encoded.");
                 metrics.errors.inc();
-                event.complete(AckStatus::Failed);
+                event.complete_with(AckStatus::Rejected, format!("cannot be encoded: {error}"));
             }
         }
     }
@@ -36,17 +36,37 @@ pub fn encode_batch(
     encoded
 }
 
-/// Completes written events as delivered, or failed if the write failed.
+/// Completes written events as delivered, or errored (worth retrying) if the write failed.
 pub fn complete_written(events: Vec<Event>, written: bool, metrics: &ConnectorMetrics) {
+    if written {
+        complete_events(events, AckStatus::Delivered, None, metrics);
+    } else {
+        complete_events(
+            events,
+            AckStatus::Errored,
+            Some(std::sync::Arc::from("the write failed")),
+            metrics,
+        );
+    }
+}
+
+/// Completes sent events with one outcome, counting them as sent or as errors.
+pub fn complete_events(
+    events: Vec<Event>,
+    status: AckStatus,
+    reason: Option<std::sync::Arc<str>>,
+    metrics: &ConnectorMetrics,
+) {
     let count = events.len() as u64;
-    let status = if written {
+    if status == AckStatus::Delivered {
         metrics.sent.inc_by(count);
-        AckStatus::Delivered
     } else {
         metrics.errors.inc_by(count);
-        AckStatus::Failed
-    };
-    events.into_iter().for_each(|event| event.complete(status));
+    }
+    for event in events {
+        let (_value, _meta, ack) = event.into_parts();
+        ack.complete_with(status, reason.clone());
+    }
 }
 
 /// Writes every batch from `input` to `writer` until the input closes, then ends the

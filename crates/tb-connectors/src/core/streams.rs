@@ -69,7 +69,7 @@ impl StreamWriters {
                 let Some((last, rest)) = targets.split_last() else {
                     tracing::debug!(connector = %id, stream = %event.meta.id.stream, "Event has no open stream to go to; it is failed.");
                     metrics.errors.inc();
-                    event.complete(AckStatus::Failed);
+                    event.complete_with(AckStatus::Errored, "the stream it replies to has closed");
                     continue;
                 };
                 for target in rest {
@@ -92,8 +92,12 @@ async fn send_to_stream(target: &mpsc::Sender<Event>, event: Event, metrics: &Co
     }
 }
 
-/// Fails an event whose stream closed, or stalled, before it could be written.
+/// Fails an event (as errored: it may go through another time) whose stream closed, or
+/// stalled, before it could be written.
 pub fn fail_outgoing(event: Event, metrics: &ConnectorMetrics) {
     metrics.errors.inc();
-    event.complete(AckStatus::Failed);
+    event.complete_with(
+        AckStatus::Errored,
+        "the stream closed or stopped reading before it was written",
+    );
 }

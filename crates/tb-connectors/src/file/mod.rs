@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 use tb_codec::{CodecKind, Encoder, InterceptorConfig};
-use tb_event::{AckStatus, ComponentId, KeyString, ObjectMap, StreamId, Value};
+use tb_event::{ComponentId, KeyString, ObjectMap, StreamId, Value};
 use tokio::io::AsyncSeekExt;
 
 use crate::core::{
@@ -187,7 +187,7 @@ impl FileConnector {
             let mut failed = false;
             let result = ingest_reader(file, &mut decoder, target, offset, at_end, |chunk| {
                 // Once a chunk fails, later chunks must not move the checkpoint past it.
-                failed |= chunk.status == AckStatus::Failed;
+                failed |= !chunk.outcome.is_delivered();
                 if let (Some(checkpoint), false) = (checkpoint.as_mut(), failed) {
                     checkpoint.advance(chunk.end);
                 }

@@ -144,10 +144,13 @@ impl Generator {
             context.metrics.output.inc_by(size);
             let sent_at = Instant::now();
             let latency = context.metrics.latency.clone();
+            let unconfirmed = context.metrics.unconfirmed.clone();
             pending.push(async move {
-                let status = receipt.wait().await;
+                let outcome = receipt.wait().await;
                 latency.observe(sent_at.elapsed().as_secs_f64());
-                status
+                if !outcome.is_delivered() {
+                    unconfirmed.inc_by(size);
+                }
             });
             tokio::select! {
                 biased;

@@ -1,14 +1,15 @@
 //! Batching events and sending them.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use tb_codec::{CodecKind, Encoder};
-use tb_event::{Event, EventBatch, Value};
+use tb_event::{AckStatus, Event, EventBatch, Value};
 use tokio::sync::mpsc;
 
 use super::config::{BodyShape, HttpClientConfig, Prepared};
 use crate::core::{
-    Connector, ConnectorContext, ConnectorMetrics, StartFuture, complete_written, encode_batch,
+    Connector, ConnectorContext, ConnectorMetrics, StartFuture, complete_events, complete_written, encode_batch,
 };
 
 pub(super) struct HttpClient {
@@ -103,18 +104,21 @@ impl Sender {
             .headers(self.prepared.headers.clone())
             .header(reqwest::header::CONTENT_TYPE, self.content_type())
             .body(body);
-        let delivered = match request.send().await {
-            Ok(response) if response.status().is_success() => true,
+        let (status, reason) = match request.send().await {
+            Ok(response) if response.status().is_success() => (AckStatus::Delivered, None),
             Ok(response) => {
-                tracing::warn!(status = %response.status(), count = events.len(), "HTTP receiver refused a batch; its events are failed.");
-                false
+                let code = response.status();
+                let status = response_outcome(code);
+                tracing::warn!(status = %code, outcome = status.as_str(), count = events.len(), "HTTP receiver refused a batch.");
+                (status, Some(Arc::from(format!("the receiver answered {code}"))))
             }
             Err(error) => {
-                tracing::warn!(error = %error.without_url(), count = events.len(), "HTTP request failed; its events are failed.");
-                false
+                let error = error.without_url();
+                tracing::warn!(%error, count = events.len(), "HTTP request failed; its events are errored.");
+                (AckStatus::Errored, Some(Arc::from(format!("request failed: {error}"))))
             }
         };
-        complete_written(events, delivered, &self.metrics);
+        complete_events(events, status, reason, &self.metrics);
     }
 
     fn body(&self, events: Vec<Event>) -> (Vec<Event>, Vec<u8>) {
@@ -150,5 +154,18 @@ impl Sender {
                 Encoder::new(self.config.codec, &self.config.interceptors).content_type()
             }
         }
+    }
+}
+
+/// What a refusal means for the events: 408, 429 and 5xx may pass another time; any other
+/// answer (a 4xx) will not, as the events are.
+fn response_outcome(code: reqwest::StatusCode) -> AckStatus {
+    let retryable = code.is_server_error()
+        || code == reqwest::StatusCode::REQUEST_TIMEOUT
+        || code == reqwest::StatusCode::TOO_MANY_REQUESTS;
+    if retryable {
+        AckStatus::Errored
+    } else {
+        AckStatus::Rejected
     }
 }

@@ -54,7 +54,10 @@ impl PendingReplies {
                     None => {
                         tracing::warn!(connector = %id, stream = %event.meta.id.stream, "Reply has no pending request; it is failed.");
                         metrics.errors.inc();
-                        event.complete(AckStatus::Failed);
+                        event.complete_with(
+                            AckStatus::Errored,
+                            "the request it replies to is no longer waiting",
+                        );
                     }
                 }
             }

@@ -154,19 +154,28 @@ async fn ingest(shared: &Shared, stream: StreamId, fields: ObjectMap, body: &[u8
         Some(_) => shared.config.reply_timeout,
         None => shared.config.ack_timeout,
     };
-    let status = tokio::time::timeout(timeout, receipt.wait()).await;
+    let outcome = tokio::time::timeout(timeout, receipt.wait()).await;
     let replies = shared.replies.as_ref().map(|replies| replies.close(stream));
-    match (status, replies) {
+    match (outcome, replies) {
         (Err(_elapsed), _) => error_response(
             StatusCode::GATEWAY_TIMEOUT,
             "timed out waiting for the events to be acknowledged",
         ),
-        (Ok(AckStatus::Failed), _) => error_response(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "delivery failed; the events were not accepted, retry the request",
-        ),
-        (Ok(AckStatus::Delivered), None) => accepted_response(accepted),
-        (Ok(AckStatus::Delivered), Some(values)) => reply_response(shared, &values),
+        (Ok(outcome), replies) => match (outcome.status, replies) {
+            (AckStatus::Delivered, None) => accepted_response(accepted),
+            (AckStatus::Delivered, Some(values)) => reply_response(shared, &values),
+            (AckStatus::Errored, _) => retry_later_response(&format!(
+                "delivery failed and may succeed if retried: {}",
+                outcome.reason_or_status()
+            )),
+            (AckStatus::Rejected, _) => error_response(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &format!(
+                    "the events were rejected and will not be accepted as they are: {}",
+                    outcome.reason_or_status()
+                ),
+            ),
+        },
     }
 }
 
@@ -286,6 +295,11 @@ fn backpressure_response(rejected: SendRejected) -> Response {
         }
         SendRejected::Closed => "the server is shutting down; retry later",
     };
+    retry_later_response(reason)
+}
+
+/// 503 with `Retry-After`: the request may succeed if sent again.
+fn retry_later_response(reason: &str) -> Response {
     let mut response = error_response(StatusCode::SERVICE_UNAVAILABLE, reason);
     response
         .headers_mut()

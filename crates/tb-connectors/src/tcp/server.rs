@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tb_codec::Encoder;
-use tb_event::AckStatus;
+use tb_event::{AckOutcome, AckStatus};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::task::TaskTracker;
 
@@ -86,7 +86,7 @@ async fn serve_connection(
         write_outgoing(outgoing, acks, encoder, write_half, &writer_metrics).await;
     });
     let mut decoder = server.stream_decoder(stream, config.codec, &config.interceptors, remote);
-    let mut failed = false;
+    let mut worst = AckOutcome::DELIVERED;
     let read = ingest_reader(
         read_half,
         &mut decoder,
@@ -95,8 +95,10 @@ async fn serve_connection(
         AtEnd::Finish,
         |chunk| {
             // Once a chunk has failed, no later line may say everything before it is safe.
-            failed |= chunk.status == AckStatus::Failed;
-            ack_sender.send_replace(ack_line(chunk.events_through, failed));
+            if chunk.outcome.status > worst.status {
+                worst = chunk.outcome;
+            }
+            ack_sender.send_replace(ack_line(chunk.events_through, &worst));
         },
     )
     .await;
@@ -108,9 +110,19 @@ async fn serve_connection(
     tracing::debug!(connector = %server.id, %stream, "Stream closed.");
 }
 
-/// `{"acked":N}`: the first N events of the connection are delivered. `{"failed":N}`: the
-/// first N are settled but at least one of them failed; it stays `failed` from then on.
-fn ack_line(events_through: u64, failed: bool) -> Bytes {
-    let word = if failed { "failed" } else { "acked" };
-    Bytes::from(format!("{{\"{word}\":{events_through}}}\n"))
+/// `{"acked":N}`: the first N events of the connection are delivered. Once one of them
+/// was not, the line says how the worst one ended and why, from then on:
+/// `{"errored":N,"reason":...}` (sending it again may work) or `{"rejected":N,"reason":...}`
+/// (it will never be accepted as it is).
+fn ack_line(events_through: u64, worst: &AckOutcome) -> Bytes {
+    let line = match worst.status {
+        AckStatus::Delivered => serde_json::json!({ "acked": events_through }),
+        status => serde_json::json!({
+            status.as_str(): events_through,
+            "reason": worst.reason_or_status(),
+        }),
+    };
+    let mut bytes = line.to_string().into_bytes();
+    bytes.push(b'\n');
+    Bytes::from(bytes)
 }
