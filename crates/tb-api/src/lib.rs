@@ -1,14 +1,17 @@
-//! Tightbeam's HTTP API: `/health`, `/metrics` (Prometheus text) and `/api/v1/topology`.
+//! Tightbeam's HTTP API: `/health` (liveness), `/ready` (every component running),
+//! `/metrics` (Prometheus text), `/api/v1/topology`, and `/api/v1/config` (read the running
+//! config with secrets masked; replace it with a live reload).
 //!
 //! This is the only crate that turns runtime types into JSON: the runtime exposes a narrow
 //! read-only [`RuntimeHandle`], and the shapes clients see are defined here.
 #![deny(missing_docs)]
 
+mod config;
 mod topology;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use tb_runtime::RuntimeHandle;
@@ -20,12 +23,45 @@ pub fn router(handle: RuntimeHandle) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        .route("/ready", get(ready))
         .route("/api/v1/topology", get(topology))
+        .route(
+            "/api/v1/config",
+            get(config::get_config).put(config::put_config),
+        )
         .with_state(handle)
 }
 
 async fn health() -> impl IntoResponse {
     axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// 200 when every component is running (or has finished), else 503 naming each component
+/// that is not, with its status, since when, and its last error.
+async fn ready(State(handle): State<RuntimeHandle>) -> impl IntoResponse {
+    let not_ready: Vec<serde_json::Value> = handle
+        .not_ready()
+        .into_iter()
+        .map(|(id, record)| {
+            serde_json::json!({
+                "id": id,
+                "status": record.status.as_str(),
+                "since": record.since.to_rfc3339(),
+                "last_error": record.last_error,
+            })
+        })
+        .collect();
+    if not_ready.is_empty() {
+        (
+            StatusCode::OK,
+            axum::Json(serde_json::json!({ "status": "ready" })),
+        )
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({ "status": "not ready", "components": not_ready })),
+        )
+    }
 }
 
 async fn metrics(State(handle): State<RuntimeHandle>) -> impl IntoResponse {

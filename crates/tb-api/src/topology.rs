@@ -17,6 +17,10 @@ struct ComponentDto {
     component_type: &'static str,
     kind: String,
     status: &'static str,
+    /// When it took its status (RFC 3339).
+    since: String,
+    last_error: Option<String>,
+    restarts: u64,
     metrics: serde_json::Value,
 }
 
@@ -40,6 +44,8 @@ impl TopologyDto {
                         "in": counters.input.get(),
                         "send": counters.sent.get(),
                         "err": counters.errors.get(),
+                        "unconfirmed": counters.unconfirmed.get(),
+                        "redelivered": counters.redelivered.get(),
                     }),
                     ComponentMetrics::Pipeline(counters) => serde_json::json!({
                         "in": counters.input.get(),
@@ -48,9 +54,10 @@ impl TopologyDto {
                         "err": counters.errors.get(),
                     }),
                 };
-                if let Some(fill) = handle.queue_fill(&component.id) {
+                if let Some(fill) = component.queue_fill() {
                     metrics["queue_fill"] = fill.into();
                 }
+                let record = component.status_record();
                 ComponentDto {
                     id: component.id.clone(),
                     component_type: match component.component_type {
@@ -58,7 +65,10 @@ impl TopologyDto {
                         ComponentType::Pipeline => "pipeline",
                     },
                     kind: component.kind.clone(),
-                    status: component.status().as_str(),
+                    status: record.status.as_str(),
+                    since: record.since.to_rfc3339(),
+                    last_error: record.last_error,
+                    restarts: component.restarts.get(),
                     metrics,
                 }
             })

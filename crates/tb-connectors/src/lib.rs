@@ -12,6 +12,8 @@
 #![deny(missing_docs)]
 
 pub mod blackhole;
+#[cfg(feature = "chaos")]
+pub mod chaos;
 pub mod core;
 pub mod file;
 pub mod generator;
@@ -22,13 +24,14 @@ pub mod tcp;
 pub mod ws;
 
 pub use crate::core::{
-    BuildError, Connector, ConnectorBuilder, ConnectorContext, ConnectorError, ConnectorMetrics,
-    OutputSender, Roles, RunningConnector, SendRejected, StartFuture, Unconnected,
+    BuildError, ComponentStatus, Connector, ConnectorBuilder, ConnectorContext, ConnectorError,
+    ConnectorMetrics, FanoutControl, InputQueue, OutputSender, Roles, RunningConnector,
+    SendRejected, StartFuture, StatusCell, StatusRecord, Unconnected,
 };
 
 /// Every connector kind this build knows, for the runtime to look up by `kind`.
 pub fn builtin_connectors() -> Vec<Box<dyn ConnectorBuilder>> {
-    vec![
+    let builders: Vec<Box<dyn ConnectorBuilder>> = vec![
         Box::new(blackhole::BlackholeBuilder),
         Box::new(file::FileBuilder),
         Box::new(generator::GeneratorBuilder),
@@ -40,7 +43,14 @@ pub fn builtin_connectors() -> Vec<Box<dyn ConnectorBuilder>> {
         Box::new(tcp::TcpServerBuilder),
         Box::new(ws::WsClientBuilder),
         Box::new(ws::WsServerBuilder),
-    ]
+    ];
+    #[cfg(feature = "chaos")]
+    let builders = {
+        let mut builders = builders;
+        builders.push(Box::new(chaos::ChaosBuilder));
+        builders
+    };
+    builders
 }
 
 #[cfg(test)]

@@ -185,10 +185,8 @@ impl AckHandle {
     /// A handle for an event built from several: completing it completes every parent with
     /// the same outcome. Untracked parents are left out; one tracked parent is returned as is.
     pub fn join(parents: impl IntoIterator<Item = AckHandle>) -> Self {
-        let mut tracked: Vec<AckHandle> = parents
-            .into_iter()
-            .filter(AckHandle::is_tracked)
-            .collect();
+        let mut tracked: Vec<AckHandle> =
+            parents.into_iter().filter(AckHandle::is_tracked).collect();
         match tracked.len() {
             0 => Self::untracked(),
             1 => tracked.pop().unwrap_or_else(Self::untracked),

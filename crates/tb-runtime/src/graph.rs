@@ -7,6 +7,7 @@ use tb_pipeline::{BuildError as PipelineBuildError, Pipeline};
 
 use crate::config::model_support::{closest, describe_serde_error};
 use crate::config::{ComponentClass, ComponentSpec, Config, Problem, Problems};
+use crate::supervise::Builders;
 
 /// A connector or pipeline, built and ready to start.
 pub(crate) enum Body {
@@ -33,6 +34,8 @@ pub(crate) struct Node {
 pub struct Topology {
     pub(crate) config: Config,
     pub(crate) nodes: Vec<Node>,
+    /// The connector kinds it was built with, kept to build components again (restarts).
+    pub(crate) builders: Builders,
 }
 
 impl Topology {
@@ -41,7 +44,7 @@ impl Topology {
     /// # Errors
     ///
     /// Every problem found, each pointing into the config files.
-    pub fn build(config: Config, builders: &[Box<dyn ConnectorBuilder>]) -> Result<Self, Problems> {
+    pub fn build(config: Config, builders: &Builders) -> Result<Self, Problems> {
         let mut problems = config.problems.clone();
         let mut broken = config.broken.clone();
         let mut nodes = Vec::new();
@@ -59,7 +62,11 @@ impl Topology {
         resolve_inputs(&config, &mut nodes, &broken, &mut problems);
         find_cycles(&config, &nodes, &mut problems);
         if problems.is_empty() {
-            Ok(Self { config, nodes })
+            Ok(Self {
+                config,
+                nodes,
+                builders: builders.clone(),
+            })
         } else {
             problems.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
             Err(Problems(problems))
@@ -133,7 +140,11 @@ fn build_node(
     match &spec.class {
         ComponentClass::Connector { kind, settings } => {
             let Some(builder) = builders.iter().find(|builder| builder.kind() == kind) else {
-                let kinds: Vec<&str> = builders.iter().map(|builder| builder.kind()).collect();
+                let kinds: Vec<&str> = builders
+                    .iter()
+                    .filter(|builder| !builder.is_hidden())
+                    .map(|builder| builder.kind())
+                    .collect();
                 let mut message = format!("unknown connector kind `{kind}`");
                 if let Some(suggestion) = closest(kind, &kinds) {
                     message.push_str(&format!(" (did you mean `{suggestion}`?)"));

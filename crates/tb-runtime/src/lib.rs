@@ -14,10 +14,17 @@
 pub mod config;
 mod graph;
 mod metrics;
+mod pipeline_task;
+mod reload;
 mod run;
+mod supervise;
 mod view;
 
 pub use graph::Topology;
 pub use metrics::{MetricsRegistry, PipelineMetrics};
-pub use run::{INPUT_QUEUE_BATCHES, RunOutcome, RunningTopology, StartError};
+pub use reload::{ReloadOutcome, ReloadRequest, ReloadSummary, Reloader};
+pub use run::{INPUT_QUEUE_BATCHES, MAX_BATCH_EVENTS, RunOutcome, RunningTopology, StartError};
+pub use supervise::{
+    Builders, MAX_RESTARTS, RESTART_BACKOFF_MAX, RESTART_BACKOFF_MIN, RESTART_WINDOW,
+};
 pub use view::{ComponentMetrics, ComponentType, ComponentView, EdgeView, RuntimeHandle, Status};

@@ -35,6 +35,8 @@ pub struct MetricsRegistry {
     pipeline_events: Family<Labels, Counter>,
     latency: HistogramFamily,
     queue_fill: Family<Labels, Gauge>,
+    restarts: Family<Labels, Counter>,
+    status: Family<Labels, Gauge>,
 }
 
 fn new_latency_histogram() -> Histogram {
@@ -55,9 +57,21 @@ impl MetricsRegistry {
         let pipeline_events = Family::<Labels, Counter>::default();
         let latency: HistogramFamily = Family::new_with_constructor(new_latency_histogram);
         let queue_fill = Family::<Labels, Gauge>::default();
+        let restarts = Family::<Labels, Counter>::default();
+        let status = Family::<Labels, Gauge>::default();
+        registry.register(
+            "tightbeam_component_restarts",
+            "Times a component was restarted after it panicked or stopped with an error",
+            restarts.clone(),
+        );
+        registry.register(
+            "tightbeam_component_status",
+            "1 for a component's current status (starting, running, reconnecting, draining, failed, stopped), 0 for the others",
+            status.clone(),
+        );
         registry.register(
             "tightbeam_connector_events",
-            "Events by connector and direction: recv (outside to connector), out (connector to pipelines), in (pipelines to connector), send (connector to outside), err, unconfirmed (received but not confirmed upstream: errored or rejected), redelivered (sent on again after an errored acknowledgement)",
+            "Events by connector and direction: recv (outside to connector), out (connector to pipelines), in (pipelines to connector), send (connector to outside), err, unconfirmed (received but not confirmed upstream: errored or rejected), redelivered (sent on again after an errored acknowledgement), settled (acknowledgement resolved; out - settled are in flight)",
             connector_events.clone(),
         );
         registry.register(
@@ -81,6 +95,8 @@ impl MetricsRegistry {
             pipeline_events,
             latency,
             queue_fill,
+            restarts,
+            status,
         }
     }
 
@@ -99,6 +115,7 @@ impl MetricsRegistry {
             errors: counter("err"),
             unconfirmed: counter("unconfirmed"),
             redelivered: counter("redelivered"),
+            settled: counter("settled"),
             latency: self
                 .latency
                 .get_or_create(&labels("connector", id, None))
@@ -118,6 +135,26 @@ impl MetricsRegistry {
             output: counter("out"),
             dropped: counter("dropped"),
             errors: counter("err"),
+        }
+    }
+
+    /// The restart counter of `component`.
+    pub fn restarts(&self, component: &str) -> Counter {
+        self.restarts
+            .get_or_create(&labels("component", component, None))
+            .clone()
+    }
+
+    /// Sets the status gauges of `component`: 1 for `current`, 0 for every other status.
+    pub fn set_status(&self, component: &str, current: tb_connectors::ComponentStatus) {
+        for status in tb_connectors::ComponentStatus::ALL {
+            let labels = vec![
+                ("component".to_owned(), component.to_owned()),
+                ("status".to_owned(), status.as_str().to_owned()),
+            ];
+            self.status
+                .get_or_create(&labels)
+                .set(i64::from(status == current));
         }
     }
 

@@ -1,29 +1,39 @@
-//! Wiring channels, starting components, and draining on shutdown.
+//! The running engine: one record per component, wiring by output names, starting, and
+//! reconciling to a new config without restarting what did not change.
+//!
+//! Each component's input queue belongs to its record and outlives its runs; each output
+//! port is a live fan-out whose subscribers the engine changes by name. Queues close by
+//! the closure of their senders: when every component feeding one has ended (its supervisor
+//! dropped its outputs) or no longer feeds it, the reader drains and ends. Shutdown and the
+//! removal of a component both rest on that.
 
-use std::future::Future;
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU8;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tb_connectors::{ConnectorContext, OutputSender, RunningConnector, Unconnected};
-use tb_event::EventBatch;
-use tb_pipeline::Pipeline;
+use indexmap::IndexMap;
+use tb_connectors::{ComponentStatus, FanoutControl, OutputSender, StatusCell, Unconnected};
+use tb_event::{ComponentId, EventBatch};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::config::{ComponentSpec, Config};
 use crate::graph::{Body, Node, Topology};
-use crate::metrics::{MetricsRegistry, PipelineMetrics};
+use crate::metrics::MetricsRegistry;
+use crate::reload::{ReloadRequest, ReloadSummary, masked_config};
+use crate::supervise::{Builders, InputSlot, Run, Unit, supervise};
 use crate::view::{
-    ComponentMetrics, ComponentType, ComponentView, EdgeView, RuntimeHandle, Status,
+    ComponentMetrics, ComponentType, ComponentView, EdgeView, RuntimeHandle, TopologyView,
 };
 
 /// Batches a component's input queue holds before its senders wait. With batches of up to a
 /// few thousand events this bounds each queue to a few megabytes.
 pub const INPUT_QUEUE_BATCHES: usize = 8;
 
-/// Most events a pipeline sends downstream in one batch.
-pub const MAX_BATCH_EVENTS: usize = 4096;
+pub use crate::pipeline_task::MAX_BATCH_EVENTS;
 
 /// A component that could not start: a port in use, a missing file, an unwritable directory.
 #[derive(Debug, thiserror::Error)]
@@ -44,255 +54,467 @@ pub enum RunOutcome {
     Drained,
     /// The grace period expired with work still in flight; that work was not confirmed.
     GraceExpired,
+    /// A second signal came during the drain: the process stops at once; work in flight is
+    /// abandoned unconfirmed.
+    Abandoned,
+}
+
+/// One component the engine owns.
+pub(crate) struct Record {
+    pub(crate) spec: ComponentSpec,
+    pub(crate) view: ComponentView,
+    intake: CancellationToken,
+    stop_input: CancellationToken,
+    input: Option<Arc<InputSlot>>,
+    /// Output port names (`""` is the main port), and the live fan-out of each.
+    ports: Vec<(String, FanoutControl)>,
+    supervisor: Option<JoinHandle<()>>,
+}
+
+/// The engine's state: what runs, and what it was built from.
+pub(crate) struct Engine {
+    pub(crate) config: Config,
+    pub(crate) records: IndexMap<String, Record>,
+    pub(crate) builders: Builders,
+    metrics: MetricsRegistry,
+    intake: CancellationToken,
+    tasks: TaskTracker,
+    pub(crate) handle: RuntimeHandle,
 }
 
 /// A started topology.
 pub struct RunningTopology {
+    pub(crate) engine: Arc<tokio::sync::Mutex<Engine>>,
     handle: RuntimeHandle,
     tasks: TaskTracker,
     intake: CancellationToken,
     grace: Duration,
+    reloads: Option<mpsc::Receiver<ReloadRequest>>,
 }
 
-struct Wiring {
-    receivers: Vec<Option<mpsc::Receiver<EventBatch>>>,
-    subscribers: Vec<Vec<Vec<mpsc::Sender<EventBatch>>>>,
-    queues: Vec<(String, mpsc::WeakSender<EventBatch>)>,
+/// `id` for the main port, `id.port` for the others.
+fn output_name(id: &str, port: &str) -> String {
+    if port.is_empty() {
+        id.to_owned()
+    } else {
+        format!("{id}.{port}")
+    }
 }
 
-fn wire(nodes: &[Node]) -> Wiring {
-    let mut receivers = Vec::with_capacity(nodes.len());
-    let mut subscribers: Vec<Vec<Vec<mpsc::Sender<EventBatch>>>> = nodes
+/// The ids of the components (in `specs`) that read `output`.
+fn readers_of<'a>(specs: impl Iterator<Item = &'a ComponentSpec>, output: &str) -> Vec<String> {
+    specs
+        .filter(|spec| spec.inputs.iter().any(|input| input == output))
+        .map(|spec| spec.id.clone())
+        .collect()
+}
+
+/// A component made ready to run: its supervisor's unit, and its record.
+struct NewComponent {
+    unit: Unit,
+    first: Option<Run>,
+    record: Record,
+}
+
+/// Why a component's first run did not start.
+struct FirstRunFailed {
+    component: NewComponent,
+    error: StartError,
+}
+
+/// Queues for components, by id: reused from the running engine or made new. Each keeps a
+/// strong sender here until every new feeder has one: a queue whose only feeder is being
+/// replaced must not close in between.
+#[derive(Default)]
+struct Queues {
+    slots: HashMap<String, Arc<InputSlot>>,
+    held: HashMap<String, mpsc::Sender<EventBatch>>,
+}
+
+impl Queues {
+    fn make(&mut self, id: &str) {
+        let (slot, sender) = InputSlot::new(INPUT_QUEUE_BATCHES);
+        self.held.insert(id.to_owned(), sender);
+        self.slots.insert(id.to_owned(), slot);
+    }
+
+    /// Reuses a running component's queue, holding it open if it still is.
+    fn reuse(&mut self, id: &str, slot: &Arc<InputSlot>) {
+        if let Some(sender) = slot.sender() {
+            self.held.insert(id.to_owned(), sender);
+        }
+        self.slots.insert(id.to_owned(), slot.clone());
+    }
+
+    fn sender(&self, id: &str) -> Option<mpsc::Sender<EventBatch>> {
+        self.held.get(id).cloned()
+    }
+}
+
+impl Engine {
+    fn component_view(&self, spec: &ComponentSpec, input: Option<Arc<InputSlot>>) -> ComponentView {
+        let (component_type, kind, metrics) = match &spec.class {
+            crate::config::ComponentClass::Connector { kind, .. } => (
+                ComponentType::Connector,
+                kind.clone(),
+                ComponentMetrics::Connector(self.metrics.connector(&spec.id)),
+            ),
+            crate::config::ComponentClass::Pipeline(_) => (
+                ComponentType::Pipeline,
+                "pipeline".to_owned(),
+                ComponentMetrics::Pipeline(self.metrics.pipeline(&spec.id)),
+            ),
+        };
+        ComponentView {
+            id: spec.id.clone(),
+            component_type,
+            kind,
+            metrics,
+            restarts: self.metrics.restarts(&spec.id),
+            status: StatusCell::new(),
+            input,
+        }
+    }
+
+    /// Makes a component's record and its first run: output senders to every reader named
+    /// in `specs`, its queue from `queues`.
+    async fn create(
+        &self,
+        node: Node,
+        spec: &ComponentSpec,
+        specs: &IndexMap<String, ComponentSpec>,
+        queues: &Queues,
+    ) -> Result<NewComponent, Box<FirstRunFailed>> {
+        let input = queues.slots.get(&spec.id).cloned();
+        let view = self.component_view(spec, input.clone());
+        let errors_port = match &node.body {
+            Body::Pipeline(pipeline) => Some(pipeline.ports().errors()),
+            Body::Connector { .. } => None,
+        };
+        let mut outputs = Vec::new();
+        let mut ports = Vec::new();
+        for (index, port) in node.ports.iter().enumerate() {
+            let subscribers = readers_of(specs.values(), &output_name(&spec.id, port))
+                .into_iter()
+                .filter_map(|reader| queues.sender(&reader).map(|sender| (reader, sender)))
+                .collect();
+            let unconnected = if Some(index) == errors_port {
+                Unconnected::Fail
+            } else {
+                Unconnected::Complete
+            };
+            let sender = OutputSender::new(subscribers, unconnected);
+            ports.push((port.clone(), sender.control()));
+            outputs.push(sender);
+        }
+        let intake = self.intake.child_token();
+        let stop_input = CancellationToken::new();
+        let blueprint = Unit::blueprint(
+            spec,
+            || match &view.metrics {
+                ComponentMetrics::Connector(metrics) => metrics.clone(),
+                ComponentMetrics::Pipeline(_) => self.metrics.connector(&spec.id),
+            },
+            || match &view.metrics {
+                ComponentMetrics::Pipeline(metrics) => metrics.clone(),
+                ComponentMetrics::Connector(_) => self.metrics.pipeline(&spec.id),
+            },
+        );
+        let unit = Unit {
+            id: ComponentId::new(&spec.id),
+            blueprint,
+            builders: self.builders.clone(),
+            data_dir: self.config.data_dir.clone(),
+            status: view.status.clone(),
+            restarts: view.restarts.clone(),
+            intake: intake.clone(),
+            stop_input: stop_input.clone(),
+            input: input.clone(),
+            outputs,
+        };
+        let first = match node.body {
+            Body::Connector { connector, .. } => {
+                unit.start_connector(connector)
+                    .await
+                    .map_err(|error| StartError {
+                        component: format!("connector {}", spec.id),
+                        message: error.to_string(),
+                    })
+            }
+            Body::Pipeline(pipeline) => Ok(unit.pipeline_run(pipeline).await),
+        };
+        let record = Record {
+            spec: spec.clone(),
+            view,
+            intake,
+            stop_input,
+            input,
+            ports,
+            supervisor: None,
+        };
+        match first {
+            Ok(first) => Ok(NewComponent {
+                unit,
+                first: Some(first),
+                record,
+            }),
+            Err(error) => Err(Box::new(FirstRunFailed {
+                component: NewComponent {
+                    unit,
+                    first: None,
+                    record,
+                },
+                error,
+            })),
+        }
+    }
+
+    fn spawn(&mut self, created: NewComponent) {
+        let NewComponent {
+            unit,
+            first,
+            mut record,
+        } = created;
+        record.supervisor = Some(self.tasks.spawn(supervise(unit, first)));
+        self.records.insert(record.spec.id.clone(), record);
+    }
+
+    /// The view the API serves, made from the records.
+    pub(crate) fn view(&self) -> TopologyView {
+        let components = self
+            .records
+            .values()
+            .map(|record| record.view.clone())
+            .collect();
+        let edges = self
+            .records
+            .values()
+            .flat_map(|record| {
+                record.spec.inputs.iter().map(|input| EdgeView {
+                    from: input.clone(),
+                    to: record.spec.id.clone(),
+                })
+            })
+            .collect();
+        TopologyView {
+            components,
+            edges,
+            config: masked_config(&self.config),
+        }
+    }
+
+    /// Reconciles the running engine to `topology`: untouched components keep running;
+    /// changed ones stop intake, drain, and are replaced (keeping their input queue);
+    /// removed ones drain and stop; new ones start. Edges change on the live outputs, new
+    /// edges before old ones go, so no queue closes while it still has a feeder.
+    pub(crate) async fn reconcile(&mut self, topology: Topology) -> ReloadSummary {
+        let started = Instant::now();
+        // While the reload runs, the engine is not "finished" even if no component runs for
+        // a moment (one replaced component in a topology of one).
+        let _busy = self.tasks.token();
+        let Topology { config, nodes, .. } = topology;
+        let mut summary = ReloadSummary::default();
+        let mut queues = Queues::default();
+        // Classify, and give each component that will read a queue.
+        let mut replaced = Vec::new();
+        for spec in config.components.values() {
+            match self.records.get(&spec.id) {
+                Some(record) if record.spec.raw == spec.raw => {
+                    summary.unchanged.push(spec.id.clone());
+                    if let Some(slot) = &record.input {
+                        queues.reuse(&spec.id, slot);
+                    }
+                }
+                Some(record) => {
+                    summary.changed.push(spec.id.clone());
+                    replaced.push(spec.id.clone());
+                    match (&record.input, spec.inputs.is_empty()) {
+                        (Some(slot), false) => queues.reuse(&spec.id, slot),
+                        (_, false) => {
+                            queues.make(&spec.id);
+                        }
+                        (_, true) => {}
+                    }
+                }
+                None => {
+                    summary.added.push(spec.id.clone());
+                    if !spec.inputs.is_empty() {
+                        queues.make(&spec.id);
+                    }
+                }
+            }
+        }
+        let removed: Vec<String> = self
+            .records
+            .keys()
+            .filter(|id| !config.components.contains_key(*id))
+            .cloned()
+            .collect();
+        summary.removed = removed.clone();
+        // New edges from untouched components, before anything is taken away.
+        for id in &summary.unchanged {
+            let record = &self.records[id];
+            for (port, control) in &record.ports {
+                for reader in readers_of(config.components.values(), &output_name(id, port)) {
+                    if let Some(sender) = queues.sender(&reader)
+                        && !control.subscribers().contains(&reader)
+                    {
+                        control.add(&reader, sender);
+                    }
+                }
+            }
+        }
+        // Changed components: stop the old run (intake and queue), wait for it to drain, then
+        // start the new one on the same queue.
+        for id in &replaced {
+            self.stop_and_wait(id, true).await;
+        }
+        let mut nodes_by_id: HashMap<String, Node> = nodes
+            .into_iter()
+            .map(|node| (node.id.to_string(), node))
+            .collect();
+        let old_config = std::mem::replace(&mut self.config, config);
+        for id in summary.changed.iter().chain(summary.added.iter()) {
+            let (Some(node), Some(spec)) = (nodes_by_id.remove(id), self.config.components.get(id))
+            else {
+                continue;
+            };
+            let spec = spec.clone();
+            match self
+                .create(node, &spec, &self.config.components, &queues)
+                .await
+            {
+                Ok(created) => self.spawn(created),
+                Err(failed) => {
+                    // Its supervisor starts it again with backoff, and marks it failed if it
+                    // never starts; the rest of the reload goes on.
+                    tracing::error!(component = %id, error = %failed.error, "Component could not start after the reload; retrying.");
+                    failed
+                        .component
+                        .record
+                        .view
+                        .status
+                        .set_with_error(ComponentStatus::Starting, failed.error.to_string());
+                    self.spawn(failed.component);
+                }
+            }
+        }
+        drop(old_config);
+        // Edges that are gone, then removed components (their queues close as their feeders
+        // let go, and they drain to the end).
+        for id in &summary.unchanged {
+            let record = &self.records[id];
+            for (port, control) in &record.ports {
+                let wanted = readers_of(self.config.components.values(), &output_name(id, port));
+                for subscriber in control.subscribers() {
+                    if !wanted.contains(&subscriber) {
+                        control.remove(&subscriber);
+                    }
+                }
+            }
+        }
+        for id in &removed {
+            self.stop_and_wait(id, false).await;
+            self.records.shift_remove(id);
+        }
+        // Keep file order, as the config has it.
+        let order: Vec<String> = self.config.components.keys().cloned().collect();
+        self.records
+            .sort_by(|a, _, b, _| position(&order, a).cmp(&position(&order, b)));
+        drop(queues);
+        self.handle.replace_view(self.view());
+        summary.took = started.elapsed();
+        summary
+    }
+
+    /// Stops a component's intake (and, when it is replaced, its reading of its queue) and
+    /// waits for its supervisor to end, at most the shutdown grace.
+    async fn stop_and_wait(&mut self, id: &str, replacing: bool) {
+        let Some(record) = self.records.get_mut(id) else {
+            return;
+        };
+        record.view.status.set(ComponentStatus::Draining);
+        record.intake.cancel();
+        if replacing {
+            record.stop_input.cancel();
+        }
+        if let Some(supervisor) = record.supervisor.take() {
+            let grace = self.config.shutdown_grace;
+            if tokio::time::timeout(grace, supervisor).await.is_err() {
+                tracing::warn!(component = %id, ?grace, "Component did not drain within the grace period.");
+            }
+        }
+    }
+}
+
+fn position(order: &[String], id: &str) -> usize {
+    order
         .iter()
-        .map(|node| node.ports.iter().map(|_| Vec::new()).collect())
-        .collect();
-    let mut queues = Vec::new();
-    for node in nodes {
-        if node.inputs.is_empty() {
-            receivers.push(None);
-            continue;
-        }
-        let (sender, receiver) = mpsc::channel(INPUT_QUEUE_BATCHES);
-        queues.push((node.id.to_string(), sender.downgrade()));
-        let mut inputs = node.inputs.clone();
-        inputs.sort_unstable();
-        inputs.dedup();
-        for (from, port) in inputs {
-            subscribers[from][port].push(sender.clone());
-        }
-        receivers.push(Some(receiver));
-    }
-    Wiring {
-        receivers,
-        subscribers,
-        queues,
-    }
+        .position(|entry| entry == id)
+        .unwrap_or(usize::MAX)
 }
 
 impl Topology {
-    /// Wires channels, starts every connector, and spawns every component.
+    /// Wires queues, starts every connector (binding sockets, opening files), and spawns a
+    /// supervisor per component.
     ///
     /// # Errors
     ///
     /// The first component that cannot start; nothing keeps running then.
     pub async fn start(self) -> Result<RunningTopology, StartError> {
-        let data_dir = self.config.data_dir.clone();
+        let data_dir: PathBuf = self.config.data_dir.clone();
         std::fs::create_dir_all(&data_dir).map_err(|error| StartError {
             component: "data_dir".to_owned(),
             message: format!("cannot create {}: {error}", data_dir.display()),
         })?;
+        let Topology {
+            config,
+            nodes,
+            builders,
+        } = self;
         let metrics = MetricsRegistry::new();
-        let edges = self
-            .edges()
-            .into_iter()
-            .map(|(from, to)| EdgeView { from, to })
-            .collect();
-        let Wiring {
-            mut receivers,
-            mut subscribers,
-            queues,
-        } = wire(&self.nodes);
+        let tasks = TaskTracker::new();
         let intake = CancellationToken::new();
-        let mut views = Vec::new();
-        let mut connectors: Vec<(ComponentView, RunningConnector)> = Vec::new();
-        let mut pipelines = Vec::new();
-        for (index, node) in self.nodes.into_iter().enumerate() {
-            let ports: Vec<Vec<mpsc::Sender<EventBatch>>> = std::mem::take(&mut subscribers[index]);
-            let input = receivers[index].take();
-            let id = node.id.clone();
-            match node.body {
-                Body::Connector {
-                    kind, connector, ..
-                } => {
-                    let connector_metrics = metrics.connector(id.as_str());
-                    let view = component_view(
-                        id.as_str(),
-                        ComponentType::Connector,
-                        kind,
-                        ComponentMetrics::Connector(connector_metrics.clone()),
-                    );
-                    let mut ports = ports.into_iter();
-                    let context = ConnectorContext {
-                        id: id.clone(),
-                        output: OutputSender::new(
-                            ports.next().unwrap_or_default(),
-                            Unconnected::Complete,
-                        ),
-                        errors: OutputSender::new(
-                            ports.next().unwrap_or_default(),
-                            Unconnected::Complete,
-                        ),
-                        input,
-                        intake: intake.child_token(),
-                        metrics: connector_metrics,
-                        data_dir: data_dir.clone(),
-                    };
-                    let running = connector.start(context).await.map_err(|error| StartError {
-                        component: format!("connector {id}"),
-                        message: error.to_string(),
-                    })?;
-                    views.push(view.clone());
-                    connectors.push((view, running));
-                }
-                Body::Pipeline(pipeline) => {
-                    let pipeline_metrics = metrics.pipeline(id.as_str());
-                    let view = component_view(
-                        id.as_str(),
-                        ComponentType::Pipeline,
-                        "pipeline".to_owned(),
-                        ComponentMetrics::Pipeline(pipeline_metrics.clone()),
-                    );
-                    let errors_port = pipeline.ports().errors();
-                    let senders = ports
-                        .into_iter()
-                        .enumerate()
-                        .map(|(port, subscribers)| {
-                            let unconnected = if port == errors_port {
-                                Unconnected::Fail
-                            } else {
-                                Unconnected::Complete
-                            };
-                            OutputSender::new(subscribers, unconnected)
-                        })
-                        .collect();
-                    views.push(view.clone());
-                    pipelines.push((view, pipeline, input, senders, pipeline_metrics));
-                }
+        let (reload_sender, reload_receiver) = mpsc::channel(4);
+        let handle = RuntimeHandle::new(TopologyView::default(), metrics.clone(), reload_sender);
+        let grace = config.shutdown_grace;
+        let mut engine = Engine {
+            config: config.clone(),
+            records: IndexMap::new(),
+            builders,
+            metrics,
+            intake: intake.clone(),
+            tasks: tasks.clone(),
+            handle: handle.clone(),
+        };
+        let mut queues = Queues::default();
+        for spec in config.components.values() {
+            if !spec.inputs.is_empty() {
+                queues.make(&spec.id);
             }
         }
-        let tasks = TaskTracker::new();
-        for (view, pipeline, input, senders, pipeline_metrics) in pipelines {
-            view.set_status(Status::Running);
-            let Some(input) = input else {
-                view.set_status(Status::Finished);
-                continue;
-            };
-            tasks.spawn(async move {
-                run_pipeline(pipeline, input, senders, pipeline_metrics).await;
-                view.set_status(Status::Finished);
-            });
+        let mut created = Vec::new();
+        for node in nodes {
+            let spec = &config.components[node.id.as_str()];
+            let component = engine
+                .create(node, spec, &config.components, &queues)
+                .await
+                .map_err(|failed| failed.error)?;
+            created.push(component);
         }
-        for (view, running) in connectors {
-            view.set_status(Status::Running);
-            tasks.spawn(async move {
-                match running.await {
-                    Ok(()) => view.set_status(Status::Finished),
-                    Err(error) => {
-                        tracing::error!(connector = %view.id, %error, "Connector stopped with an error.");
-                        view.set_status(Status::Failed);
-                    }
-                }
-            });
+        drop(queues);
+        for component in created {
+            engine.spawn(component);
         }
-        tasks.close();
+        handle.replace_view(engine.view());
         Ok(RunningTopology {
-            handle: RuntimeHandle::new(views, edges, metrics, queues),
+            engine: Arc::new(tokio::sync::Mutex::new(engine)),
+            handle,
             tasks,
             intake,
-            grace: self.config.shutdown_grace,
+            grace,
+            reloads: Some(reload_receiver),
         })
-    }
-}
-
-fn component_view(
-    id: &str,
-    component_type: ComponentType,
-    kind: String,
-    metrics: ComponentMetrics,
-) -> ComponentView {
-    ComponentView {
-        id: id.to_owned(),
-        component_type,
-        kind,
-        metrics,
-        status: Arc::new(AtomicU8::new(Status::Starting as u8)),
-    }
-}
-
-/// Runs batches through `pipeline` until its input closes, sending each port's events on.
-async fn run_pipeline(
-    mut pipeline: Pipeline,
-    mut input: mpsc::Receiver<EventBatch>,
-    senders: Vec<OutputSender>,
-    metrics: PipelineMetrics,
-) {
-    let mut outputs: Vec<EventBatch> = senders.iter().map(|_| Vec::new()).collect();
-    let unmatched = pipeline.ports().unmatched();
-    while let Some(batch) = input.recv().await {
-        let counts = pipeline.process(batch, &mut outputs);
-        metrics.input.inc_by(counts.input);
-        metrics.output.inc_by(counts.output);
-        metrics.dropped.inc_by(counts.dropped);
-        metrics.errors.inc_by(counts.errors);
-        for (port, events) in outputs.iter_mut().enumerate() {
-            if events.is_empty() {
-                continue;
-            }
-            // `_unmatched` holds copies of events that also go on to the main output; when
-            // nothing reads it, the copies are simply done.
-            let batch = std::mem::take(events);
-            if port == unmatched && !senders[port].is_connected() {
-                batch
-                    .into_iter()
-                    .for_each(|event| event.complete(tb_event::AckStatus::Delivered));
-                continue;
-            }
-            if port == pipeline.ports().errors() && !senders[port].is_connected() {
-                tracing::warn!(
-                    pipeline = pipeline.id(),
-                    count = batch.len(),
-                    "Events failed and nothing reads _errors; they are rejected to their sources."
-                );
-                reject_unread_errors(batch);
-                continue;
-            }
-            // A transform that returns an array can turn one event into very many: send in
-            // bounded batches so queue capacities still bound memory. A closed subscriber
-            // fails the events, and their sources learn it.
-            let mut batch = batch;
-            while batch.len() > MAX_BATCH_EVENTS {
-                let rest = batch.split_off(MAX_BATCH_EVENTS);
-                let _ = senders[port].send(batch).await;
-                batch = rest;
-            }
-            let _ = senders[port].send(batch).await;
-        }
-    }
-}
-
-/// Rejects events bound for a pipeline's `_errors` that nothing reads, giving each source
-/// the VRL error as the reason.
-fn reject_unread_errors(batch: EventBatch) {
-    for event in batch {
-        let reason = event
-            .value
-            .as_object()
-            .and_then(|envelope| envelope.get("error"))
-            .and_then(tb_event::Value::as_object)
-            .and_then(|error| error.get("message"))
-            .and_then(|message| message.as_bytes().map(|text| String::from_utf8_lossy(text).into_owned()))
-            .unwrap_or_else(|| "a pipeline step failed".to_owned());
-        event.complete_with(tb_event::AckStatus::Rejected, reason);
     }
 }
 
@@ -302,31 +524,52 @@ impl RunningTopology {
         self.handle.clone()
     }
 
+    /// Takes the receiver of reload requests (pushed through the API), for the reload loop.
+    pub fn take_reload_requests(&mut self) -> Option<mpsc::Receiver<ReloadRequest>> {
+        self.reloads.take()
+    }
+
     /// Runs until every component finishes by itself, or `shutdown` resolves; then stops
-    /// intake and drains for at most the grace period.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> RunOutcome {
+    /// intake and drains for at most the grace period, or until `abandon` resolves (a
+    /// second signal).
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()>,
+        abandon: impl Future<Output = ()>,
+    ) -> RunOutcome {
+        self.tasks.close();
         tokio::select! {
             () = self.tasks.wait() => return RunOutcome::Finished,
             () = shutdown => {}
         }
         tracing::info!(grace = ?self.grace, "Shutting down: intake stopped, draining in-flight events.");
         self.intake.cancel();
-        match tokio::time::timeout(self.grace, self.tasks.wait()).await {
-            Ok(()) => RunOutcome::Drained,
-            Err(_elapsed) => {
-                tracing::warn!(
-                    "Grace period expired; events still in flight were not confirmed to their sources."
-                );
-                RunOutcome::GraceExpired
+        for component in self.handle.components() {
+            if component.status() != ComponentStatus::Stopped
+                && component.status() != ComponentStatus::Failed
+            {
+                component.status.set(ComponentStatus::Draining);
             }
+        }
+        tokio::select! {
+            drained = tokio::time::timeout(self.grace, self.tasks.wait()) => match drained {
+                Ok(()) => RunOutcome::Drained,
+                Err(_elapsed) => {
+                    tracing::warn!(
+                        "Grace period expired; events still in flight were not confirmed to their sources."
+                    );
+                    RunOutcome::GraceExpired
+                }
+            },
+            () = abandon => RunOutcome::Abandoned,
         }
     }
 
-    /// Whether any component stopped with an error.
+    /// Whether any component stopped for good after failures.
     pub fn any_failed(handle: &RuntimeHandle) -> bool {
         handle
             .components()
             .iter()
-            .any(|component| component.status() == Status::Failed)
+            .any(|component| component.status() == ComponentStatus::Failed)
     }
 }

@@ -1,13 +1,20 @@
-//! The narrow, read-only view of a running topology that the API serves.
+//! The narrow view of a running topology that the API serves: read-only state, plus the one
+//! door through which a new config may be pushed.
+//!
+//! The view is replaced as a whole when a reload changes the topology, so a reader always
+//! sees one consistent topology.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 
-use tb_connectors::ConnectorMetrics;
-use tb_event::EventBatch;
-use tokio::sync::mpsc::WeakSender;
+use prometheus_client::metrics::counter::Counter;
+use tb_connectors::{ConnectorMetrics, StatusCell, StatusRecord};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics::{MetricsRegistry, PipelineMetrics};
+use crate::reload::{ReloadOutcome, ReloadRequest};
+use crate::supervise::InputSlot;
+
+pub use tb_connectors::ComponentStatus as Status;
 
 /// Connector or pipeline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -16,41 +23,6 @@ pub enum ComponentType {
     Connector,
     /// Runs VRL steps.
     Pipeline,
-}
-
-/// Where a component is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Status {
-    /// Built, not yet running.
-    Starting = 0,
-    /// Running.
-    Running = 1,
-    /// Finished by itself or drained at shutdown.
-    Finished = 2,
-    /// Stopped with an error.
-    Failed = 3,
-}
-
-impl Status {
-    /// Lowercase name for the API.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Starting => "starting",
-            Self::Running => "running",
-            Self::Finished => "finished",
-            Self::Failed => "failed",
-        }
-    }
-
-    fn from_u8(value: u8) -> Self {
-        match value {
-            1 => Self::Running,
-            2 => Self::Finished,
-            3 => Self::Failed,
-            _ => Self::Starting,
-        }
-    }
 }
 
 /// A component's live counters.
@@ -63,7 +35,7 @@ pub enum ComponentMetrics {
 }
 
 /// One component as the API shows it.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ComponentView {
     /// Its id.
     pub id: String,
@@ -73,17 +45,36 @@ pub struct ComponentView {
     pub kind: String,
     /// Live counters.
     pub metrics: ComponentMetrics,
-    pub(crate) status: Arc<AtomicU8>,
+    /// How many times it was restarted after a failure.
+    pub restarts: Counter,
+    pub(crate) status: StatusCell,
+    pub(crate) input: Option<Arc<InputSlot>>,
+}
+
+impl std::fmt::Debug for ComponentView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ComponentView")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .field("status", &self.status.status())
+            .finish()
+    }
 }
 
 impl ComponentView {
     /// Its current status.
     pub fn status(&self) -> Status {
-        Status::from_u8(self.status.load(Ordering::Relaxed))
+        self.status.status()
     }
 
-    pub(crate) fn set_status(&self, status: Status) {
-        self.status.store(status as u8, Ordering::Relaxed);
+    /// Its status, since when, and its last error.
+    pub fn status_record(&self) -> StatusRecord {
+        self.status.snapshot()
+    }
+
+    /// Batches waiting in its input queue, if it has one that is open.
+    pub fn queue_fill(&self) -> Option<usize> {
+        self.input.as_ref().and_then(|slot| slot.fill())
     }
 }
 
@@ -96,6 +87,15 @@ pub struct EdgeView {
     pub to: String,
 }
 
+/// The topology as it is now.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct TopologyView {
+    pub(crate) components: Vec<ComponentView>,
+    pub(crate) edges: Vec<EdgeView>,
+    /// The running config's text as JSON, with secrets masked.
+    pub(crate) config: serde_json::Value,
+}
+
 /// A cheap, cloneable handle on a running topology for the API.
 #[derive(Clone)]
 pub struct RuntimeHandle {
@@ -103,52 +103,70 @@ pub struct RuntimeHandle {
 }
 
 struct HandleInner {
-    components: Vec<ComponentView>,
-    edges: Vec<EdgeView>,
+    view: RwLock<Arc<TopologyView>>,
     metrics: MetricsRegistry,
-    queues: Vec<(String, WeakSender<EventBatch>)>,
+    reloads: mpsc::Sender<ReloadRequest>,
 }
 
 impl RuntimeHandle {
     pub(crate) fn new(
-        components: Vec<ComponentView>,
-        edges: Vec<EdgeView>,
+        view: TopologyView,
         metrics: MetricsRegistry,
-        queues: Vec<(String, WeakSender<EventBatch>)>,
+        reloads: mpsc::Sender<ReloadRequest>,
     ) -> Self {
         Self {
             inner: Arc::new(HandleInner {
-                components,
-                edges,
+                view: RwLock::new(Arc::new(view)),
                 metrics,
-                queues,
+                reloads,
             }),
         }
     }
 
+    pub(crate) fn replace_view(&self, view: TopologyView) {
+        *self
+            .inner
+            .view
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(view);
+    }
+
+    fn view(&self) -> Arc<TopologyView> {
+        self.inner
+            .view
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// Every component.
-    pub fn components(&self) -> &[ComponentView] {
-        &self.inner.components
+    pub fn components(&self) -> Vec<ComponentView> {
+        self.view().components.clone()
     }
 
     /// Every edge.
-    pub fn edges(&self) -> &[EdgeView] {
-        &self.inner.edges
+    pub fn edges(&self) -> Vec<EdgeView> {
+        self.view().edges.clone()
     }
 
-    /// Batches waiting in `component`'s input queue, if it has one that is open.
-    pub fn queue_fill(&self, component: &str) -> Option<usize> {
-        self.inner
-            .queues
+    /// The running config as JSON, with secrets masked.
+    pub fn config(&self) -> serde_json::Value {
+        self.view().config.clone()
+    }
+
+    /// Components that are not ready (failed, starting, reconnecting), with their records.
+    pub fn not_ready(&self) -> Vec<(String, StatusRecord)> {
+        self.view()
+            .components
             .iter()
-            .find(|(id, _)| id == component)
-            .and_then(|(_, weak)| weak.upgrade())
-            .map(|sender| sender.max_capacity() - sender.capacity())
+            .map(|component| (component.id.clone(), component.status_record()))
+            .filter(|(_, record)| !record.status.is_ready())
+            .collect()
     }
 
     /// Events received by every connector whose acknowledgement ended errored or rejected.
     pub fn unconfirmed_events(&self) -> u64 {
-        self.inner
+        self.view()
             .components
             .iter()
             .map(|component| match &component.metrics {
@@ -158,12 +176,44 @@ impl RuntimeHandle {
             .sum()
     }
 
-    /// Prometheus text of every metric, with queue fill levels read now.
+    /// Asks the runtime to reconcile to a new config given as text (`format` is `toml`,
+    /// `yaml` or `json`). A pushed config never expands `${VAR}`.
+    pub async fn reload(&self, text: String, format: &str) -> ReloadOutcome {
+        let (reply, answer) = oneshot::channel();
+        let request = ReloadRequest::Text {
+            text,
+            format: format.to_owned(),
+            reply,
+        };
+        if self.inner.reloads.send(request).await.is_err() {
+            return ReloadOutcome::Unavailable;
+        }
+        answer.await.unwrap_or(ReloadOutcome::Unavailable)
+    }
+
+    /// Events handed on by connectors whose acknowledgement has not resolved yet.
+    pub fn in_flight_events(&self) -> u64 {
+        self.view()
+            .components
+            .iter()
+            .map(|component| match &component.metrics {
+                ComponentMetrics::Connector(metrics) => {
+                    metrics.output.get().saturating_sub(metrics.settled.get())
+                }
+                ComponentMetrics::Pipeline(_) => 0,
+            })
+            .sum()
+    }
+
+    /// Prometheus text of every metric, with queue fill levels and statuses read now.
     pub fn render_metrics(&self) -> String {
-        for (id, _) in &self.inner.queues {
+        for component in &self.view().components {
             self.inner
                 .metrics
-                .set_queue_fill(id, self.queue_fill(id).unwrap_or(0));
+                .set_queue_fill(&component.id, component.queue_fill().unwrap_or(0));
+            self.inner
+                .metrics
+                .set_status(&component.id, component.status());
         }
         self.inner.metrics.render()
     }

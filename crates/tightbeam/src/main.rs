@@ -41,11 +41,15 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a topology until every source finishes, or SIGINT/SIGTERM drains it.
+    /// Run a topology until every source finishes, or SIGINT/SIGTERM drains it. SIGHUP
+    /// reloads the config files; a second SIGINT/SIGTERM during the drain exits at once.
     Run {
         /// Config files (TOML or YAML, by extension); several are merged.
         #[arg(short, long = "config", required = true)]
         config: Vec<PathBuf>,
+        /// Reload when a config file changes (checked every second).
+        #[arg(long)]
+        watch: bool,
     },
     /// Check config files and list every problem as FILE:LINE:COL: message.
     Validate {
@@ -83,8 +87,8 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
-        Command::Run { config } => match build(&config) {
-            Ok(topology) => match run(topology) {
+        Command::Run { config, watch } => match build(&config) {
+            Ok(topology) => match run(topology, config, watch) {
                 Ok(code) => code,
                 Err(error) => {
                     eprintln!("error: {error:#}");
@@ -99,7 +103,8 @@ fn main() -> ExitCode {
 /// Loads and builds, printing every problem.
 fn build(paths: &[PathBuf]) -> Result<Topology, ExitCode> {
     let config = tb_runtime::config::load(paths).map_err(print_problems)?;
-    Topology::build(config, &tb_connectors::builtin_connectors()).map_err(print_problems)
+    let builders: tb_runtime::Builders = tb_connectors::builtin_connectors().into();
+    Topology::build(config, &builders).map_err(print_problems)
 }
 
 fn print_problems(problems: tb_runtime::config::Problems) -> ExitCode {
@@ -114,7 +119,7 @@ fn print_problems(problems: tb_runtime::config::Problems) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn run(topology: Topology) -> anyhow::Result<ExitCode> {
+fn run(topology: Topology, paths: Vec<PathBuf>, watch: bool) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -129,8 +134,14 @@ fn run(topology: Topology) -> anyhow::Result<ExitCode> {
             ),
             None => None,
         };
-        let running = topology.start().await?;
+        let mut running = topology.start().await?;
         let handle = running.handle();
+        let reload_stop = tokio_util::sync::CancellationToken::new();
+        let reload_task = running.take_reload_requests().map(|requests| {
+            let reloader = running.reloader(paths);
+            let interval = watch.then(|| std::time::Duration::from_secs(1));
+            tokio::spawn(reloader.run(requests, interval, reload_stop.clone()))
+        });
         let api_stop = tokio_util::sync::CancellationToken::new();
         let api_task = api_listener.map(|listener| {
             if let Ok(address) = listener.local_addr() {
@@ -144,7 +155,22 @@ fn run(topology: Topology) -> anyhow::Result<ExitCode> {
             ))
         });
         tracing::info!(components = handle.components().len(), "Topology running.");
-        let outcome = running.run_until(shutdown_signal()).await;
+        let signals = Signals::install();
+        let outcome = running
+            .run_until(signals.nth(1), signals.nth(2))
+            .await;
+        reload_stop.cancel();
+        if outcome == RunOutcome::Abandoned {
+            let abandoned = handle.in_flight_events();
+            eprintln!(
+                "error: stopped at once by a second signal; {abandoned} event{} abandoned unconfirmed (their sources will send them again)",
+                if abandoned == 1 { " was" } else { "s were" }
+            );
+            return Ok(ExitCode::from(130));
+        }
+        if let Some(task) = reload_task {
+            let _ = task.await;
+        }
         api_stop.cancel();
         if let Some(task) = api_task {
             let _ = task.await;
@@ -179,28 +205,76 @@ fn exit_code(outcome: RunOutcome, failed: bool, unconfirmed: u64) -> ExitCode {
     }
 }
 
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = interrupt => {}
-                    _ = terminate.recv() => {}
-                }
+/// SIGINT and SIGTERM, counted: the first drains, the second abandons the drain.
+struct Signals {
+    count: tokio::sync::watch::Receiver<u32>,
+}
+
+impl Signals {
+    fn install() -> Self {
+        let (sender, count) = tokio::sync::watch::channel(0u32);
+        tokio::spawn(async move {
+            let mut stop_signals = StopSignals::install();
+            loop {
+                stop_signals.next().await;
+                tracing::info!("Signal received.");
+                sender.send_modify(|count| *count += 1);
             }
-            Err(error) => {
-                tracing::warn!(%error, "SIGTERM handler could not be installed; only SIGINT stops the process.");
-                let _ = interrupt.await;
+        });
+        Self { count }
+    }
+
+    /// Resolves once `n` signals have arrived.
+    fn nth(&self, n: u32) -> impl std::future::Future<Output = ()> + use<> {
+        let mut count = self.count.clone();
+        async move {
+            if count.wait_for(|count| *count >= n).await.is_err() {
+                std::future::pending::<()>().await;
             }
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
+}
+
+/// SIGINT and SIGTERM streams, registered once so no signal falls between two waits.
+struct StopSignals {
+    #[cfg(unix)]
+    streams: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl StopSignals {
+    fn install() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let streams = match (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) {
+                (Ok(interrupt), Ok(terminate)) => Some((interrupt, terminate)),
+                _ => {
+                    tracing::warn!(
+                        "Signal handlers could not be installed; only Ctrl-C stops the process."
+                    );
+                    None
+                }
+            };
+            Self { streams }
+        }
+        #[cfg(not(unix))]
+        Self {}
     }
-    tracing::info!("Signal received.");
+
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        if let Some((interrupt, terminate)) = &mut self.streams {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+            return;
+        }
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 fn init_tracing(format: LogFormat) {

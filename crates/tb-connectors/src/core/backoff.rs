@@ -1,4 +1,5 @@
-//! Connecting, and reconnecting with doubling backoff, for client connectors.
+//! Connecting, and reconnecting with doubling backoff and jitter, for client connectors and
+//! the runtime's supervisor.
 
 use std::fmt::Display;
 use std::future::Future;
@@ -6,7 +7,9 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-/// Waits that double from `min` to `max`, and start over after a success.
+use super::status::{ComponentStatus, StatusCell};
+
+/// Waits that double from `min` to `max` (each with jitter), and start over after a success.
 #[derive(Clone, Copy, Debug)]
 pub struct Backoff {
     min: Duration,
@@ -29,16 +32,18 @@ impl Backoff {
         self.next = self.min;
     }
 
-    /// The wait before the next attempt; the one after it is twice as long, up to `max`.
+    /// The wait before the next attempt, with jitter: between half and all of the nominal
+    /// delay, so many clients that lost one peer do not all come back at once. The nominal
+    /// delay doubles each time, up to `max`.
     pub fn next_delay(&mut self) -> Duration {
-        let delay = self.next;
+        let nominal = self.next;
         self.next = self.next.saturating_mul(2).min(self.max);
-        delay
+        nominal.mul_f64(0.5 + fastrand::f64() / 2.0)
     }
 }
 
 /// Calls `connect` until it succeeds, waiting per `backoff` between attempts and logging
-/// each failure against `peer`. Returns `None` when `stop` is cancelled first; `stop` is
+/// each failure against `peer` and showing it in `status` (`reconnecting`, then `running`). Returns `None` when `stop` is cancelled first; `stop` is
 /// only watched when `stoppable` (a client that still has input to send keeps trying, so
 /// nothing it holds is lost).
 pub async fn connect_with_backoff<T, E, F, Fut>(
@@ -48,6 +53,7 @@ pub async fn connect_with_backoff<T, E, F, Fut>(
     stoppable: bool,
     connector: &(dyn Display + Sync),
     peer: &(dyn Display + Sync),
+    status: &StatusCell,
 ) -> Option<T>
 where
     E: Display,
@@ -63,9 +69,14 @@ where
         match attempt {
             Ok(connection) => {
                 backoff.reset();
+                status.set(ComponentStatus::Running);
                 return Some(connection);
             }
             Err(error) => {
+                status.set_with_error(
+                    ComponentStatus::Reconnecting,
+                    format!("cannot connect to {peer}: {error}"),
+                );
                 let delay = backoff.next_delay();
                 tracing::warn!(connector = %connector, peer = %peer, %error, retry_in = ?delay, "Cannot connect; retrying.");
                 tokio::select! {
@@ -92,12 +103,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn delays_double_up_to_max_and_reset() {
+    fn delays_double_up_to_max_with_jitter_and_reset() {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_millis(350));
-        let delays: Vec<u128> = (0..4).map(|_| backoff.next_delay().as_millis()).collect();
-        assert_eq!(delays, vec![100, 200, 350, 350]);
+        for nominal in [100u128, 200, 350, 350] {
+            let delay = backoff.next_delay().as_millis();
+            assert!(
+                (nominal / 2..=nominal).contains(&delay),
+                "{delay} ms is not within the jitter of {nominal} ms"
+            );
+        }
         backoff.reset();
-        assert_eq!(backoff.next_delay(), Duration::from_millis(100));
+        assert!(backoff.next_delay() <= Duration::from_millis(100));
     }
 
     #[tokio::test(start_paused = true)]
@@ -120,6 +136,7 @@ mod tests {
             true,
             &"client",
             &"127.0.0.1:1",
+            &StatusCell::new(),
         )
         .await;
         assert_eq!(connected, Some(3));
@@ -137,6 +154,7 @@ mod tests {
             true,
             &"client",
             &"127.0.0.1:1",
+            &StatusCell::new(),
         )
         .await;
         assert_eq!(connected, None);

@@ -2,6 +2,7 @@
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
+use tb_event::AckOutcome;
 
 /// Handles to one connector's metrics. Cloning shares the underlying counters.
 #[derive(Clone, Debug)]
@@ -22,8 +23,21 @@ pub struct ConnectorMetrics {
     /// Events a source sent on again after an errored acknowledgement (duplicates downstream
     /// are possible: delivery is at least once).
     pub redelivered: Counter,
+    /// Events handed on whose acknowledgement has resolved; `out - settled` are in flight.
+    pub settled: Counter,
     /// Seconds from receipt to acknowledgement.
     pub latency: Histogram,
+}
+
+impl ConnectorMetrics {
+    /// Counts `events` handed on as settled with `outcome`, and as unconfirmed if they were
+    /// not delivered.
+    pub fn settle(&self, events: u64, outcome: &AckOutcome) {
+        self.settled.inc_by(events);
+        if !outcome.is_delivered() {
+            self.unconfirmed.inc_by(events);
+        }
+    }
 }
 
 /// Latency buckets from 100 µs to 30 s.

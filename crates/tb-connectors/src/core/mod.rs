@@ -5,24 +5,33 @@ mod backoff;
 mod context;
 pub mod defaults;
 mod errors;
+mod fanout;
 mod ingest;
+mod input;
 mod metrics;
 mod parallel_reader;
 mod reader;
 mod sink;
+mod status;
 mod stream_server;
 mod streams;
+mod tasks;
 mod traits;
 
 pub use backoff::{Backoff, connect_with_backoff, pause};
-pub use context::{ConnectorContext, OutputSender, SendRejected, Unconnected};
+pub use context::ConnectorContext;
 pub use errors::{BuildError, ConnectorError, parse_config, validate_address};
+pub use fanout::{FanoutControl, OutputSender, SendRejected, Unconnected};
 pub use ingest::{StreamDecoder, decode_error_event};
+pub use input::InputQueue;
 pub use metrics::{ConnectorMetrics, latency_buckets};
 pub use reader::{AtEnd, ChunkAck, IngestTarget, ingest_message, ingest_reader};
 pub use sink::{
-    STREAM_WRITE_TIMEOUT, complete_events, complete_written, encode_batch, write_batches, write_outgoing,
+    STREAM_WRITE_TIMEOUT, complete_events, complete_written, encode_batch, write_batches,
+    write_outgoing,
 };
+pub use status::{ComponentStatus, StatusCell, StatusRecord};
 pub use stream_server::{StreamServer, bind, serve_router};
 pub use streams::{STREAM_SEND_TIMEOUT, StreamWriters, fail_outgoing};
+pub use tasks::{OwnedTask, spawn_owned};
 pub use traits::{Connector, ConnectorBuilder, Roles, RunningConnector, StartFuture};

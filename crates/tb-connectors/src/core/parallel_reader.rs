@@ -7,7 +7,6 @@
 //! the results back in input order (a `FuturesOrdered`), so sequence numbers, ordering and
 //! the acknowledgement high-water mark are exactly those of the sequential reader.
 
-
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use tb_codec::{DecodeError, Decoded};
@@ -16,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::ingest::StreamDecoder;
 use super::reader::{
-    AtEnd, CHUNK_SIZE, ChunkAck, FOLLOW_POLL, IngestTarget, MAX_UNACKNOWLEDGED_CHUNKS, Handed,
+    AtEnd, CHUNK_SIZE, ChunkAck, FOLLOW_POLL, Handed, IngestTarget, MAX_UNACKNOWLEDGED_CHUNKS,
     forward, wait_at,
 };
 
@@ -37,7 +36,7 @@ struct Carry {
     discarding: bool,
 }
 
-type DecodeJob = tokio::task::JoinHandle<(Decoded, u64)>;
+type DecodeJob = super::tasks::OwnedTask<(Decoded, u64)>;
 
 /// [`super::ingest_reader`] for line-framed, stateless codecs. Same contract.
 pub(super) async fn ingest_lines_in_parallel<R, F>(
@@ -169,12 +168,12 @@ fn overlong_line(carry: &mut Carry, lines: &LineSplit, offset: u64) -> DecodeJob
     carry.discarding = true;
     let mut decoded = Decoded::default();
     decoded.errors.push(error);
-    tokio::spawn(async move { (decoded, offset) })
+    super::tasks::spawn_owned(async move { (decoded, offset) })
 }
 
 fn spawn_decode(decoder: &StreamDecoder, lines: Vec<u8>, end: u64) -> DecodeJob {
     let mut detached = decoder.detached_decoder();
-    tokio::spawn(async move {
+    super::tasks::spawn_owned(async move {
         let mut decoded = Decoded::default();
         detached.decode_chunk(&lines, &mut decoded);
         detached.finish(&mut decoded);

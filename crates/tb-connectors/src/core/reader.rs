@@ -8,13 +8,11 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::histogram::Histogram;
 use tb_event::{AckOutcome, AckStatus, Acknowledgement, ComponentId, Event};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_util::sync::CancellationToken;
 
-use super::context::OutputSender;
+use super::fanout::OutputSender;
 use super::ingest::{StreamDecoder, decode_error_event};
 use super::metrics::ConnectorMetrics;
 
@@ -147,28 +145,30 @@ pub(super) struct Handed {
     receipt: tb_event::AckReceipt,
     started: Instant,
     events: u64,
-    latency: Histogram,
-    unconfirmed: Counter,
+    metrics: ConnectorMetrics,
 }
 
 impl Handed {
-    pub(super) fn new(receipt: tb_event::AckReceipt, events: u64, metrics: &ConnectorMetrics) -> Self {
+    pub(super) fn new(
+        receipt: tb_event::AckReceipt,
+        events: u64,
+        metrics: &ConnectorMetrics,
+    ) -> Self {
         Self {
             receipt,
             started: Instant::now(),
             events,
-            latency: metrics.latency.clone(),
-            unconfirmed: metrics.unconfirmed.clone(),
+            metrics: metrics.clone(),
         }
     }
 
     /// Waits for the acknowledgement, observing latency and counting events not delivered.
     pub(super) async fn wait(self) -> AckOutcome {
         let outcome = self.receipt.wait().await;
-        self.latency.observe(self.started.elapsed().as_secs_f64());
-        if !outcome.is_delivered() {
-            self.unconfirmed.inc_by(self.events);
-        }
+        self.metrics
+            .latency
+            .observe(self.started.elapsed().as_secs_f64());
+        self.metrics.settle(self.events, &outcome);
         outcome
     }
 }

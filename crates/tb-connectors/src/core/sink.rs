@@ -5,6 +5,7 @@ use tb_event::{AckStatus, Event, EventBatch};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+use super::input::InputQueue;
 use super::metrics::ConnectorMetrics;
 
 /// Encodes `batch` into `buffer` (cleared first). Events that cannot be encoded are failed
@@ -77,7 +78,7 @@ pub fn complete_events(
 /// and every later one are failed (their sources do not confirm them), and the error is
 /// returned once the input closes.
 pub async fn write_batches<W: AsyncWrite + Unpin>(
-    mut input: mpsc::Receiver<EventBatch>,
+    mut input: InputQueue,
     mut encoder: Encoder,
     mut writer: W,
     metrics: &ConnectorMetrics,

@@ -7,11 +7,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tb_codec::{CodecKind, InterceptorConfig};
 use tb_event::{ComponentId, KeyString, ObjectMap, StreamId, Value};
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::context::{ConnectorContext, OutputSender};
+use super::context::ConnectorContext;
 use super::errors::ConnectorError;
+use super::fanout::OutputSender;
 use super::ingest::StreamDecoder;
 use super::metrics::ConnectorMetrics;
 use super::reader::IngestTarget;
@@ -37,10 +37,10 @@ pub struct StreamServer {
 impl StreamServer {
     /// Takes `context` apart, starting the task that routes its input (if it has `inputs`)
     /// to the open streams.
-    pub fn from_context(context: ConnectorContext) -> (Self, Option<JoinHandle<()>>) {
+    pub fn from_context(context: ConnectorContext) -> (Self, Option<super::tasks::OwnedTask<()>>) {
         let writers = StreamWriters::default();
         let dispatcher = context.input.map(|input| {
-            tokio::spawn(writers.clone().dispatch(
+            super::tasks::spawn_owned(writers.clone().dispatch(
                 context.id.clone(),
                 input,
                 context.metrics.clone(),
@@ -109,7 +109,7 @@ pub async fn serve_router(
     router: axum::Router,
     intake: CancellationToken,
     address: &str,
-    dispatcher: Option<JoinHandle<()>>,
+    dispatcher: Option<super::tasks::OwnedTask<()>>,
 ) -> Result<(), ConnectorError> {
     axum::serve(
         listener,

@@ -6,9 +6,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tb_event::{AckStatus, ComponentId, Event, EventBatch, StreamId};
+use tb_event::{AckStatus, ComponentId, Event, StreamId};
 use tokio::sync::mpsc;
 
+use super::input::InputQueue;
 use super::metrics::ConnectorMetrics;
 
 /// Per-stream outgoing queue depth.
@@ -56,12 +57,7 @@ impl StreamWriters {
     }
 
     /// Routes every event from `input` until it closes.
-    pub async fn dispatch(
-        self,
-        id: ComponentId,
-        mut input: mpsc::Receiver<EventBatch>,
-        metrics: ConnectorMetrics,
-    ) {
+    pub async fn dispatch(self, id: ComponentId, mut input: InputQueue, metrics: ConnectorMetrics) {
         while let Some(batch) = input.recv().await {
             metrics.input.inc_by(batch.len() as u64);
             for event in batch {

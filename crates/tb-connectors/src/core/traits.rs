@@ -58,6 +58,11 @@ pub trait ConnectorBuilder: Send + Sync {
     /// The `kind` string in config.
     fn kind(&self) -> &'static str;
 
+    /// Whether the kind is left out of the kinds listed to users (test-only kinds).
+    fn is_hidden(&self) -> bool {
+        false
+    }
+
     /// Which way this kind moves events, given its config has (or lacks) `inputs`.
     fn roles(&self, has_inputs: bool) -> Roles;
 

@@ -143,14 +143,11 @@ impl Generator {
             context.metrics.received.inc_by(size);
             context.metrics.output.inc_by(size);
             let sent_at = Instant::now();
-            let latency = context.metrics.latency.clone();
-            let unconfirmed = context.metrics.unconfirmed.clone();
+            let metrics = context.metrics.clone();
             pending.push(async move {
                 let outcome = receipt.wait().await;
-                latency.observe(sent_at.elapsed().as_secs_f64());
-                if !outcome.is_delivered() {
-                    unconfirmed.inc_by(size);
-                }
+                metrics.latency.observe(sent_at.elapsed().as_secs_f64());
+                metrics.settle(size, &outcome);
             });
             tokio::select! {
                 biased;

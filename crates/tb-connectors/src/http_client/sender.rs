@@ -4,12 +4,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tb_codec::{CodecKind, Encoder};
-use tb_event::{AckStatus, Event, EventBatch, Value};
-use tokio::sync::mpsc;
+use tb_event::{AckStatus, Event, Value};
 
 use super::config::{BodyShape, HttpClientConfig, Prepared};
 use crate::core::{
-    Connector, ConnectorContext, ConnectorMetrics, StartFuture, complete_events, complete_written, encode_batch,
+    Connector, ConnectorContext, ConnectorMetrics, InputQueue, StartFuture, complete_events,
+    complete_written, encode_batch,
 };
 
 pub(super) struct HttpClient {
@@ -62,7 +62,7 @@ struct Sender {
 impl Sender {
     /// Collects events into batches of `batch_max_events`, sending a partial batch once it
     /// is `batch_timeout` old, until the input closes.
-    async fn run(self, mut input: mpsc::Receiver<EventBatch>) {
+    async fn run(self, mut input: InputQueue) {
         let mut pending: Vec<Event> = Vec::new();
         let mut oldest = Instant::now();
         loop {
@@ -110,12 +110,18 @@ impl Sender {
                 let code = response.status();
                 let status = response_outcome(code);
                 tracing::warn!(status = %code, outcome = status.as_str(), count = events.len(), "HTTP receiver refused a batch.");
-                (status, Some(Arc::from(format!("the receiver answered {code}"))))
+                (
+                    status,
+                    Some(Arc::from(format!("the receiver answered {code}"))),
+                )
             }
             Err(error) => {
                 let error = error.without_url();
                 tracing::warn!(%error, count = events.len(), "HTTP request failed; its events are errored.");
-                (AckStatus::Errored, Some(Arc::from(format!("request failed: {error}"))))
+                (
+                    AckStatus::Errored,
+                    Some(Arc::from(format!("request failed: {error}"))),
+                )
             }
         };
         complete_events(events, status, reason, &self.metrics);

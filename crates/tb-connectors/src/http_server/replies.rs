@@ -3,10 +3,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use tb_event::{AckStatus, ComponentId, EventBatch, StreamId, Value};
-use tokio::sync::mpsc;
+use tb_event::{AckStatus, ComponentId, StreamId, Value};
 
-use crate::core::ConnectorMetrics;
+use crate::core::{ConnectorMetrics, InputQueue};
 
 /// Pending requests by stream, each collecting the values routed back to it.
 #[derive(Clone, Default)]
@@ -33,7 +32,7 @@ impl PendingReplies {
     pub(super) async fn dispatch(
         self,
         id: ComponentId,
-        mut input: mpsc::Receiver<EventBatch>,
+        mut input: InputQueue,
         metrics: ConnectorMetrics,
     ) {
         while let Some(batch) = input.recv().await {

@@ -49,11 +49,11 @@ impl Connector for HttpServer {
             let listener = bind(&address).await?;
             let replies = self.replies.then(PendingReplies::default);
             let dispatcher = match (&replies, context.input) {
-                (Some(replies), Some(input)) => Some(tokio::spawn(replies.clone().dispatch(
-                    context.id.clone(),
-                    input,
-                    context.metrics.clone(),
-                ))),
+                (Some(replies), Some(input)) => Some(crate::core::spawn_owned(
+                    replies
+                        .clone()
+                        .dispatch(context.id.clone(), input, context.metrics.clone()),
+                )),
                 _ => None,
             };
             let shared = Arc::new(Shared {
@@ -155,6 +155,9 @@ async fn ingest(shared: &Shared, stream: StreamId, fields: ObjectMap, body: &[u8
         None => shared.config.ack_timeout,
     };
     let outcome = tokio::time::timeout(timeout, receipt.wait()).await;
+    if let Ok(outcome) = &outcome {
+        shared.metrics.settle(accepted as u64, outcome);
+    }
     let replies = shared.replies.as_ref().map(|replies| replies.close(stream));
     match (outcome, replies) {
         (Err(_elapsed), _) => error_response(

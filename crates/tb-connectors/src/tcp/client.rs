@@ -4,16 +4,15 @@
 use std::sync::Arc;
 
 use tb_codec::Encoder;
-use tb_event::{EventBatch, KeyString, ObjectMap, StreamId, Value};
+use tb_event::{KeyString, ObjectMap, StreamId, Value};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::mpsc;
 
 use super::config::TcpClientConfig;
 use crate::core::{
-    AtEnd, Backoff, Connector, ConnectorContext, ConnectorError, IngestTarget, OutputSender,
-    StartFuture, StreamDecoder, complete_written, connect_with_backoff, encode_batch,
+    AtEnd, Backoff, Connector, ConnectorContext, ConnectorError, IngestTarget, InputQueue,
+    OutputSender, StartFuture, StreamDecoder, complete_written, connect_with_backoff, encode_batch,
     ingest_reader, pause,
 };
 
@@ -69,6 +68,7 @@ async fn run(config: TcpClientConfig, mut context: ConnectorContext) -> Result<(
             input.is_none(),
             &context.id,
             &config.address,
+            &context.status,
         )
         .await
         else {
@@ -91,6 +91,10 @@ async fn run(config: TcpClientConfig, mut context: ConnectorContext) -> Result<(
             ConnectionEnd::InputClosed | ConnectionEnd::Stopped => return Ok(()),
             ConnectionEnd::Broken => {
                 tracing::warn!(connector = %context.id, address = %config.address, "Connection ended; reconnecting.");
+                context.status.set_with_error(
+                    crate::core::ComponentStatus::Reconnecting,
+                    format!("connection to {} ended", config.address),
+                );
                 // A server that accepts and closes at once must not be hammered.
                 pause(backoff.next_delay(), &context.intake, input.is_none()).await;
             }
@@ -107,7 +111,7 @@ struct Connection<'a> {
 impl Connection<'_> {
     async fn serve(
         &self,
-        input: &mut Option<mpsc::Receiver<EventBatch>>,
+        input: &mut Option<InputQueue>,
         outputs: &mut Outputs,
         (read_half, write_half): (OwnedReadHalf, OwnedWriteHalf),
     ) -> ConnectionEnd {
@@ -187,7 +191,7 @@ impl Connection<'_> {
 async fn write_input(
     config: &TcpClientConfig,
     context: &ConnectorContext,
-    input: &mut mpsc::Receiver<EventBatch>,
+    input: &mut InputQueue,
     mut writer: OwnedWriteHalf,
 ) -> ConnectionEnd {
     let mut encoder = Encoder::new(config.codec, &config.interceptors);

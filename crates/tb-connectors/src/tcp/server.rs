@@ -49,7 +49,7 @@ async fn serve(
             () = shared.0.intake.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok((socket, remote)) => {
-                    connections.spawn(serve_connection(shared.clone(), socket, remote));
+                    connections.spawn(tracing::Instrument::in_current_span(serve_connection(shared.clone(), socket, remote)));
                 }
                 Err(error) => {
                     tracing::warn!(connector = %shared.0.id, %error, "Accept failed.");
@@ -82,7 +82,7 @@ async fn serve_connection(
     let writer_metrics = server.metrics.clone();
     let (ack_sender, ack_receiver) = tokio::sync::watch::channel(Bytes::new());
     let acks = config.ack_lines.then_some(ack_receiver);
-    let writer = tokio::spawn(async move {
+    let writer = crate::core::spawn_owned(async move {
         write_outgoing(outgoing, acks, encoder, write_half, &writer_metrics).await;
     });
     let mut decoder = server.stream_decoder(stream, config.codec, &config.interceptors, remote);

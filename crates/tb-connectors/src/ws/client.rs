@@ -6,15 +6,15 @@ use std::sync::Arc;
 use futures::stream::FuturesUnordered;
 use futures::{SinkExt, StreamExt};
 use tb_codec::Encoder;
-use tb_event::{EventBatch, KeyString, ObjectMap, StreamId, Value};
-use tokio::sync::mpsc;
+use tb_event::{KeyString, ObjectMap, StreamId, Value};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::config::WsClientConfig;
 use super::{is_text, redact_url};
 use crate::core::{
-    Backoff, Connector, ConnectorContext, ConnectorError, IngestTarget, OutputSender, StartFuture,
-    StreamDecoder, complete_written, connect_with_backoff, encode_batch, ingest_message, pause,
+    Backoff, Connector, ConnectorContext, ConnectorError, IngestTarget, InputQueue, OutputSender,
+    StartFuture, StreamDecoder, complete_written, connect_with_backoff, encode_batch,
+    ingest_message, pause,
 };
 
 pub(super) struct WsClient {
@@ -63,6 +63,7 @@ async fn run(config: WsClientConfig, mut context: ConnectorContext) -> Result<()
             input.is_none(),
             &context.id,
             &shown_url,
+            &context.status,
         )
         .await
         else {
@@ -77,6 +78,10 @@ async fn run(config: WsClientConfig, mut context: ConnectorContext) -> Result<()
             SessionEnd::Done => return Ok(()),
             SessionEnd::Broken => {
                 tracing::warn!(connector = %context.id, url = %shown_url, "Session ended; reconnecting.");
+                context.status.set_with_error(
+                    crate::core::ComponentStatus::Reconnecting,
+                    format!("connection to {} ended", shown_url),
+                );
                 pause(backoff.next_delay(), &context.intake, input.is_none()).await;
             }
         }
@@ -89,7 +94,7 @@ type Socket =
 async fn session(
     config: &WsClientConfig,
     context: &ConnectorContext,
-    input: &mut Option<mpsc::Receiver<EventBatch>>,
+    input: &mut Option<InputQueue>,
     outputs: &mut Outputs,
     stream: StreamId,
     socket: Socket,

@@ -73,7 +73,7 @@ async fn session(shared: Shared, socket: WebSocket, remote: SocketAddr) {
     let outgoing = server.writers.register(stream);
     let encoder = Encoder::new(config.codec, &config.interceptors);
     let close_code = Arc::new(AtomicU16::new(CLOSE_GOING_AWAY));
-    let writer = tokio::spawn(write_session(
+    let writer = crate::core::spawn_owned(write_session(
         outgoing,
         encoder,
         sink,

@@ -13,5 +13,7 @@ pub mod model_support {
 
 pub use interpolate::Substitution;
 pub use locate::{Format, Segment, SourceFile, parse_path};
-pub use model::{ApiConfig, ComponentClass, ComponentSpec, Config, load, load_from_sources};
+pub use model::{
+    ApiConfig, ComponentClass, ComponentSpec, Config, load, load_from_sources, load_pushed,
+};
 pub use problem::{Problem, Problems};

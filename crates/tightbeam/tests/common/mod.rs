@@ -146,3 +146,40 @@ pub async fn wait_for_json_lines(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// GETs `url` and returns the status code and the body as JSON (`null` if it is not JSON).
+pub async fn get_json(client: &reqwest::Client, url: &str) -> (u16, serde_json::Value) {
+    let response = client.get(url).send().await.expect("GET");
+    let status = response.status().as_u16();
+    let body = response.json().await.unwrap_or(serde_json::Value::Null);
+    (status, body)
+}
+
+/// The component `id` in `/api/v1/topology` of the API on `api_port`.
+pub async fn component(client: &reqwest::Client, api_port: u16, id: &str) -> serde_json::Value {
+    let (_, topology) = get_json(
+        client,
+        &format!("http://127.0.0.1:{api_port}/api/v1/topology"),
+    )
+    .await;
+    topology["components"]
+        .as_array()
+        .and_then(|components| components.iter().find(|c| c["id"] == id).cloned())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, failing with `what` after `limit`.
+pub async fn wait_until<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(found) = check().await {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

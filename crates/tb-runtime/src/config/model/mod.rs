@@ -52,6 +52,9 @@ pub struct ComponentSpec {
     pub inputs: Vec<String>,
     /// Index into [`Config::sources`] of the file that defines it.
     pub source: usize,
+    /// The component's table as written (after `${VAR}` substitution): a reload compares
+    /// these to tell a changed component from an untouched one.
+    pub raw: Tree,
 }
 
 impl ComponentSpec {
@@ -161,6 +164,26 @@ pub fn load_from_sources(
     texts: Vec<(PathBuf, String)>,
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Result<Config, Problems> {
+    load_texts(texts, Some(&lookup))
+}
+
+/// A config pushed as text (through the API). `${...}` is never expanded, so a pushed config
+/// cannot read the process's environment: it stays as written. `name` stands for the file in
+/// problems, and its extension picks the format (`.json` is read as YAML, which contains it).
+///
+/// # Errors
+///
+/// As [`load_from_sources`].
+pub fn load_pushed(name: PathBuf, text: String) -> Result<Config, Problems> {
+    load_texts(vec![(name, text)], None)
+}
+
+type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+fn load_texts(
+    texts: Vec<(PathBuf, String)>,
+    lookup: Option<Lookup<'_>>,
+) -> Result<Config, Problems> {
     let mut problems = Vec::new();
     let mut structural = Vec::new();
     let mut config = Config {
@@ -176,21 +199,22 @@ pub fn load_from_sources(
     };
     for (path, text) in texts {
         let format = format_of(&path);
-        let interpolated = match interpolate(&text, &lookup) {
-            Ok(interpolated) => interpolated,
-            Err(missing) => {
+        let interpolated = match lookup.map(|lookup| interpolate(&text, lookup)) {
+            None => super::interpolate::Interpolated {
+                text: text.clone(),
+                substitutions: Vec::new(),
+            },
+            Some(Ok(interpolated)) => interpolated,
+            Some(Err(missing)) => {
                 let file = SourceFile::new(path.clone(), text, format);
                 for variable in missing {
                     let (line, column) = file.line_column(variable.offset);
-                    problems.push(Problem {
-                        file: path.clone(),
+                    problems.push(missing_variable_problem(
+                        &path,
                         line,
                         column,
-                        message: format!(
-                            "environment variable `{}` is not set; set it, or give a default as ${{{}:-value}}",
-                            variable.name, variable.name
-                        ),
-                    });
+                        &variable.name,
+                    ));
                 }
                 continue;
             }
@@ -221,9 +245,20 @@ pub fn load_from_sources(
     }
 }
 
+fn missing_variable_problem(path: &Path, line: usize, column: usize, name: &str) -> Problem {
+    Problem {
+        file: path.to_path_buf(),
+        line,
+        column,
+        message: format!(
+            "environment variable `{name}` is not set; set it, or give a default as ${{{name}:-value}}"
+        ),
+    }
+}
+
 fn format_of(path: &Path) -> Format {
     match path.extension().and_then(|extension| extension.to_str()) {
-        Some("yaml" | "yml") => Format::Yaml,
+        Some("yaml" | "yml" | "json") => Format::Yaml,
         _ => Format::Toml,
     }
 }
@@ -368,6 +403,7 @@ fn component_spec(
             format!("component id `{id}` must be non-empty, contain no `.` and not start with `_`"),
         ));
     }
+    let raw = table.clone();
     let Tree::Object(mut table) = table else {
         return Err((String::new(), format!("{section}.{id} must be a table")));
     };
@@ -408,6 +444,7 @@ fn component_spec(
         class,
         inputs,
         source,
+        raw,
     })
 }
 

@@ -1,0 +1,93 @@
+//! `/api/v1/config`: the running config (secrets masked), and a new one pushed as TOML, YAML
+//! or JSON, applied by a live reload.
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use serde::Deserialize;
+use tb_runtime::{ReloadOutcome, RuntimeHandle};
+
+/// `GET`: the running config as JSON, with secrets masked.
+pub(crate) async fn get_config(State(handle): State<RuntimeHandle>) -> impl IntoResponse {
+    axum::Json(handle.config())
+}
+
+#[derive(Deserialize)]
+pub(crate) struct FormatQuery {
+    format: Option<String>,
+}
+
+/// `PUT`: replaces the running config. 200 with what changed; 400 with every problem (as
+/// `validate` reports them) and nothing changed; 503 while shutting down.
+pub(crate) async fn put_config(
+    State(handle): State<RuntimeHandle>,
+    Query(query): Query<FormatQuery>,
+    headers: HeaderMap,
+    body: String,
+) -> impl IntoResponse {
+    let format = query
+        .format
+        .unwrap_or_else(|| format_from_content_type(&headers).to_owned());
+    if !matches!(format.as_str(), "toml" | "yaml" | "yml" | "json") {
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(serde_json::json!({
+                "status": "invalid",
+                "error": format!("unknown format `{format}`; use toml, yaml or json (?format= or Content-Type)"),
+            })),
+        );
+    }
+    match handle.reload(body, &format).await {
+        ReloadOutcome::Applied(summary) => (
+            StatusCode::OK,
+            axum::Json(serde_json::json!({
+                "status": "applied",
+                "added": summary.added,
+                "changed": summary.changed,
+                "removed": summary.removed,
+                "unchanged": summary.unchanged,
+                "took_ms": summary.took.as_secs_f64() * 1000.0,
+            })),
+        ),
+        ReloadOutcome::Invalid(problems) => {
+            let problems: Vec<serde_json::Value> = problems
+                .0
+                .iter()
+                .map(|problem| {
+                    serde_json::json!({
+                        "file": problem.file.display().to_string(),
+                        "line": problem.line,
+                        "column": problem.column,
+                        "message": problem.message,
+                        "text": problem.to_string(),
+                    })
+                })
+                .collect();
+            (
+                StatusCode::BAD_REQUEST,
+                axum::Json(serde_json::json!({ "status": "invalid", "problems": problems })),
+            )
+        }
+        ReloadOutcome::Unavailable => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({
+                "status": "unavailable",
+                "error": "the engine is shutting down and takes no reloads",
+            })),
+        ),
+    }
+}
+
+fn format_from_content_type(headers: &HeaderMap) -> &'static str {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("");
+    if content_type.contains("json") {
+        "json"
+    } else if content_type.contains("yaml") {
+        "yaml"
+    } else {
+        "toml"
+    }
+}
