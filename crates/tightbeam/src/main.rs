@@ -190,7 +190,9 @@ fn run(topology: Topology, paths: Vec<PathBuf>, watch: bool) -> anyhow::Result<E
 fn exit_code(outcome: RunOutcome, failed: bool, unconfirmed: u64) -> ExitCode {
     if unconfirmed > 0 {
         let message = format!(
-            "{unconfirmed} event{} received but not delivered; their sources were not told they were",
+            "{unconfirmed} event{} received but not confirmed as delivered (a source confirms a \
+             chunk, request or batch as a whole: one event that was not delivered leaves all of \
+             its unit unconfirmed)",
             if unconfirmed == 1 { " was" } else { "s were" }
         );
         if outcome == RunOutcome::Finished {
