@@ -81,7 +81,11 @@ inputs = ["parse"]
             let response = client.post(url).body(body).send().await.expect("post");
             let status = response.status().as_u16();
             let retry_after = response.headers().get("retry-after").is_some();
-            (status, retry_after, response.text().await.unwrap_or_default())
+            (
+                status,
+                retry_after,
+                response.text().await.unwrap_or_default(),
+            )
         }
     };
 
@@ -91,7 +95,10 @@ inputs = ["parse"]
     // A VRL error, and nothing reads parse._errors: it will never pass as it is.
     let (status, _, body) = post(r#"{"n":"twelve"}"#).await;
     assert_eq!(status, 422, "{body}");
-    assert!(body.contains("to_int"), "the reason is the VRL error: {body}");
+    assert!(
+        body.contains("to_int"),
+        "the reason is the VRL error: {body}"
+    );
 
     // The receiver answers 503: worth retrying.
     let (status, retry_after, body) = post(r#"{"n":"1","to":503}"#).await;
@@ -267,7 +274,10 @@ inputs = ["gen"]
     .await;
     terminate(&child);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(child.try_wait().expect("try_wait").is_none(), "still draining");
+    assert!(
+        child.try_wait().expect("try_wait").is_none(),
+        "still draining"
+    );
     terminate(&child);
     let output = wait_with_limit(child, Duration::from_secs(10));
     let stderr = String::from_utf8_lossy(&output.stderr);

@@ -9,8 +9,9 @@ mod fanout;
 mod ingest;
 mod input;
 mod metrics;
-mod parallel_reader;
-mod reader;
+pub(crate) mod parallel_reader;
+mod positions;
+pub(crate) mod reader;
 mod sink;
 mod status;
 mod stream_server;
@@ -25,6 +26,7 @@ pub use fanout::{FanoutControl, OutputSender, SendRejected, Unconnected};
 pub use ingest::{StreamDecoder, decode_error_event};
 pub use input::InputQueue;
 pub use metrics::{ConnectorMetrics, latency_buckets};
+pub use positions::{PositionTracker, Ticket};
 pub use reader::{AtEnd, ChunkAck, IngestTarget, ingest_message, ingest_reader};
 pub use sink::{
     STREAM_WRITE_TIMEOUT, complete_events, complete_written, encode_batch, write_batches,

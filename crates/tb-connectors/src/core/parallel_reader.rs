@@ -23,14 +23,14 @@ use super::reader::{
 const DECODES_IN_FLIGHT: usize = 4;
 
 /// The framing this reader splits by.
-pub(super) struct LineSplit {
-    pub(super) delimiter: Vec<u8>,
-    pub(super) max_length: usize,
+pub(crate) struct LineSplit {
+    pub(crate) delimiter: Vec<u8>,
+    pub(crate) max_length: usize,
 }
 
 /// Bytes read but not yet handed to a decode: a partial last line, or the remains of an
 /// overlong line being skipped.
-struct Carry {
+pub(crate) struct Carry {
     bytes: Vec<u8>,
     // Invariant: true while skipping an overlong line up to its delimiter.
     discarding: bool,
@@ -53,10 +53,7 @@ where
     F: FnMut(ChunkAck),
 {
     let mut buffer = vec![0u8; CHUNK_SIZE];
-    let mut carry = Carry {
-        bytes: Vec::new(),
-        discarding: false,
-    };
+    let mut carry = Carry::new();
     let mut decoding: FuturesOrdered<DecodeJob> = FuturesOrdered::new();
     let mut pending = FuturesOrdered::new();
     let mut at_eof = false;
@@ -90,8 +87,8 @@ where
                 }
                 Ok(0) => {
                     at_eof = true;
-                    if !carry.bytes.is_empty() && !carry.discarding {
-                        let rest = std::mem::take(&mut carry.bytes);
+                    if !carry.held().is_empty() {
+                        let rest = carry.held().to_vec();
                         decoding.push_back(spawn_decode(decoder, rest, offset));
                     }
                 }
@@ -123,52 +120,78 @@ fn take_whole_lines(
     decoder: &StreamDecoder,
     offset: u64,
 ) -> Option<DecodeJob> {
-    if carry.discarding {
-        // The carry keeps the last few bytes of what was skipped, so a delimiter split
-        // across two reads is still found.
-        carry.bytes.extend_from_slice(chunk);
-        match memchr::memmem::find(&carry.bytes, &lines.delimiter) {
-            Some(end) => {
-                carry.bytes.drain(..end + lines.delimiter.len());
-                carry.discarding = false;
-            }
-            None => {
-                let keep = lines.delimiter.len().saturating_sub(1);
-                let drop_to = carry.bytes.len().saturating_sub(keep);
-                carry.bytes.drain(..drop_to);
-                return None;
-            }
+    match carry.split(chunk, lines, offset)? {
+        Split::Lines { bytes, end } => Some(spawn_decode(decoder, bytes, end)),
+        Split::Overlong { error, end } => {
+            let mut decoded = Decoded::default();
+            decoded.errors.push(error);
+            Some(super::tasks::spawn_owned(async move { (decoded, end) }))
         }
-    } else {
-        carry.bytes.extend_from_slice(chunk);
     }
-    let Some(last) = find_last(&carry.bytes, &lines.delimiter) else {
-        if carry.bytes.len() > lines.max_length + lines.delimiter.len() {
-            return Some(overlong_line(carry, lines, offset));
-        }
-        return None;
-    };
-    let rest = carry.bytes.split_off(last + lines.delimiter.len());
-    let whole = std::mem::replace(&mut carry.bytes, rest);
-    let end = offset - carry.bytes.len() as u64;
-    Some(spawn_decode(decoder, whole, end))
 }
 
-/// A line longer than `max_length` with no delimiter in sight: report it once, as the
-/// sequential `lines` decoder does, and skip it up to its delimiter.
-fn overlong_line(carry: &mut Carry, lines: &LineSplit, offset: u64) -> DecodeJob {
-    let error = DecodeError::too_large(
-        format!(
-            "line longer than max_length of {} bytes; it was skipped",
-            lines.max_length
-        ),
-        &carry.bytes,
-    );
-    carry.bytes.clear();
-    carry.discarding = true;
-    let mut decoded = Decoded::default();
-    decoded.errors.push(error);
-    super::tasks::spawn_owned(async move { (decoded, offset) })
+/// What a chunk completed.
+pub(crate) enum Split {
+    /// Whole lines (delimiters included), ending at stream offset `end`.
+    Lines { bytes: Vec<u8>, end: u64 },
+    /// A line longer than `max_length` with no delimiter in sight: it is reported once, as
+    /// the sequential `lines` decoder does, and skipped up to its delimiter.
+    Overlong { error: DecodeError, end: u64 },
+}
+
+impl Carry {
+    pub(crate) fn new() -> Self {
+        Self {
+            bytes: Vec::new(),
+            discarding: false,
+        }
+    }
+
+    /// Bytes held back: a partial last line.
+    pub(crate) fn held(&self) -> &[u8] {
+        if self.discarding { &[] } else { &self.bytes }
+    }
+
+    /// Appends `chunk` (which ends at stream offset `offset`) and takes whatever whole lines
+    /// the carry now holds.
+    pub(crate) fn split(&mut self, chunk: &[u8], lines: &LineSplit, offset: u64) -> Option<Split> {
+        self.bytes.extend_from_slice(chunk);
+        if self.discarding {
+            // The carry keeps the last few bytes of what was skipped, so a delimiter split
+            // across two reads is still found.
+            match memchr::memmem::find(&self.bytes, &lines.delimiter) {
+                Some(end) => {
+                    self.bytes.drain(..end + lines.delimiter.len());
+                    self.discarding = false;
+                }
+                None => {
+                    let keep = lines.delimiter.len().saturating_sub(1);
+                    let drop_to = self.bytes.len().saturating_sub(keep);
+                    self.bytes.drain(..drop_to);
+                    return None;
+                }
+            }
+        }
+        let Some(last) = find_last(&self.bytes, &lines.delimiter) else {
+            if self.bytes.len() > lines.max_length + lines.delimiter.len() {
+                let error = DecodeError::too_large(
+                    format!(
+                        "line longer than max_length of {} bytes; it was skipped",
+                        lines.max_length
+                    ),
+                    &self.bytes,
+                );
+                self.bytes.clear();
+                self.discarding = true;
+                return Some(Split::Overlong { error, end: offset });
+            }
+            return None;
+        };
+        let rest = self.bytes.split_off(last + lines.delimiter.len());
+        let bytes = std::mem::replace(&mut self.bytes, rest);
+        let end = offset - self.bytes.len() as u64;
+        Some(Split::Lines { bytes, end })
+    }
 }
 
 fn spawn_decode(decoder: &StreamDecoder, lines: Vec<u8>, end: u64) -> DecodeJob {

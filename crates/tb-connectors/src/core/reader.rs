@@ -40,11 +40,11 @@ pub enum AtEnd {
 }
 
 /// Read chunk size: large enough that per-chunk costs vanish, small enough to stay cache-warm.
-pub(super) const CHUNK_SIZE: usize = 128 * 1024;
+pub(crate) const CHUNK_SIZE: usize = 128 * 1024;
 /// Chunks handed on but not yet acknowledged; bounds memory along with channel capacities.
 pub(super) const MAX_UNACKNOWLEDGED_CHUNKS: usize = 256;
 /// How often a followed input is polled for new bytes.
-pub(super) const FOLLOW_POLL: Duration = Duration::from_millis(200);
+pub(crate) const FOLLOW_POLL: Duration = Duration::from_millis(200);
 
 /// Reads `reader` to its end (or forever when following), starting at byte `offset`.
 /// `acknowledged` is called in input order as each chunk resolves, with a [`ChunkAck`].
@@ -224,7 +224,7 @@ async fn hand_on(
 
 /// Sends decoded events and error events on; returns how many events were decoded, or
 /// `None` when there was nothing to send.
-pub(super) async fn forward(
+pub(crate) async fn forward(
     decoder: &StreamDecoder,
     ack: tb_event::AckHandle,
     events: Vec<Event>,

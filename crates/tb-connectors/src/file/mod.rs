@@ -1,10 +1,12 @@
 //! `file`: read a file to its end, follow it as it grows, or write events to it.
 //!
 //! `tail` keeps a checkpoint in `data_dir/checkpoints/<id>.json` holding the offset just past
-//! the last chunk whose events were all acknowledged (never past one still in flight), so a
+//! the last chunk whose events were all settled (never past one still in flight), so a
 //! restart resumes there: events confirmed are not read twice, events not confirmed are.
+//! See `tail.rs` for errored chunks (sent again) and rejected ones (recorded and passed).
 
 mod checkpoint;
+mod tail;
 
 use std::path::PathBuf;
 
@@ -13,6 +15,7 @@ use tb_codec::{CodecKind, Encoder, InterceptorConfig};
 use tb_event::{ComponentId, KeyString, ObjectMap, StreamId, Value};
 use tokio::io::AsyncSeekExt;
 
+use crate::core::parallel_reader::LineSplit;
 use crate::core::{
     AtEnd, BuildError, Connector, ConnectorBuilder, ConnectorContext, ConnectorError, IngestTarget,
     Roles, RunningConnector, StartFuture, StreamDecoder, ingest_reader, parse_config,
@@ -142,13 +145,8 @@ impl FileConnector {
                 path: path.clone(),
                 source,
             })?;
-        let (at_end, mut checkpoint) = match self.mode {
-            FileMode::Tail => (
-                AtEnd::Follow,
-                Some(Checkpoint::load(&context.data_dir, &context.id, &path)),
-            ),
-            _ => (AtEnd::Finish, None),
-        };
+        let checkpoint = (self.mode == FileMode::Tail)
+            .then(|| Checkpoint::load(&context.data_dir, &context.id, &path));
         let mut offset = checkpoint.as_ref().map_or(0, Checkpoint::offset);
         let length = file.metadata().await.map(|meta| meta.len()).unwrap_or(0);
         if offset > length {
@@ -167,6 +165,9 @@ impl FileConnector {
                 path: path.clone(),
                 source,
             })?;
+        if let Some(checkpoint) = checkpoint {
+            return Ok(self.follow(context, file, path, offset, checkpoint));
+        }
         Ok(Box::pin(async move {
             let mut fields = ObjectMap::new();
             fields.insert(KeyString::from("path"), Value::from(path.as_str()));
@@ -184,24 +185,59 @@ impl FileConnector {
                 metrics: &context.metrics,
                 intake: &context.intake,
             };
-            let mut failed = false;
-            let result = ingest_reader(file, &mut decoder, target, offset, at_end, |chunk| {
-                // Once a chunk fails, later chunks must not move the checkpoint past it.
-                failed |= !chunk.outcome.is_delivered();
-                if let (Some(checkpoint), false) = (checkpoint.as_mut(), failed) {
-                    checkpoint.advance(chunk.end);
-                }
-            })
-            .await;
-            if let Some(checkpoint) = checkpoint.as_mut() {
-                checkpoint.save();
-            }
+            let result =
+                ingest_reader(file, &mut decoder, target, offset, AtEnd::Finish, |_| {}).await;
             result.map(|_| ()).map_err(|source| ConnectorError::File {
                 action: "cannot read",
                 path,
                 source,
             })
         }))
+    }
+
+    /// The tail's run: follow the file, moving the checkpoint with the confirmed position.
+    fn follow(
+        self: Box<Self>,
+        context: ConnectorContext,
+        file: tokio::fs::File,
+        path: String,
+        offset: u64,
+        mut checkpoint: Checkpoint,
+    ) -> RunningConnector {
+        Box::pin(async move {
+            let lines = match self.config.interceptors.as_slice() {
+                [
+                    InterceptorConfig::Lines {
+                        delimiter,
+                        max_length,
+                    },
+                ] => LineSplit {
+                    delimiter: delimiter.as_bytes().to_vec(),
+                    max_length: *max_length,
+                },
+                // `build` lets tail run only on a chain of just `lines`.
+                _ => LineSplit {
+                    delimiter: b"\n".to_vec(),
+                    max_length: usize::MAX,
+                },
+            };
+            let result = tail::follow(
+                file,
+                &context,
+                (self.config.codec, &self.config.interceptors),
+                lines,
+                &path,
+                offset,
+                &mut checkpoint,
+            )
+            .await;
+            checkpoint.save();
+            result.map_err(|source| ConnectorError::File {
+                action: "cannot read",
+                path,
+                source,
+            })
+        })
     }
 
     async fn start_writer(
