@@ -69,7 +69,7 @@ async fn filtered_event_is_counted_and_acknowledged_as_delivered() {
     let (outputs, counts) = run(&mut pipeline, vec![input]);
     assert!(outputs.iter().all(Vec::is_empty));
     assert_eq!(counts.dropped, 1);
-    assert_eq!(receipt.wait().await, tb_event::AckStatus::Delivered);
+    assert_eq!(receipt.wait().await.status, tb_event::AckStatus::Delivered);
 }
 
 #[test]
