@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tb_connectors::{ConnectorContext, OutputSender, RunningConnector, Unconnected};
 use tb_event::EventBatch;
-use tb_pipeline::Pipeline;
+use tb_pipeline::{OutputPorts, Outputs, Pipeline, PipelineCounts};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -229,54 +229,94 @@ fn component_view(
     }
 }
 
-/// Runs batches through `pipeline` until its input closes, sending each port's events on.
+/// Runs batches through `pipeline` until its input closes, firing its steps' timers when
+/// they are due and flushing it at the end, sending each port's events on.
+///
+/// The pipeline runs whole on this task: a `partition` step then simply passes events on
+/// (running lanes on tasks of their own is the runtime's next step), and every batch is
+/// given as input 0 because the inputs arrive merged on one channel.
 async fn run_pipeline(
     mut pipeline: Pipeline,
     mut input: mpsc::Receiver<EventBatch>,
     senders: Vec<OutputSender>,
     metrics: PipelineMetrics,
 ) {
-    let mut outputs: Vec<EventBatch> = senders.iter().map(|_| Vec::new()).collect();
-    let unmatched = pipeline.ports().unmatched();
-    while let Some(batch) = input.recv().await {
-        let counts = pipeline.process(batch, &mut outputs);
-        metrics.input.inc_by(counts.input);
-        metrics.output.inc_by(counts.output);
-        metrics.dropped.inc_by(counts.dropped);
-        metrics.errors.inc_by(counts.errors);
-        for (port, events) in outputs.iter_mut().enumerate() {
-            if events.is_empty() {
-                continue;
+    let mut outputs = Outputs::for_pipeline(&pipeline);
+    // Owned copies, so the sends below do not hold the pipeline across an await.
+    let ports = pipeline.ports().clone();
+    let id = pipeline.id().to_owned();
+    loop {
+        let deadline = pipeline.next_deadline();
+        // `recv` is cancel-safe, and a timer that loses the race is asked for again.
+        let counts = tokio::select! {
+            batch = input.recv() => match batch {
+                Some(batch) => pipeline.process(batch, 0, &mut outputs),
+                None => break,
+            },
+            () = sleep_until_deadline(deadline) => {
+                pipeline.on_timer(std::time::Instant::now(), &mut outputs)
             }
-            // `_unmatched` holds copies of events that also go on to the main output; when
-            // nothing reads it, the copies are simply done.
-            let batch = std::mem::take(events);
-            if port == unmatched && !senders[port].is_connected() {
-                batch
-                    .into_iter()
-                    .for_each(|event| event.complete(tb_event::AckStatus::Delivered));
-                continue;
-            }
-            if port == pipeline.ports().errors() && !senders[port].is_connected() {
-                tracing::warn!(
-                    pipeline = pipeline.id(),
-                    count = batch.len(),
-                    "Events failed and nothing reads _errors; they are rejected to their sources."
-                );
-                reject_unread_errors(batch);
-                continue;
-            }
-            // A transform that returns an array can turn one event into very many: send in
-            // bounded batches so queue capacities still bound memory. A closed subscriber
-            // fails the events, and their sources learn it.
-            let mut batch = batch;
-            while batch.len() > MAX_BATCH_EVENTS {
-                let rest = batch.split_off(MAX_BATCH_EVENTS);
-                let _ = senders[port].send(batch).await;
-                batch = rest;
-            }
-            let _ = senders[port].send(batch).await;
+        };
+        send_pipeline_outputs(&id, &ports, counts, &mut outputs, &senders, &metrics).await;
+    }
+    let counts = pipeline.flush(&mut outputs);
+    send_pipeline_outputs(&id, &ports, counts, &mut outputs, &senders, &metrics).await;
+}
+
+/// Waits until `deadline`, or forever when there is none.
+async fn sleep_until_deadline(deadline: Option<std::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Counts one pipeline call and sends what it put on each port.
+async fn send_pipeline_outputs(
+    pipeline_id: &str,
+    ports: &OutputPorts,
+    counts: PipelineCounts,
+    outputs: &mut Outputs,
+    senders: &[OutputSender],
+    metrics: &PipelineMetrics,
+) {
+    metrics.input.inc_by(counts.input);
+    metrics.output.inc_by(counts.output);
+    metrics.dropped.inc_by(counts.dropped);
+    metrics.errors.inc_by(counts.errors);
+    let unmatched = ports.unmatched();
+    for (port, events) in outputs.ports.iter_mut().enumerate() {
+        if events.is_empty() {
+            continue;
         }
+        // `_unmatched` holds copies of events that also go on to the main output; when
+        // nothing reads it, the copies are simply done.
+        let batch = std::mem::take(events);
+        if port == unmatched && !senders[port].is_connected() {
+            batch
+                .into_iter()
+                .for_each(|event| event.complete(tb_event::AckStatus::Delivered));
+            continue;
+        }
+        if port == ports.errors() && !senders[port].is_connected() {
+            tracing::warn!(
+                pipeline = pipeline_id,
+                count = batch.len(),
+                "Events failed and nothing reads _errors; they are rejected to their sources."
+            );
+            reject_unread_errors(batch);
+            continue;
+        }
+        // A transform that returns an array can turn one event into very many: send in
+        // bounded batches so queue capacities still bound memory. A closed subscriber
+        // fails the events, and their sources learn it.
+        let mut batch = batch;
+        while batch.len() > MAX_BATCH_EVENTS {
+            let rest = batch.split_off(MAX_BATCH_EVENTS);
+            let _ = senders[port].send(batch).await;
+            batch = rest;
+        }
+        let _ = senders[port].send(batch).await;
     }
 }
 
@@ -290,7 +330,11 @@ fn reject_unread_errors(batch: EventBatch) {
             .and_then(|envelope| envelope.get("error"))
             .and_then(tb_event::Value::as_object)
             .and_then(|error| error.get("message"))
-            .and_then(|message| message.as_bytes().map(|text| String::from_utf8_lossy(text).into_owned()))
+            .and_then(|message| {
+                message
+                    .as_bytes()
+                    .map(|text| String::from_utf8_lossy(text).into_owned())
+            })
             .unwrap_or_else(|| "a pipeline step failed".to_owned());
         event.complete_with(tb_event::AckStatus::Rejected, reason);
     }
