@@ -53,10 +53,11 @@ pub(super) fn build_steps(
     for (index, step_config) in config.steps.iter().enumerate() {
         if let StepConfig::Partition { lanes, .. } = step_config {
             match partition {
+                // Located at the key, which every partition step has.
                 Some((first, _)) => builder.setting(
-                    format!("steps[{index}].kind"),
+                    format!("steps[{index}].key"),
                     format!(
-                        "is a second `partition` step (steps[{first}] is the first); a \
+                        "belongs to a second `partition` step (steps[{first}] is the first); a \
                          pipeline may hold at most one"
                     ),
                 ),

@@ -379,7 +379,7 @@ fn second_partition_step_is_a_build_error_naming_it() {
     let texts: Vec<String> = errors.iter().map(ToString::to_string).collect();
     assert!(
         texts.iter().any(|text| text
-            .contains("steps[2].kind is a second `partition` step (steps[0] is the first)")),
+            .contains("steps[2].key belongs to a second `partition` step (steps[0] is the first)")),
         "{texts:?}"
     );
     assert!(
