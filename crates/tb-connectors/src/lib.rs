@@ -25,8 +25,8 @@ pub mod ws;
 
 pub use crate::core::{
     BuildError, ComponentStatus, Connector, ConnectorBuilder, ConnectorContext, ConnectorError,
-    ConnectorMetrics, FanoutControl, InputQueue, OutputSender, Roles, RunningConnector,
-    SendRejected, StartFuture, StatusCell, StatusRecord, Unconnected,
+    ConnectorMetrics, FanoutControl, InputBatch, InputQueue, OutputSender, Roles, RunningConnector,
+    SendRejected, StartFuture, StatusCell, StatusRecord, Subscription, Unconnected,
 };
 
 /// Every connector kind this build knows, for the runtime to look up by `kind`.

@@ -2,7 +2,7 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tb_event::{AckHandle, ComponentId, Event, EventMeta, StreamId, Value};
-use tb_pipeline::{Pipeline, PipelineConfig, StepConfig};
+use tb_pipeline::{Outputs, Pipeline, PipelineConfig, StepConfig};
 
 const STANDARD_EVENT: &str = r#"{"ts":"2026-11-22T10:00:00.000Z","sensor_id":"s-0042","kind":"temp","value":12.345,"unit":"C","site":"plant-3","tags":["alpha","bravo"],"seq":1,"note":"alpha bravo charlie delta echo foxtrot golf hotel india juliet"}"#;
 
@@ -34,20 +34,15 @@ fn batch(value: &Value, size: usize) -> Vec<Event> {
 fn w1_steps(criterion: &mut Criterion) {
     let value: Value = serde_json::from_str(STANDARD_EVENT).expect("standard event");
     let mut pipeline = w1_pipeline();
-    let mut outputs: Vec<Vec<Event>> = pipeline
-        .ports()
-        .names()
-        .iter()
-        .map(|_| Vec::new())
-        .collect();
+    let mut outputs = Outputs::for_pipeline(&pipeline);
     let mut group = criterion.benchmark_group("pipeline");
     group.throughput(Throughput::Elements(1000));
     group.bench_function("w1_steps_batch_1000", |bencher| {
         bencher.iter_batched(
             || batch(&value, 1000),
             |events| {
-                pipeline.process(events, &mut outputs);
-                outputs.iter_mut().for_each(Vec::clear);
+                pipeline.process(events, 0, &mut outputs);
+                outputs.ports.iter_mut().for_each(Vec::clear);
             },
             criterion::BatchSize::LargeInput,
         )

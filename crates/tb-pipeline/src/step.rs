@@ -1,209 +1,162 @@
-//! Compiling one VRL program of a step, and what can go wrong doing so.
+//! The interface every step implements, and what a step can do with an event.
+//!
+//! A step receives events one at a time with the index of the pipeline input they came from,
+//! and through its [`StepContext`] passes each on to the next step, sends it to a port,
+//! fails it to `_errors`, drops it as done, or writes it to a lane. A step may keep events
+//! and state between batches, ask for a timer ([`Step::next_deadline`]) and emit when it
+//! fires ([`Step::on_timer`]), and must give back everything it holds on
+//! [`Step::flush`] (drain and reload). It may declare ports of its own, which the pipeline
+//! adds to its [`OutputPorts`] before `_unmatched` and `_errors`.
+//!
+//! Design choice: the runner moves whole batches through one step at a time (a step's
+//! output becomes the next step's input buffer), so the per-event cost of the interface is
+//! one dynamic call and one push into a reused vector.
 
-use vrl::compiler::{Function, Program, TargetValue, TimeZone, runtime::Runtime};
-use vrl::diagnostic::{DiagnosticList, Formatter};
-use vrl::path::PathPrefix;
-use vrl::value::{ObjectMap, Secrets, Value};
+use std::time::Instant;
 
-use crate::functions::RESTRICTED_FUNCTIONS;
+use tb_event::{AckStatus, Event, KeyString, ObjectMap, Value};
 
-/// A VRL program that did not compile, located within its source text.
-#[derive(Clone, Debug)]
-pub struct VrlDiagnostic {
-    /// Which program: `steps[2].source`, `steps[0].routes.hot`...
-    pub location: String,
-    /// Byte offset of the first error within the VRL source, if VRL gave one.
-    pub offset: Option<usize>,
-    /// VRL's own diagnostic, rendered without colour.
-    pub message: String,
-}
+use crate::pipeline::{OutputPorts, Outputs, PipelineCounts, PortId};
+use crate::program::VrlRuntime;
 
-/// Why a pipeline could not be built.
-#[derive(Debug, thiserror::Error)]
-pub enum BuildError {
-    /// A VRL program did not compile.
-    #[error("pipeline {pipeline}: VRL in {} does not compile:\n{}", diagnostic.location, diagnostic.message)]
-    Vrl {
-        /// The pipeline id.
-        pipeline: String,
-        /// Where and why.
-        diagnostic: VrlDiagnostic,
-    },
-    /// Two route steps use the same route name, or a route uses a reserved name.
-    #[error("pipeline {pipeline}: route name `{route}` {reason}")]
-    RouteName {
-        /// The pipeline id.
-        pipeline: String,
-        /// The offending name.
-        route: String,
-        /// What is wrong with it.
-        reason: &'static str,
-    },
-    /// `allow_functions` names something that is not a restricted VRL function.
-    #[error(
-        "pipeline {pipeline}: allow_functions names `{function}`, which is not a restricted VRL function (restricted: {})",
-        RESTRICTED_FUNCTIONS.join(", ")
-    )]
-    UnknownAllowedFunction {
-        /// The pipeline id.
-        pipeline: String,
-        /// The name given.
-        function: String,
-    },
-}
-
-/// What a program is for: conditions must answer a boolean, and may be fallible.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum ProgramRole {
-    /// Rewrites the event.
-    Transform,
-    /// Answers true or false about the event. A condition whose only compile error is an
-    /// unhandled fallible expression (`.value > 100` on a field of unknown type) is compiled
-    /// as `{ condition } ?? false`: when it fails at run time it does not hold.
-    Condition,
-}
-
-/// VRL's code for "expression can result in runtime error" left unhandled.
-const UNHANDLED_ERROR_CODE: usize = 100;
-
-/// A compiled VRL program plus what the runner needs to know about it.
-pub(crate) struct CompiledProgram {
-    program: Program,
-    // Invariant: true when the program reads or writes `%...`, so metadata must be built.
-    uses_metadata: bool,
-    // Invariant: true when the program can fail at run time, so the input must be kept
-    // to send the unmodified event to `_errors`.
-    can_fail: bool,
-}
-
-/// The outcome of running a program on one value.
-pub(crate) enum RunOutcome {
-    /// The program finished: the rewritten value and the program's result.
-    Finished { value: Value, result: Value },
-    /// The program failed: the original value (if it could be kept) and the message.
-    Failed { value: Value, message: String },
-}
-
-impl CompiledProgram {
-    /// Compiles `source`; errors name the program's `location` in the pipeline.
-    pub(crate) fn compile(
-        source: &str,
-        functions: &[Box<dyn Function>],
-        location: String,
-        allowed: &[String],
-        role: ProgramRole,
-    ) -> Result<Self, VrlDiagnostic> {
-        let mut compiled = vrl::compiler::compile(source, functions);
-        if role == ProgramRole::Condition
-            && let Err(diagnostics) = &compiled
-            && diagnostics.iter().all(|diagnostic| {
-                diagnostic.code == UNHANDLED_ERROR_CODE || !diagnostic.is_problem()
-            })
-        {
-            // A block on lines of its own, so a trailing comment cannot swallow the wrapper.
-            // Only a wrapped program that compiles is taken; otherwise VRL's diagnostics for
-            // the program as written are reported.
-            let wrapped = vrl::compiler::compile(&format!("{{\n{source}\n}} ?? false"), functions);
-            if wrapped.is_ok() {
-                compiled = wrapped;
-            }
-        }
-        match compiled {
-            Ok(compiled) => {
-                let info = compiled.program.info();
-                let uses_metadata = info
-                    .target_queries
-                    .iter()
-                    .chain(info.target_assignments.iter())
-                    .any(|path| path.prefix == PathPrefix::Metadata);
-                let can_fail = info.fallible || info.abortable;
-                Ok(Self {
-                    program: compiled.program,
-                    uses_metadata,
-                    can_fail,
-                })
-            }
-            Err(diagnostics) => Err(describe_failure(source, diagnostics, location, allowed)),
-        }
+/// One step of a compiled pipeline.
+pub(crate) trait Step: Send {
+    /// Names of ports this step adds to the pipeline (`_late`, `_timeout`...). Steps that
+    /// name the same port share it.
+    fn extra_ports(&self) -> &'static [&'static str] {
+        &[]
     }
 
-    /// Runs the program on `value`, building the metadata view only when it is read.
-    pub(crate) fn run(
-        &self,
-        value: Value,
-        metadata: impl FnOnce() -> Value,
-        runtime: &mut Runtime,
-        timezone: &TimeZone,
-    ) -> RunOutcome {
-        let original = self.can_fail.then(|| value.clone());
-        let metadata = if self.uses_metadata {
-            metadata()
-        } else {
-            Value::Object(ObjectMap::new())
-        };
-        let mut target = TargetValue {
-            value,
-            metadata,
-            secrets: Secrets::default(),
-        };
-        let resolved = runtime.resolve(&mut target, &self.program, timezone);
-        runtime.clear();
-        match resolved {
-            Ok(result) => RunOutcome::Finished {
-                value: target.value,
-                result,
-            },
-            Err(terminate) => RunOutcome::Failed {
-                value: original.unwrap_or(target.value),
-                message: terminate.to_string(),
-            },
+    /// Learns the [`PortId`]s of the pipeline, once its ports are known.
+    fn bind_ports(&mut self, _ports: &OutputPorts) {}
+
+    /// Whether this step keeps events or hands them to lanes. An event that an earlier
+    /// route step did not match gets its `_unmatched` copy as it enters such a step, since
+    /// it will not reach the end of this pipeline as itself.
+    fn holds_events(&self) -> bool {
+        false
+    }
+
+    /// Handles one event that came from pipeline input `input`; every event must leave
+    /// through `context` (or be kept, to leave later).
+    fn process(&mut self, event: Event, input: usize, context: &mut StepContext<'_>);
+
+    /// When this step next wants [`Step::on_timer`]; `None` when it holds nothing timed.
+    fn next_deadline(&self) -> Option<Instant> {
+        None
+    }
+
+    /// Emits whatever is due at `now`.
+    fn on_timer(&mut self, _now: Instant, _context: &mut StepContext<'_>) {}
+
+    /// Emits everything this step holds.
+    fn flush(&mut self, _context: &mut StepContext<'_>) {}
+
+    /// A copy with the same settings and none of the state, for the lanes of a
+    /// partitioned pipeline.
+    fn fresh_copy(&self) -> Box<dyn Step>;
+}
+
+/// An event between steps, with where it came from and whether it owes `_unmatched` a copy.
+pub(crate) struct Flow {
+    pub(crate) event: Event,
+    pub(crate) input: usize,
+    pub(crate) unmatched: bool,
+}
+
+/// What a step can do with events; built by the runner for each step and batch.
+pub(crate) struct StepContext<'a> {
+    /// The pipeline's VRL runtime, for steps that run programs.
+    pub(crate) vrl: &'a mut VrlRuntime,
+    pub(crate) next: &'a mut Vec<Flow>,
+    pub(crate) outputs: &'a mut Outputs,
+    pub(crate) counts: &'a mut PipelineCounts,
+    pub(crate) ports: &'a OutputPorts,
+    pub(crate) pipeline_id: &'a str,
+    /// Position of the step in the pipeline's config, for error envelopes.
+    pub(crate) step_index: usize,
+    /// The time this batch or timer call is handled at.
+    pub(crate) now: Instant,
+    /// Input and `_unmatched` debt of the event being processed; events passed on inherit
+    /// them.
+    pub(crate) input: usize,
+    pub(crate) unmatched: bool,
+}
+
+impl StepContext<'_> {
+    /// The time this batch or timer call is handled at: the same for every event of it.
+    pub(crate) fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// Passes `event` on to the next step, from the same input as the event processed.
+    pub(crate) fn pass(&mut self, event: Event) {
+        self.next.push(Flow {
+            event,
+            input: self.input,
+            unmatched: self.unmatched,
+        });
+    }
+
+    /// Passes `event` on, noting that a route step did not match it.
+    pub(crate) fn pass_unmatched(&mut self, event: Event) {
+        self.next.push(Flow {
+            event,
+            input: self.input,
+            unmatched: true,
+        });
+    }
+
+    /// Passes on an event a step held, as having come from pipeline input `input`.
+    pub(crate) fn pass_from(&mut self, input: usize, event: Event) {
+        self.next.push(Flow {
+            event,
+            input,
+            unmatched: false,
+        });
+    }
+
+    /// Sends `event` to `port`, out of the pipeline.
+    pub(crate) fn send(&mut self, port: PortId, event: Event) {
+        if port != self.ports.errors() && port != self.ports.unmatched() {
+            self.counts.output += 1;
+        }
+        self.outputs.ports[port].push(event);
+    }
+
+    /// Writes `event` to `lane` when the pipeline is the head of a split pipeline; when it
+    /// is not split, every step runs on this task, so the event simply goes on.
+    pub(crate) fn send_to_lane(&mut self, lane: usize, event: Event) {
+        match self.outputs.lanes.len() {
+            0 => self.pass(event),
+            lanes => self.outputs.lanes[lane % lanes].push(event),
         }
     }
-}
 
-fn describe_failure(
-    source: &str,
-    diagnostics: DiagnosticList,
-    location: String,
-    allowed: &[String],
-) -> VrlDiagnostic {
-    let offset = diagnostics
-        .iter()
-        .filter_map(|diagnostic| {
-            diagnostic
-                .labels
-                .iter()
-                .find(|label| label.primary)
-                .or(diagnostic.labels.first())
-        })
-        .map(|label| label.span.start())
-        .next();
-    let mut message = Formatter::new(source, diagnostics).to_string();
-    for name in restricted_functions_called(source, allowed) {
-        message.push_str(&format!(
-            "\n`{name}` reaches outside the process and is disabled; to allow it, add \
-             allow_functions = [\"{name}\"] to this pipeline"
-        ));
+    /// Drops `event` as done (a filter said no), counting it.
+    pub(crate) fn drop_done(&mut self, event: Event) {
+        self.counts.dropped += 1;
+        event.complete(AckStatus::Delivered);
     }
-    VrlDiagnostic {
-        location,
-        offset,
-        message,
+
+    /// Sends `event`, as it entered this step, to `_errors` with `message`.
+    pub(crate) fn fail(&mut self, mut event: Event, message: String) {
+        self.counts.errors += 1;
+        let original = std::mem::replace(&mut event.value, Value::Null);
+        event.value = error_envelope(self.pipeline_id, self.step_index, message, original);
+        self.outputs.ports[self.ports.errors()].push(event);
     }
 }
 
-fn restricted_functions_called<'a>(
-    source: &str,
-    allowed: &'a [String],
-) -> impl Iterator<Item = &'static str> + use<'a> {
-    let called: Vec<&'static str> = RESTRICTED_FUNCTIONS
-        .iter()
-        .copied()
-        .filter(|name| {
-            source.contains(&format!("{name}(")) || source.contains(&format!("{name}!("))
-        })
-        .collect();
-    called
-        .into_iter()
-        .filter(move |name| !allowed.iter().any(|allow| allow == name))
+/// The shape of an event on `<pipeline>._errors`: the reason, and the event as it entered
+/// the failing step, so a person can read it and replay it.
+fn error_envelope(pipeline: &str, step_index: usize, message: String, original: Value) -> Value {
+    let mut error = ObjectMap::new();
+    error.insert(KeyString::from("message"), Value::from(message));
+    error.insert(KeyString::from("pipeline"), Value::from(pipeline));
+    error.insert(KeyString::from("step"), Value::from(step_index as i64));
+    let mut envelope = ObjectMap::new();
+    envelope.insert(KeyString::from("error"), Value::Object(error));
+    envelope.insert(KeyString::from("event"), original);
+    Value::Object(envelope)
 }

@@ -219,6 +219,9 @@ fn pipeline_problem(config: &Config, spec: &ComponentSpec, error: PipelineBuildE
         PipelineBuildError::UnknownAllowedFunction { .. } => {
             config.problem_at(spec, "allow_functions", error.to_string())
         }
+        PipelineBuildError::StepSetting { location, .. } => {
+            config.problem_at(spec, location, error.to_string())
+        }
     }
 }
 

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use indexmap::IndexMap;
 use tb_connectors::{ComponentStatus, FanoutControl, OutputSender, StatusCell, Unconnected};
-use tb_event::{ComponentId, EventBatch};
+use tb_connectors::{InputBatch, Subscription};
+use tb_event::ComponentId;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -101,11 +102,36 @@ fn output_name(id: &str, port: &str) -> String {
     }
 }
 
-/// The ids of the components (in `specs`) that read `output`.
-fn readers_of<'a>(specs: impl Iterator<Item = &'a ComponentSpec>, output: &str) -> Vec<String> {
+/// The components (in `specs`) that read `output`, each with the position of `output` in
+/// its `inputs`.
+fn readers_of<'a>(
+    specs: impl Iterator<Item = &'a ComponentSpec>,
+    output: &str,
+) -> Vec<(String, usize)> {
     specs
-        .filter(|spec| spec.inputs.iter().any(|input| input == output))
-        .map(|spec| spec.id.clone())
+        .filter_map(|spec| {
+            let input = spec.inputs.iter().position(|input| input == output)?;
+            Some((spec.id.clone(), input))
+        })
+        .collect()
+}
+
+/// Subscriptions of the readers of `output` whose queues are in `queues`.
+fn subscriptions<'a>(
+    specs: impl Iterator<Item = &'a ComponentSpec>,
+    output: &str,
+    queues: &Queues,
+) -> Vec<Subscription> {
+    readers_of(specs, output)
+        .into_iter()
+        .filter_map(|(reader, input)| {
+            let sender = queues.sender(&reader)?;
+            Some(Subscription {
+                reader,
+                input,
+                sender,
+            })
+        })
         .collect()
 }
 
@@ -128,7 +154,7 @@ struct FirstRunFailed {
 #[derive(Default)]
 struct Queues {
     slots: HashMap<String, Arc<InputSlot>>,
-    held: HashMap<String, mpsc::Sender<EventBatch>>,
+    held: HashMap<String, mpsc::Sender<InputBatch>>,
 }
 
 impl Queues {
@@ -146,7 +172,7 @@ impl Queues {
         self.slots.insert(id.to_owned(), slot.clone());
     }
 
-    fn sender(&self, id: &str) -> Option<mpsc::Sender<EventBatch>> {
+    fn sender(&self, id: &str) -> Option<mpsc::Sender<InputBatch>> {
         self.held.get(id).cloned()
     }
 }
@@ -194,10 +220,7 @@ impl Engine {
         let mut outputs = Vec::new();
         let mut ports = Vec::new();
         for (index, port) in node.ports.iter().enumerate() {
-            let subscribers = readers_of(specs.values(), &output_name(&spec.id, port))
-                .into_iter()
-                .filter_map(|reader| queues.sender(&reader).map(|sender| (reader, sender)))
-                .collect();
+            let subscribers = subscriptions(specs.values(), &output_name(&spec.id, port), queues);
             let unconnected = if Some(index) == errors_port {
                 Unconnected::Fail
             } else {
@@ -355,11 +378,12 @@ impl Engine {
         for id in &summary.unchanged {
             let record = &self.records[id];
             for (port, control) in &record.ports {
-                for reader in readers_of(config.components.values(), &output_name(id, port)) {
-                    if let Some(sender) = queues.sender(&reader)
-                        && !control.subscribers().contains(&reader)
-                    {
-                        control.add(&reader, sender);
+                let current = control.subscribers();
+                for subscription in
+                    subscriptions(config.components.values(), &output_name(id, port), &queues)
+                {
+                    if !current.contains(&subscription.reader) {
+                        control.add(subscription);
                     }
                 }
             }
@@ -407,7 +431,7 @@ impl Engine {
             for (port, control) in &record.ports {
                 let wanted = readers_of(self.config.components.values(), &output_name(id, port));
                 for subscriber in control.subscribers() {
-                    if !wanted.contains(&subscriber) {
+                    if !wanted.iter().any(|(reader, _)| *reader == subscriber) {
                         control.remove(&subscriber);
                     }
                 }

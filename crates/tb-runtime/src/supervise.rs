@@ -16,12 +16,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
+use tb_connectors::InputBatch;
 use tb_connectors::core::Backoff;
 use tb_connectors::{
     ComponentStatus, ConnectorBuilder, ConnectorContext, ConnectorMetrics, InputQueue,
     OutputSender, RunningConnector, StatusCell,
 };
-use tb_event::{AckStatus, ComponentId, EventBatch};
+use tb_event::{AckStatus, ComponentId};
 use tb_pipeline::Pipeline;
 use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -45,13 +46,13 @@ pub type Builders = Arc<[Box<dyn ConnectorBuilder>]>;
 
 /// A component's input queue: it belongs to the runtime and outlives every run.
 pub(crate) struct InputSlot {
-    receiver: Arc<Mutex<mpsc::Receiver<EventBatch>>>,
-    sender: mpsc::WeakSender<EventBatch>,
+    receiver: Arc<Mutex<mpsc::Receiver<InputBatch>>>,
+    sender: mpsc::WeakSender<InputBatch>,
 }
 
 impl InputSlot {
     /// A new queue of `capacity` batches, and the one strong sender to hand to upstreams.
-    pub(crate) fn new(capacity: usize) -> (Arc<Self>, mpsc::Sender<EventBatch>) {
+    pub(crate) fn new(capacity: usize) -> (Arc<Self>, mpsc::Sender<InputBatch>) {
         let (sender, receiver) = mpsc::channel(capacity);
         let slot = Self {
             receiver: Arc::new(Mutex::new(receiver)),
@@ -61,7 +62,7 @@ impl InputSlot {
     }
 
     /// A sender into the queue, while anything upstream still holds one.
-    pub(crate) fn sender(&self) -> Option<mpsc::Sender<EventBatch>> {
+    pub(crate) fn sender(&self) -> Option<mpsc::Sender<InputBatch>> {
         self.sender.upgrade()
     }
 
@@ -306,7 +307,11 @@ async fn drive(run: Run, unit: &mut Unit) -> Option<String> {
     let ended = tokio::select! {
         ended = &mut task => ended,
         () = unit.intake.cancelled() => {
-            unit.outputs.clear();
+            // Intake stopped: what was handed on stays handed on, nothing new goes out, and
+            // the queues this component fed close, so steps that hold events flush them.
+            for output in unit.outputs.drain(..) {
+                output.finish();
+            }
             task.await
         }
     };

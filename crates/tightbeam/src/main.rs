@@ -134,6 +134,7 @@ fn run(topology: Topology, paths: Vec<PathBuf>, watch: bool) -> anyhow::Result<E
             ),
             None => None,
         };
+        let signals = Signals::install();
         let mut running = topology.start().await?;
         let handle = running.handle();
         let reload_stop = tokio_util::sync::CancellationToken::new();
@@ -155,7 +156,6 @@ fn run(topology: Topology, paths: Vec<PathBuf>, watch: bool) -> anyhow::Result<E
             ))
         });
         tracing::info!(components = handle.components().len(), "Topology running.");
-        let signals = Signals::install();
         let outcome = running
             .run_until(signals.nth(1), signals.nth(2))
             .await;
@@ -215,8 +215,10 @@ struct Signals {
 impl Signals {
     fn install() -> Self {
         let (sender, count) = tokio::sync::watch::channel(0u32);
+        // Registered now, before anything runs: a signal that came before the task below
+        // first ran would otherwise kill the process with the default action.
+        let mut stop_signals = StopSignals::install();
         tokio::spawn(async move {
-            let mut stop_signals = StopSignals::install();
             loop {
                 stop_signals.next().await;
                 tracing::info!("Signal received.");

@@ -116,3 +116,23 @@ inputs = ["logs"]
 "#
     )]));
 }
+
+#[test]
+fn conditions_that_write_or_cannot_be_boolean_and_bad_step_settings() {
+    insta::assert_snapshot!(validate(&[(
+        "steps.toml",
+        r#"[connectors.in]
+kind = "stdin"
+
+[pipelines.p]
+inputs = ["in"]
+steps = [
+  { kind = "filter", condition = '.seen = true' },
+  { kind = "route", routes = { big = '.a + 1' } },
+  { kind = "partition", key = ".user" },
+  { kind = "partition", key = ".host", lanes = 0 },
+  { kind = "batch", max_events = 0, group_by = { count = ".kind" } },
+]
+"#
+    )]));
+}

@@ -7,11 +7,26 @@
 //! subscriber list (one `Arc` clone per batch), so a change never tears a batch: it applies
 //! from the next batch on.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
 use tb_event::{AckStatus, EventBatch};
 use tokio::sync::{mpsc, watch};
+
+use super::input::InputBatch;
+
+/// A reading component's place on an output: its id, the position of this output in its
+/// `inputs`, and its queue.
+#[derive(Clone, Debug)]
+pub struct Subscription {
+    /// The reading component's id (or a tap's name).
+    pub reader: String,
+    /// Position of this output in the reader's `inputs`.
+    pub input: usize,
+    /// The reader's queue.
+    pub sender: mpsc::Sender<InputBatch>,
+}
 
 /// Why a batch could not be handed on.
 #[derive(Debug)]
@@ -37,7 +52,8 @@ pub enum Unconnected {
 struct Subscriber {
     /// The reading component's id (or a tap's name).
     name: Arc<str>,
-    sender: mpsc::Sender<EventBatch>,
+    input: usize,
+    sender: mpsc::Sender<InputBatch>,
     // Invariant: `true` while the subscriber is paused; sends wait until it is `false`.
     paused: Arc<watch::Sender<bool>>,
 }
@@ -45,6 +61,8 @@ struct Subscriber {
 struct Fanout {
     subscribers: RwLock<Arc<[Subscriber]>>,
     unconnected: Unconnected,
+    // Invariant: once true, the subscriber list is empty and stays so.
+    finished: AtomicBool,
 }
 
 impl Fanout {
@@ -91,18 +109,13 @@ impl std::fmt::Debug for OutputSender {
 
 impl OutputSender {
     /// A sender to these subscribers' input channels, named by the reading components.
-    pub fn new(
-        subscribers: Vec<(String, mpsc::Sender<EventBatch>)>,
-        unconnected: Unconnected,
-    ) -> Self {
-        let subscribers: Vec<Subscriber> = subscribers
-            .into_iter()
-            .map(|(name, sender)| new_subscriber(&name, sender))
-            .collect();
+    pub fn new(subscriptions: Vec<Subscription>, unconnected: Unconnected) -> Self {
+        let subscribers: Vec<Subscriber> = subscriptions.into_iter().map(new_subscriber).collect();
         Self {
             fanout: Arc::new(Fanout {
                 subscribers: RwLock::new(subscribers.into()),
                 unconnected,
+                finished: AtomicBool::new(false),
             }),
         }
     }
@@ -117,6 +130,16 @@ impl OutputSender {
         FanoutControl {
             fanout: Arc::downgrade(&self.fanout),
         }
+    }
+
+    /// Ends this output for every clone of it: its readers' queues lose this feeder (and
+    /// close once nothing else feeds them), so they can drain. A source calls it when it has
+    /// nothing more to send (the end of its input) *before* it waits for acknowledgements:
+    /// a step that holds events (a batch) only lets go of them once its input ends. Later
+    /// sends are refused and their events errored.
+    pub fn finish(&self) {
+        self.fanout.finished.store(true, Ordering::Release);
+        self.fanout.update(Vec::clear);
     }
 
     /// Whether anything reads this output.
@@ -150,6 +173,13 @@ impl OutputSender {
         if batch.is_empty() {
             return Ok(());
         }
+        if self.fanout.finished.load(Ordering::Acquire) {
+            let reason: Arc<str> = Arc::from("the output was finished before it was sent");
+            for event in batch {
+                event.complete_with(AckStatus::Errored, reason.clone());
+            }
+            return Err(SendRejected::Closed);
+        }
         let subscribers = self.fanout.snapshot();
         if subscribers.is_empty() {
             complete_unread(batch, self.fanout.unconnected);
@@ -167,27 +197,36 @@ impl OutputSender {
         // will not confirm them.
         let mut permits = permits.ok_or(SendRejected::Closed)?;
         let last = permits.pop();
-        for permit in permits {
-            permit.send(batch.iter().map(|event| event.fork()).collect());
+        for (permit, input) in permits {
+            permit.send(InputBatch {
+                input,
+                events: batch.iter().map(|event| event.fork()).collect(),
+            });
         }
-        if let Some(permit) = last {
-            permit.send(batch);
+        if let Some((permit, input)) = last {
+            permit.send(InputBatch {
+                input,
+                events: batch,
+            });
         }
         Ok(())
     }
 }
 
-fn new_subscriber(name: &str, sender: mpsc::Sender<EventBatch>) -> Subscriber {
+fn new_subscriber(subscription: Subscription) -> Subscriber {
     Subscriber {
-        name: Arc::from(name),
-        sender,
+        name: Arc::from(subscription.reader),
+        input: subscription.input,
+        sender: subscription.sender,
         paused: Arc::new(watch::channel(false).0),
     }
 }
 
 /// A permit from every subscriber (each waiting while it is paused), or `None` if one has
 /// closed.
-async fn reserve_all(subscribers: &[Subscriber]) -> Option<Vec<mpsc::Permit<'_, EventBatch>>> {
+async fn reserve_all(
+    subscribers: &[Subscriber],
+) -> Option<Vec<(mpsc::Permit<'_, InputBatch>, usize)>> {
     let mut permits = Vec::with_capacity(subscribers.len());
     for subscriber in subscribers {
         if *subscriber.paused.borrow() {
@@ -195,7 +234,7 @@ async fn reserve_all(subscribers: &[Subscriber]) -> Option<Vec<mpsc::Permit<'_, 
             // The sender lives in the subscriber, so this cannot fail while we hold it.
             let _ = paused.wait_for(|paused| !*paused).await;
         }
-        permits.push(subscriber.sender.reserve().await.ok()?);
+        permits.push((subscriber.sender.reserve().await.ok()?, subscriber.input));
     }
     Some(permits)
 }
@@ -222,12 +261,12 @@ pub struct FanoutControl {
 }
 
 impl FanoutControl {
-    /// Adds (or replaces) the subscriber `name`. Returns `false` if the output is gone.
-    pub fn add(&self, name: &str, sender: mpsc::Sender<EventBatch>) -> bool {
+    /// Adds (or replaces) a subscriber. Returns `false` if the output is gone.
+    pub fn add(&self, subscription: Subscription) -> bool {
         self.with(|fanout| {
             fanout.update(|list| {
-                list.retain(|subscriber| &*subscriber.name != name);
-                list.push(new_subscriber(name, sender));
+                list.retain(|subscriber| *subscriber.name != *subscription.reader);
+                list.push(new_subscriber(subscription));
             })
         })
     }
@@ -264,11 +303,11 @@ impl FanoutControl {
 
     fn with(&self, change: impl FnOnce(&Fanout)) -> bool {
         match self.fanout.upgrade() {
-            Some(fanout) => {
+            Some(fanout) if !fanout.finished.load(Ordering::Acquire) => {
                 change(&fanout);
                 true
             }
-            None => false,
+            _ => false,
         }
     }
 }
@@ -277,6 +316,14 @@ impl FanoutControl {
 mod tests {
     use super::*;
     use tb_event::{Acknowledgement, ComponentId, Event, EventMeta, StreamId, Value};
+
+    fn subscription(reader: &str, sender: mpsc::Sender<InputBatch>) -> Subscription {
+        Subscription {
+            reader: reader.to_owned(),
+            input: 0,
+            sender,
+        }
+    }
 
     fn event() -> (Event, tb_event::AckReceipt) {
         let (ack, receipt) = Acknowledgement::new_unit();
@@ -289,7 +336,7 @@ mod tests {
         let (first_tx, mut first_rx) = mpsc::channel(1);
         let (second_tx, mut second_rx) = mpsc::channel(1);
         let sender = OutputSender::new(
-            vec![("a".to_owned(), first_tx), ("b".to_owned(), second_tx)],
+            vec![subscription("a", first_tx), subscription("b", second_tx)],
             Unconnected::Complete,
         );
         let (event, receipt) = event();
@@ -297,6 +344,7 @@ mod tests {
         let first = first_rx.recv().await.expect("first copy");
         let second = second_rx.recv().await.expect("second copy");
         first
+            .events
             .into_iter()
             .for_each(|e| e.complete(AckStatus::Delivered));
         drop(second);
@@ -306,7 +354,7 @@ mod tests {
     #[tokio::test]
     async fn full_subscriber_gives_the_batch_back_after_patience() {
         let (tx, _rx) = mpsc::channel(1);
-        let sender = OutputSender::new(vec![("a".to_owned(), tx)], Unconnected::Complete);
+        let sender = OutputSender::new(vec![subscription("a", tx)], Unconnected::Complete);
         let (first, _r1) = event();
         sender.send(vec![first]).await.expect("first fits");
         let (second, _r2) = event();
@@ -320,9 +368,9 @@ mod tests {
     async fn subscribers_change_while_the_output_is_live() {
         let (first_tx, mut first_rx) = mpsc::channel(4);
         let (second_tx, mut second_rx) = mpsc::channel(4);
-        let sender = OutputSender::new(vec![("a".to_owned(), first_tx)], Unconnected::Complete);
+        let sender = OutputSender::new(vec![subscription("a", first_tx)], Unconnected::Complete);
         let control = sender.control();
-        assert!(control.add("b", second_tx));
+        assert!(control.add(subscription("b", second_tx)));
         assert_eq!(control.subscribers(), vec!["a".to_owned(), "b".to_owned()]);
         sender.send(vec![event().0]).await.expect("send");
         assert!(first_rx.recv().await.is_some());
@@ -339,7 +387,7 @@ mod tests {
     #[tokio::test]
     async fn a_paused_subscriber_holds_sends_until_resumed() {
         let (tx, mut rx) = mpsc::channel(4);
-        let sender = OutputSender::new(vec![("a".to_owned(), tx)], Unconnected::Complete);
+        let sender = OutputSender::new(vec![subscription("a", tx)], Unconnected::Complete);
         let control = sender.control();
         control.set_paused("a", true);
         let sending = tokio::spawn(async move { sender.send(vec![event().0]).await.is_ok() });
@@ -351,12 +399,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_finished_output_closes_its_readers_queues_and_refuses_later_sends() {
+        let (tx, mut rx) = mpsc::channel(4);
+        let sender = OutputSender::new(vec![subscription("a", tx)], Unconnected::Complete);
+        let clone = sender.clone();
+        sender.send(vec![event().0]).await.expect("send");
+        clone.finish();
+        assert!(rx.recv().await.is_some(), "what was sent stays");
+        assert!(
+            rx.recv().await.is_none(),
+            "then the queue closes, though a clone is alive"
+        );
+        let (late, receipt) = event();
+        assert!(sender.send(vec![late]).await.is_err());
+        assert_eq!(receipt.wait().await.status, AckStatus::Errored);
+        assert!(!sender.control().add(subscription("b", mpsc::channel(1).0)));
+    }
+
+    #[tokio::test]
     async fn control_lets_go_when_every_sender_is_gone() {
-        let (tx, mut rx) = mpsc::channel::<EventBatch>(1);
-        let sender = OutputSender::new(vec![("a".to_owned(), tx)], Unconnected::Complete);
+        let (tx, mut rx) = mpsc::channel::<InputBatch>(1);
+        let sender = OutputSender::new(vec![subscription("a", tx)], Unconnected::Complete);
         let control = sender.control();
         drop(sender);
         assert!(rx.recv().await.is_none(), "the reader's queue closed");
-        assert!(!control.add("b", mpsc::channel(1).0));
+        assert!(!control.add(subscription("b", mpsc::channel(1).0)));
     }
 }

@@ -9,26 +9,36 @@
 use std::sync::Arc;
 
 use tb_event::EventBatch;
+
+/// A batch in a component's input queue, with the input it came through: its position in
+/// the component's `inputs`.
+#[derive(Debug)]
+pub struct InputBatch {
+    /// Position in the reading component's `inputs`.
+    pub input: usize,
+    /// The events.
+    pub events: EventBatch,
+}
 use tokio::sync::{Mutex, OwnedMutexGuard, mpsc};
 use tokio_util::sync::CancellationToken;
 
 /// The receiving end of a component's input, for one run.
 pub struct InputQueue {
-    receiver: OwnedMutexGuard<mpsc::Receiver<EventBatch>>,
+    receiver: OwnedMutexGuard<mpsc::Receiver<InputBatch>>,
     stop: CancellationToken,
 }
 
 impl InputQueue {
     /// One run's hold on a queue; `stop` ends its reading without closing the queue.
     pub fn new(
-        receiver: OwnedMutexGuard<mpsc::Receiver<EventBatch>>,
+        receiver: OwnedMutexGuard<mpsc::Receiver<InputBatch>>,
         stop: CancellationToken,
     ) -> Self {
         Self { receiver, stop }
     }
 
     /// A queue of its own over `receiver`, for tests and tools outside a runtime.
-    pub fn standalone(receiver: mpsc::Receiver<EventBatch>) -> Self {
+    pub fn standalone(receiver: mpsc::Receiver<InputBatch>) -> Self {
         let shared = Arc::new(Mutex::new(receiver));
         // A new mutex that nothing else has seen cannot be locked.
         let guard = match shared.try_lock_owned() {
@@ -41,6 +51,11 @@ impl InputQueue {
     /// The next batch; `None` once every sender is gone (the upstream finished) or this run
     /// was told to stop. Cancel-safe: a batch is never lost to a cancelled `recv`.
     pub async fn recv(&mut self) -> Option<EventBatch> {
+        self.recv_from().await.map(|batch| batch.events)
+    }
+
+    /// [`Self::recv`], with the input the batch came through.
+    pub async fn recv_from(&mut self) -> Option<InputBatch> {
         tokio::select! {
             biased;
             () = self.stop.cancelled() => None,
@@ -59,8 +74,12 @@ mod tests {
         let shared = Arc::new(Mutex::new(receiver));
         let stop = CancellationToken::new();
         let mut first = InputQueue::new(shared.clone().lock_owned().await, stop.clone());
-        sender.send(Vec::new()).await.expect("send");
-        sender.send(Vec::new()).await.expect("send");
+        let empty = || InputBatch {
+            input: 0,
+            events: Vec::new(),
+        };
+        sender.send(empty()).await.expect("send");
+        sender.send(empty()).await.expect("send");
         assert!(first.recv().await.is_some());
         stop.cancel();
         assert!(first.recv().await.is_none());

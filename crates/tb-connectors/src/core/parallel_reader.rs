@@ -60,6 +60,9 @@ where
     let mut result = Ok(());
     loop {
         if at_eof && decoding.is_empty() {
+            if at_end == AtEnd::Last {
+                target.finish_outputs();
+            }
             break;
         }
         let may_read = !at_eof

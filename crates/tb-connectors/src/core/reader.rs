@@ -35,6 +35,10 @@ pub struct IngestTarget<'a> {
 pub enum AtEnd {
     /// Finish the stream: flush the decoder, wait for acknowledgements, return.
     Finish,
+    /// As `Finish`, and the end of this stream is the end of the connector's output (a file
+    /// read, stdin): the outputs are finished before waiting, so steps downstream that hold
+    /// events (a batch) flush them.
+    Last,
     /// Keep polling for appended bytes until intake stops (`tail -f`).
     Follow,
 }
@@ -110,6 +114,9 @@ where
                 if let Some(receipt) = hand_on(decoder, None, &target).await {
                     pending.push_back(wait_at(receipt, offset, decoder.events_decoded()));
                 }
+                if at_end == AtEnd::Last {
+                    target.finish_outputs();
+                }
                 break;
             }
             Ok(count) => count,
@@ -127,6 +134,14 @@ where
         acknowledged(chunk);
     }
     result.map(|()| offset)
+}
+
+impl IngestTarget<'_> {
+    /// Finishes both outputs: this source has nothing more to send.
+    pub fn finish_outputs(&self) {
+        self.output.finish();
+        self.errors.finish();
+    }
 }
 
 /// A chunk whose acknowledgement resolved.

@@ -186,7 +186,7 @@ impl FileConnector {
                 intake: &context.intake,
             };
             let result =
-                ingest_reader(file, &mut decoder, target, offset, AtEnd::Finish, |_| {}).await;
+                ingest_reader(file, &mut decoder, target, offset, AtEnd::Last, |_| {}).await;
             result.map(|_| ()).map_err(|source| ConnectorError::File {
                 action: "cannot read",
                 path,

@@ -155,6 +155,9 @@ impl Generator {
                 sent = context.output.send(batch) => if sent.is_err() { break },
             }
         }
+        // Nothing more to send: downstream steps that hold events (a batch) may flush.
+        context.output.finish();
+        context.errors.finish();
         while pending.next().await.is_some() {}
         Ok(())
     }

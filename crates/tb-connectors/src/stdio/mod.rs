@@ -99,7 +99,7 @@ impl Connector for Stdin {
                     &mut decoder,
                     target,
                     0,
-                    AtEnd::Finish,
+                    AtEnd::Last,
                     |_| {},
                 )
                 .await
