@@ -213,6 +213,10 @@ impl Unit {
         })
     }
 
+    fn is_connector(&self) -> bool {
+        matches!(self.blueprint, Blueprint::Connector { .. })
+    }
+
     fn stopping(&self) -> bool {
         self.intake.is_cancelled() || self.stop_input.is_cancelled()
     }
@@ -306,9 +310,11 @@ async fn drive(run: Run, unit: &mut Unit) -> Option<String> {
     let mut task = tokio::spawn(run.in_current_span());
     let ended = tokio::select! {
         ended = &mut task => ended,
-        () = unit.intake.cancelled() => {
-            // Intake stopped: what was handed on stays handed on, nothing new goes out, and
-            // the queues this component fed close, so steps that hold events flush them.
+        () = unit.intake.cancelled(), if unit.is_connector() => {
+            // A connector's intake stopped: what it handed on stays handed on, nothing new
+            // goes out, and the queues it fed close, so steps that hold events flush them
+            // (the connector may be waiting for their acknowledgements). A pipeline has no
+            // intake: it ends when its own input does, after flushing into its outputs.
             for output in unit.outputs.drain(..) {
                 output.finish();
             }
