@@ -2,6 +2,7 @@
 //! sender, metrics handles, and the helpers for decoding input and completing output.
 
 mod backoff;
+mod client;
 mod context;
 pub mod defaults;
 mod errors;
@@ -20,6 +21,7 @@ mod tasks;
 mod traits;
 
 pub use backoff::{Backoff, connect_with_backoff, pause};
+pub use client::{ClientOutputs, ClientProtocol, ClientSession, SessionEnd, run_client};
 pub use context::ConnectorContext;
 pub use errors::{BuildError, ConnectorError, parse_config, validate_address};
 pub use fanout::{FanoutControl, OutputSender, SendRejected, Subscription, Unconnected};

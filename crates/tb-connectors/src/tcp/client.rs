@@ -11,9 +11,9 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use super::config::TcpClientConfig;
 use crate::core::{
-    AtEnd, Backoff, Connector, ConnectorContext, ConnectorError, IngestTarget, InputQueue,
-    OutputSender, StartFuture, StreamDecoder, complete_written, connect_with_backoff, encode_batch,
-    ingest_reader, pause,
+    AtEnd, Backoff, ClientOutputs, ClientProtocol, ClientSession, Connector, ConnectorContext,
+    ConnectorError, IngestTarget, InputQueue, SessionEnd, StartFuture, StreamDecoder,
+    complete_written, encode_batch, ingest_reader, run_client,
 };
 
 pub(super) struct TcpClient {
@@ -35,71 +35,35 @@ impl Connector for TcpClient {
     }
 }
 
-/// Why a connection ended.
-enum ConnectionEnd {
-    /// The input closed: the connector is done.
-    InputClosed,
-    /// Intake stopped and there is no input to drain: done.
-    Stopped,
-    /// The connection broke or the server closed it: reconnect.
-    Broken,
+impl ClientProtocol for TcpProtocol<'_> {
+    type Connection = TcpStream;
+    type Error = std::io::Error;
+
+    async fn connect(&self) -> Result<TcpStream, std::io::Error> {
+        TcpStream::connect(&self.config.address).await
+    }
+
+    async fn serve(&self, socket: TcpStream, session: ClientSession<'_>) -> SessionEnd {
+        let connection = Connection {
+            config: self.config,
+            context: session.context,
+            stream: session.stream,
+        };
+        connection
+            .serve(session.input, session.outputs, socket.into_split())
+            .await
+    }
 }
 
-/// The connector's outputs, held apart from its context so they can be dropped when intake
-/// stops: downstream (possibly a pipeline that feeds this client back) can then drain and
-/// close this client's input.
-type Outputs = Option<(OutputSender, OutputSender)>;
+/// The TCP protocol of a client: connect to `address`, write encoded events, read frames.
+struct TcpProtocol<'a> {
+    config: &'a TcpClientConfig,
+}
 
-async fn run(config: TcpClientConfig, mut context: ConnectorContext) -> Result<(), ConnectorError> {
-    let mut input = context.input.take();
-    let mut outputs: Outputs = Some((
-        std::mem::replace(&mut context.output, OutputSender::disconnected()),
-        std::mem::replace(&mut context.errors, OutputSender::disconnected()),
-    ));
-    let mut backoff = Backoff::new(config.reconnect_min, config.reconnect_max);
-    let mut next_stream = 0u64;
-    loop {
-        // A client with input keeps trying until that input closes, so nothing it was given
-        // is dropped; one that only reads stops with intake.
-        let Some(socket) = connect_with_backoff(
-            || TcpStream::connect(&config.address),
-            &mut backoff,
-            &context.intake,
-            input.is_none(),
-            &context.id,
-            &config.address,
-            &context.status,
-        )
-        .await
-        else {
-            return Ok(());
-        };
-        if context.intake.is_cancelled() {
-            outputs = None;
-        }
-        let stream = StreamId(next_stream);
-        next_stream += 1;
-        let connection = Connection {
-            config: &config,
-            context: &context,
-            stream,
-        };
-        match connection
-            .serve(&mut input, &mut outputs, socket.into_split())
-            .await
-        {
-            ConnectionEnd::InputClosed | ConnectionEnd::Stopped => return Ok(()),
-            ConnectionEnd::Broken => {
-                tracing::warn!(connector = %context.id, address = %config.address, "Connection ended; reconnecting.");
-                context.status.set_with_error(
-                    crate::core::ComponentStatus::Reconnecting,
-                    format!("connection to {} ended", config.address),
-                );
-                // A server that accepts and closes at once must not be hammered.
-                pause(backoff.next_delay(), &context.intake, input.is_none()).await;
-            }
-        }
-    }
+async fn run(config: TcpClientConfig, context: ConnectorContext) -> Result<(), ConnectorError> {
+    let backoff = Backoff::new(config.reconnect_min, config.reconnect_max);
+    let peer = config.address.clone();
+    run_client(TcpProtocol { config: &config }, context, &peer, backoff).await
 }
 
 struct Connection<'a> {
@@ -112,9 +76,9 @@ impl Connection<'_> {
     async fn serve(
         &self,
         input: &mut Option<InputQueue>,
-        outputs: &mut Outputs,
+        outputs: &mut ClientOutputs,
         (read_half, write_half): (OwnedReadHalf, OwnedWriteHalf),
-    ) -> ConnectionEnd {
+    ) -> SessionEnd {
         let has_input = input.is_some();
         let read_on = outputs
             .as_ref()
@@ -131,37 +95,37 @@ impl Connection<'_> {
             () = &mut reading => None,
         };
         match first {
-            Some(ConnectionEnd::InputClosed) if read_on => {
+            Some(WriteEnd::InputClosed) if read_on => {
                 // Nothing more to send, but what the server sends is still wanted: read on
                 // until the server closes or intake stops, as any source does.
                 drop(writing);
                 *input = None;
                 reading.await;
                 if self.context.intake.is_cancelled() {
-                    ConnectionEnd::Stopped
+                    SessionEnd::Done
                 } else {
-                    ConnectionEnd::Broken
+                    SessionEnd::Broken
                 }
             }
-            Some(end) => end,
+            Some(WriteEnd::InputClosed) => SessionEnd::Done,
+            Some(WriteEnd::Broken) => SessionEnd::Broken,
             None if self.context.intake.is_cancelled() => {
                 // Intake stopped: produce nothing more, and drop the outputs so downstream
                 // (which may feed this very client) can drain and close the input; what
                 // still arrives is written out.
                 drop(reading);
                 *outputs = None;
-                if has_input {
-                    writing.await
-                } else {
-                    ConnectionEnd::Stopped
+                match (has_input, writing.await) {
+                    (true, WriteEnd::Broken) => SessionEnd::Broken,
+                    _ => SessionEnd::Done,
                 }
             }
-            None => ConnectionEnd::Broken,
+            None => SessionEnd::Broken,
         }
     }
 
     /// Decodes what the server sends until it closes or intake stops.
-    async fn read(&self, read_half: OwnedReadHalf, outputs: Outputs) {
+    async fn read(&self, read_half: OwnedReadHalf, outputs: ClientOutputs) {
         let Some((output, errors)) = outputs else {
             return std::future::pending().await;
         };
@@ -193,7 +157,7 @@ async fn write_input(
     context: &ConnectorContext,
     input: &mut InputQueue,
     mut writer: OwnedWriteHalf,
-) -> ConnectionEnd {
+) -> WriteEnd {
     let mut encoder = Encoder::new(config.codec, &config.interceptors);
     let mut buffer = Vec::new();
     while let Some(batch) = input.recv().await {
@@ -207,7 +171,7 @@ async fn write_input(
         let ok = written.is_ok();
         complete_written(events, ok, &context.metrics);
         if !ok {
-            return ConnectionEnd::Broken;
+            return WriteEnd::Broken;
         }
     }
     buffer.clear();
@@ -215,5 +179,13 @@ async fn write_input(
         let _ = writer.write_all(&buffer).await;
     }
     let _ = writer.shutdown().await;
-    ConnectionEnd::InputClosed
+    WriteEnd::InputClosed
+}
+
+/// Why the writing half of a connection stopped.
+enum WriteEnd {
+    /// The input closed: nothing more to send.
+    InputClosed,
+    /// A write failed: the connection is gone.
+    Broken,
 }

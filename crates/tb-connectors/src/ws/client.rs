@@ -6,15 +6,15 @@ use std::sync::Arc;
 use futures::stream::FuturesUnordered;
 use futures::{SinkExt, StreamExt};
 use tb_codec::Encoder;
-use tb_event::{KeyString, ObjectMap, StreamId, Value};
+use tb_event::{KeyString, ObjectMap, Value};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::config::WsClientConfig;
 use super::{is_text, redact_url};
 use crate::core::{
-    Backoff, Connector, ConnectorContext, ConnectorError, IngestTarget, InputQueue, OutputSender,
-    StartFuture, StreamDecoder, complete_written, connect_with_backoff, encode_batch,
-    ingest_message, pause,
+    Backoff, ClientProtocol, ClientSession, Connector, ConnectorContext, ConnectorError,
+    IngestTarget, SessionEnd, StartFuture, StreamDecoder, complete_written, encode_batch,
+    ingest_message, run_client,
 };
 
 pub(super) struct WsClient {
@@ -36,69 +36,47 @@ impl Connector for WsClient {
     }
 }
 
-enum SessionEnd {
-    Done,
-    Broken,
+/// The WebSocket protocol of a client: connect to `url`, send events as messages, decode
+/// the messages received.
+struct WsProtocol<'a> {
+    config: &'a WsClientConfig,
 }
 
-/// The connector's outputs, held apart from its context so they can be dropped when intake
-/// stops: downstream (possibly a pipeline that feeds this client back) can then drain and
-/// close this client's input.
-type Outputs = Option<(OutputSender, OutputSender)>;
+impl ClientProtocol for WsProtocol<'_> {
+    type Connection = Socket;
+    type Error = tokio_tungstenite::tungstenite::Error;
 
-async fn run(config: WsClientConfig, mut context: ConnectorContext) -> Result<(), ConnectorError> {
-    let mut input = context.input.take();
-    let mut outputs: Outputs = Some((
-        std::mem::replace(&mut context.output, OutputSender::disconnected()),
-        std::mem::replace(&mut context.errors, OutputSender::disconnected()),
-    ));
-    let mut backoff = Backoff::new(config.reconnect_min, config.reconnect_max);
-    let shown_url = redact_url(&config.url);
-    let mut next_stream = 0u64;
-    loop {
-        let Some((socket, _response)) = connect_with_backoff(
-            || tokio_tungstenite::connect_async(config.url.as_str()),
-            &mut backoff,
-            &context.intake,
-            input.is_none(),
-            &context.id,
-            &shown_url,
-            &context.status,
-        )
-        .await
-        else {
-            return Ok(());
-        };
-        let stream = StreamId(next_stream);
-        next_stream += 1;
-        if context.intake.is_cancelled() {
-            outputs = None;
-        }
-        match session(&config, &context, &mut input, &mut outputs, stream, socket).await {
-            SessionEnd::Done => return Ok(()),
-            SessionEnd::Broken => {
-                tracing::warn!(connector = %context.id, url = %shown_url, "Session ended; reconnecting.");
-                context.status.set_with_error(
-                    crate::core::ComponentStatus::Reconnecting,
-                    format!("connection to {} ended", shown_url),
-                );
-                pause(backoff.next_delay(), &context.intake, input.is_none()).await;
-            }
-        }
+    async fn connect(&self) -> Result<Socket, Self::Error> {
+        let (socket, _response) =
+            tokio_tungstenite::connect_async(self.config.url.as_str()).await?;
+        Ok(socket)
     }
+
+    async fn serve(&self, socket: Socket, session: ClientSession<'_>) -> SessionEnd {
+        serve_session(self.config, session, socket).await
+    }
+}
+
+async fn run(config: WsClientConfig, context: ConnectorContext) -> Result<(), ConnectorError> {
+    let backoff = Backoff::new(config.reconnect_min, config.reconnect_max);
+    let peer = redact_url(&config.url);
+    run_client(WsProtocol { config: &config }, context, &peer, backoff).await
 }
 
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn session(
+async fn serve_session(
     config: &WsClientConfig,
-    context: &ConnectorContext,
-    input: &mut Option<InputQueue>,
-    outputs: &mut Outputs,
-    stream: StreamId,
+    session: ClientSession<'_>,
     socket: Socket,
 ) -> SessionEnd {
+    let ClientSession {
+        context,
+        input,
+        outputs,
+        stream,
+    } = session;
     let (mut sink, mut messages) = socket.split();
     let mut fields = ObjectMap::new();
     fields.insert(KeyString::from("url"), Value::from(redact_url(&config.url)));
