@@ -3,6 +3,8 @@
 # steps, beside the single-thread serde_json floor in the same run.
 #
 #   bench/w1.sh [RUNS]        # default 3 runs each; prints every run and the medians
+#   W1_CONFIG=examples/file-pipeline-lanes.toml bench/w1.sh   # W1 with a partition in 2 lanes
+#   TIGHTBEAM_BIN=/other/build/tightbeam bench/w1.sh         # another build, for before/after
 #
 # Prints events/s (1,000,000 / wall), CPU seconds (user + sys) and peak RSS for each.
 set -euo pipefail
@@ -15,7 +17,9 @@ count=1000000
 mkdir -p "$data"
 [ -f "$events" ] || python3 "$shared/gen_events.py" "$count" > "$events"
 
-cargo build --release -q -p tightbeam
+config=${W1_CONFIG:-examples/file-pipeline.toml}
+tightbeam=${TIGHTBEAM_BIN:-target/release/tightbeam}
+[ -n "${TIGHTBEAM_BIN:-}" ] || cargo build --release -q -p tightbeam
 CARGO_TARGET_DIR="$PWD/$data/floor-target" cargo build --release -q --manifest-path "$shared/floor/Cargo.toml"
 floor="$data/floor-target/release/floor"
 
@@ -35,7 +39,7 @@ for run in $(seq "$runs"); do
   line=$(measure floor "$floor" < "$events")
   echo "run $run: $line"; floor_results+=("$(awk '{print $2}' <<< "$line")")
   line=$(IN=$events OUT=$data/w1.out.ndjson REJECTS=$data/w1.rejects.ndjson measure tightbeam \
-    target/release/tightbeam run -c examples/file-pipeline.toml)
+    "$tightbeam" run -c "$config")
   echo "run $run: $line"; tb_results+=("$(awk '{print $2}' <<< "$line")")
 done
 kept=$(wc -l < "$data/w1.out.ndjson")

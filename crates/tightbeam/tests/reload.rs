@@ -276,19 +276,31 @@ async fn a_pushed_config_with_problems_is_refused_with_them_and_nothing_changes(
             "a column: {problem}"
         );
     }
-    // A pushed config never reads the environment.
+    // A pushed config never reads the environment: a default is taken, a bare variable is
+    // a problem, and the variable's value is never shown.
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".to_owned());
     let (status, refused) = put_config(
         &client,
         api_port,
         tagging_config(http_port, api_port, 1, false).replace("all.ndjson", "${HOME}/all.ndjson"),
     )
     .await;
-    assert_eq!(status, 200, "{refused}");
-    let (_, after) = get_json(&client, &config_url).await;
-    assert_eq!(
-        after["connectors"]["all"]["path"], "${HOME}/all.ndjson",
-        "kept as written, not expanded"
+    assert_eq!(status, 400, "{refused}");
+    assert!(
+        refused.to_string().contains("a pushed config does not read the environment"),
+        "{refused}"
     );
+    assert!(!refused.to_string().contains(&home), "{refused}");
+    let (status, applied) = put_config(
+        &client,
+        api_port,
+        tagging_config(http_port, api_port, 1, false)
+            .replace("all.ndjson", "${OUT_PATH:-defaulted.ndjson}"),
+    )
+    .await;
+    assert_eq!(status, 200, "{applied}");
+    let (_, after) = get_json(&client, &config_url).await;
+    assert_eq!(after["connectors"]["all"]["path"], "defaulted.ndjson");
     let (status, _) = put_config(
         &client,
         api_port,

@@ -167,9 +167,10 @@ pub fn load_from_sources(
     load_texts(texts, Some(&lookup))
 }
 
-/// A config pushed as text (through the API). `${...}` is never expanded, so a pushed config
-/// cannot read the process's environment: it stays as written. `name` stands for the file in
-/// problems, and its extension picks the format (`.json` is read as YAML, which contains it).
+/// A config pushed as text (through the API). It never reads the process's environment (that
+/// would let whoever may push a config read its secrets): `${VAR:-default}` takes its default,
+/// and `${VAR}` without one is a problem. `name` stands for the file in problems, and its
+/// extension picks the format (`.json` is read as YAML, which contains it).
 ///
 /// # Errors
 ///
@@ -199,22 +200,20 @@ fn load_texts(
     };
     for (path, text) in texts {
         let format = format_of(&path);
-        let interpolated = match lookup.map(|lookup| interpolate(&text, lookup)) {
-            None => super::interpolate::Interpolated {
-                text: text.clone(),
-                substitutions: Vec::new(),
-            },
-            Some(Ok(interpolated)) => interpolated,
-            Some(Err(missing)) => {
+        let no_environment = |_: &str| None;
+        let interpolated = match interpolate(&text, lookup.unwrap_or(&no_environment)) {
+            Ok(interpolated) => interpolated,
+            Err(missing) => {
                 let file = SourceFile::new(path.clone(), text, format);
                 for variable in missing {
                     let (line, column) = file.line_column(variable.offset);
-                    problems.push(missing_variable_problem(
-                        &path,
+                    let message = missing_variable_message(&variable.name, lookup.is_none());
+                    problems.push(Problem {
+                        file: path.clone(),
                         line,
                         column,
-                        &variable.name,
-                    ));
+                        message,
+                    });
                 }
                 continue;
             }
@@ -245,14 +244,15 @@ fn load_texts(
     }
 }
 
-fn missing_variable_problem(path: &Path, line: usize, column: usize, name: &str) -> Problem {
-    Problem {
-        file: path.to_path_buf(),
-        line,
-        column,
-        message: format!(
+fn missing_variable_message(name: &str, pushed: bool) -> String {
+    if pushed {
+        format!(
+            "a pushed config does not read the environment: write the value of `{name}`, or give a default as ${{{name}:-value}}"
+        )
+    } else {
+        format!(
             "environment variable `{name}` is not set; set it, or give a default as ${{{name}:-value}}"
-        ),
+        )
     }
 }
 
