@@ -287,7 +287,9 @@ async fn a_pushed_config_with_problems_is_refused_with_them_and_nothing_changes(
     .await;
     assert_eq!(status, 400, "{refused}");
     assert!(
-        refused.to_string().contains("a pushed config does not read the environment"),
+        refused
+            .to_string()
+            .contains("a pushed config does not read the environment"),
         "{refused}"
     );
     assert!(!refused.to_string().contains(&home), "{refused}");

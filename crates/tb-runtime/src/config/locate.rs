@@ -230,12 +230,56 @@ impl SourceFile {
             .filter_map(|(opener, _)| text.find(opener).map(|at| (at, opener)))
             .min_by_key(|(at, _)| *at)?
             .1;
+        if opener == "{" {
+            return self.nth_inline_table(index, from);
+        }
         let mut position = from;
         for _ in 0..=index {
             let found = self.text[position..].find(opener)?;
             position += found + opener.len();
         }
         Some(position - opener.len())
+    }
+
+    /// The `index`th inline table of the array that starts after `from`, counting only the
+    /// array's own elements: a table nested in an element (`routes = { ... }`) and braces
+    /// inside strings are not elements.
+    fn nth_inline_table(&self, index: usize, from: usize) -> Option<usize> {
+        let bytes = self.text.as_bytes();
+        let mut position = from + self.text[from..].find('[')?;
+        let mut depth = 0usize;
+        let mut quote: Option<u8> = None;
+        let mut seen = 0;
+        while position < bytes.len() {
+            let byte = bytes[position];
+            match (quote, byte) {
+                (Some(open), _) if byte == open => quote = None,
+                (Some(b'"'), b'\\') => position += 1,
+                (Some(_), _) => {}
+                (None, b'"' | b'\'') => quote = Some(byte),
+                (None, b'#') => {
+                    position += self.text[position..].find('\n').unwrap_or(0);
+                }
+                (None, b'[' | b'{') => {
+                    if byte == b'{' && depth == 1 {
+                        if seen == index {
+                            return Some(position);
+                        }
+                        seen += 1;
+                    }
+                    depth += 1;
+                }
+                (None, b']' | b'}') => {
+                    depth = depth.checked_sub(1)?;
+                    if depth == 0 {
+                        return None;
+                    }
+                }
+                (None, _) => {}
+            }
+            position += 1;
+        }
+        None
     }
 }
 
@@ -285,6 +329,15 @@ mod tests {
         let file = toml("[connectors.web]\nkind = \"http_server\"\nadress = \"x\"\n");
         let path = parse_path("connectors.web.adress");
         assert_eq!(file.line_column(file.locate(&path)), (3, 1));
+    }
+
+    #[test]
+    fn nested_tables_and_strings_do_not_count_as_elements() {
+        let file = toml(
+            "[pipelines.p]\nsteps = [\n  { kind = \"route\", routes = { a = '{x}' } },\n  { kind = \"partition\", key = \".a\" },\n  { kind = \"partition\", key = \".b\" },\n]\n",
+        );
+        let offset = file.locate(&parse_path("pipelines.p.steps[2].key"));
+        assert_eq!(file.line_column(offset), (5, 25));
     }
 
     #[test]
