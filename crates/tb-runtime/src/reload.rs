@@ -97,6 +97,9 @@ impl Reloader {
             Err(problems) => return ReloadOutcome::Invalid(problems),
         };
         let mut engine = self.engine.lock().await;
+        if engine.is_shutting_down() {
+            return ReloadOutcome::Unavailable;
+        }
         warn_about_settings_that_need_a_restart(&engine.config, &config);
         let builders = engine.builders().clone();
         match Topology::build(config, &builders) {

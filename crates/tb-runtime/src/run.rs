@@ -36,6 +36,10 @@ pub const INPUT_QUEUE_BATCHES: usize = 8;
 
 pub use crate::pipeline_task::MAX_BATCH_EVENTS;
 
+/// How long creating a component waits for its input queue, which a replaced component's
+/// old run may still hold.
+const QUEUE_HANDOVER_LIMIT: Duration = Duration::from_secs(5);
+
 /// A component that could not start: a port in use, a missing file, an unwritable directory.
 #[derive(Debug, thiserror::Error)]
 #[error("{component}: {message}")]
@@ -255,17 +259,20 @@ impl Engine {
             input: input.clone(),
             outputs,
         };
-        let first = match node.body {
-            Body::Connector { connector, .. } => {
-                unit.start_connector(connector)
-                    .await
-                    .map_err(|error| StartError {
-                        component: format!("connector {}", spec.id),
-                        message: error.to_string(),
-                    })
-            }
-            Body::Pipeline(pipeline) => Ok(unit.pipeline_run(pipeline).await),
-        };
+        // The engine is locked while it creates a component: a replaced component's old run
+        // that never lets go of the queue must not hold every reload up. Past the limit, the
+        // supervisor goes on trying on its own.
+        let first = match unit.take_input(Some(QUEUE_HANDOVER_LIMIT)).await {
+            Ok(input) => match node.body {
+                Body::Connector { connector, .. } => unit.start_connector(connector, input).await,
+                Body::Pipeline(pipeline) => Ok(unit.pipeline_run(pipeline, input)),
+            },
+            Err(error) => Err(error),
+        }
+        .map_err(|error| StartError {
+            component: format!("{} {}", spec.section().trim_end_matches('s'), spec.id),
+            message: error.to_string(),
+        });
         let record = Record {
             spec: spec.clone(),
             view,
@@ -300,6 +307,11 @@ impl Engine {
         } = created;
         record.supervisor = Some(self.tasks.spawn(supervise(unit, first)));
         self.records.insert(record.spec.id.clone(), record);
+    }
+
+    /// Whether shutdown has begun: no reload is taken then.
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.intake.is_cancelled()
     }
 
     /// The view the API serves, made from the records.
@@ -378,13 +390,11 @@ impl Engine {
         for id in &summary.unchanged {
             let record = &self.records[id];
             for (port, control) in &record.ports {
-                let current = control.subscribers();
+                // Adding replaces a reader already there: its input index may have moved.
                 for subscription in
                     subscriptions(config.components.values(), &output_name(id, port), &queues)
                 {
-                    if !current.contains(&subscription.reader) {
-                        control.add(subscription);
-                    }
+                    control.add(subscription);
                 }
             }
         }

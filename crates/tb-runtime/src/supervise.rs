@@ -157,28 +157,52 @@ impl Unit {
                 let connector = builder
                     .build(&self.id, settings.clone(), self.input.is_some())
                     .map_err(|error| RunStartError::Build(error.to_string()))?;
-                self.start_connector(connector).await
+                let input = self.take_input(None).await?;
+                self.start_connector(connector, input).await
             }
             Blueprint::Pipeline { config, .. } => {
                 let pipeline = Pipeline::build(self.id.as_str(), config).map_err(|errors| {
                     RunStartError::Build(format!("pipeline does not build: {errors:?}"))
                 })?;
-                Ok(self.pipeline_run(pipeline).await)
+                let input = self.take_input(None).await?;
+                Ok(self.pipeline_run(pipeline, input))
             }
         }
     }
 
-    /// Starts a run of a connector that is already built.
+    /// Takes the input queue for a run, waiting for the previous run to let go of it (at
+    /// most `limit`, when given).
+    pub(crate) async fn take_input(
+        &self,
+        limit: Option<Duration>,
+    ) -> Result<Option<InputQueue>, RunStartError> {
+        let Some(slot) = &self.input else {
+            return Ok(None);
+        };
+        let taking = slot.take(self.stop_input.clone());
+        match limit {
+            None => Ok(Some(taking.await)),
+            Some(limit) => {
+                tokio::time::timeout(limit, taking)
+                    .await
+                    .map(Some)
+                    .map_err(|_elapsed| {
+                        RunStartError::Build(
+                            "its previous run still holds its input queue".to_owned(),
+                        )
+                    })
+            }
+        }
+    }
+
+    /// Starts a run of a connector that is already built, on `input`.
     pub(crate) async fn start_connector(
         &self,
         connector: Box<dyn tb_connectors::Connector>,
+        input: Option<InputQueue>,
     ) -> Result<Run, RunStartError> {
         let Blueprint::Connector { metrics, .. } = &self.blueprint else {
             return Err(RunStartError::Build("not a connector".to_owned()));
-        };
-        let input = match &self.input {
-            Some(slot) => Some(slot.take(self.stop_input.clone()).await),
-            None => None,
         };
         let mut outputs = self.outputs.iter().cloned();
         let context = ConnectorContext {
@@ -194,12 +218,8 @@ impl Unit {
         Ok(connector.start(context).await?)
     }
 
-    /// A run of a pipeline that is already compiled.
-    pub(crate) async fn pipeline_run(&self, pipeline: Pipeline) -> Run {
-        let input = match &self.input {
-            Some(slot) => Some(slot.take(self.stop_input.clone()).await),
-            None => None,
-        };
+    /// A run of a pipeline that is already compiled, on `input`.
+    pub(crate) fn pipeline_run(&self, pipeline: Pipeline, input: Option<InputQueue>) -> Run {
         let metrics = match &self.blueprint {
             Blueprint::Pipeline { metrics, .. } => metrics.clone(),
             Blueprint::Connector { .. } => PipelineMetrics::default(),

@@ -46,9 +46,10 @@ impl ComponentStatus {
         }
     }
 
-    /// Whether the component is doing its work (`/ready` asks this of every component).
+    /// Whether the component is doing its work, or has finished it (`/ready` asks this of
+    /// every component). A draining one takes nothing new, so it is not ready.
     pub fn is_ready(self) -> bool {
-        matches!(self, Self::Running | Self::Draining | Self::Stopped)
+        matches!(self, Self::Running | Self::Stopped)
     }
 }
 
