@@ -13,6 +13,7 @@ mod metrics;
 pub(crate) mod parallel_reader;
 mod positions;
 pub(crate) mod reader;
+mod routing;
 mod sink;
 mod status;
 mod stream_server;
@@ -30,6 +31,7 @@ pub use input::{InputBatch, InputQueue};
 pub use metrics::{ConnectorMetrics, latency_buckets};
 pub use positions::{PositionTracker, Ticket};
 pub use reader::{AtEnd, ChunkAck, IngestTarget, ingest_message, ingest_reader};
+pub use routing::{Foreign, ReplyStreams, route_replies};
 pub use sink::{
     STREAM_WRITE_TIMEOUT, complete_events, complete_written, encode_batch, write_batches,
     write_outgoing,

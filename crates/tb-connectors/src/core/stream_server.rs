@@ -15,6 +15,7 @@ use super::fanout::OutputSender;
 use super::ingest::StreamDecoder;
 use super::metrics::ConnectorMetrics;
 use super::reader::IngestTarget;
+use super::routing::{Foreign, route_replies};
 use super::streams::StreamWriters;
 
 /// The parts of a connector context every stream of a server uses.
@@ -36,11 +37,13 @@ pub struct StreamServer {
 
 impl StreamServer {
     /// Takes `context` apart, starting the task that routes its input (if it has `inputs`)
-    /// to the open streams.
+    /// to the open streams: replies to their own stream, anything else to every stream.
     pub fn from_context(context: ConnectorContext) -> (Self, Option<super::tasks::OwnedTask<()>>) {
         let writers = StreamWriters::default();
         let dispatcher = context.input.map(|input| {
-            super::tasks::spawn_owned(writers.clone().dispatch(
+            super::tasks::spawn_owned(route_replies(
+                writers.clone(),
+                Foreign::Broadcast,
                 context.id.clone(),
                 input,
                 context.metrics.clone(),
