@@ -1,5 +1,6 @@
 //! What every connector shares: the builder and run traits, the run context, the fan-out
-//! sender, metrics handles, and the helpers for decoding input and completing output.
+//! sender, metrics handles, the reconnect loop of clients, the life cycle of a server's
+//! streams, reply routing, the write path, and the helpers for decoding input.
 
 mod backoff;
 mod client;
@@ -13,6 +14,7 @@ mod metrics;
 pub(crate) mod parallel_reader;
 mod positions;
 pub(crate) mod reader;
+mod routing;
 mod sink;
 mod status;
 mod stream_server;
@@ -30,9 +32,10 @@ pub use input::{InputBatch, InputQueue};
 pub use metrics::{ConnectorMetrics, latency_buckets};
 pub use positions::{PositionTracker, Ticket};
 pub use reader::{AtEnd, ChunkAck, IngestTarget, ingest_message, ingest_reader};
+pub use routing::{Foreign, ReplyStreams, route_replies};
 pub use sink::{
-    STREAM_WRITE_TIMEOUT, complete_events, complete_written, encode_batch, write_batches,
-    write_outgoing,
+    ByteStream, FrameWriter, STREAM_WRITE_TIMEOUT, complete_events, complete_written, encode_batch,
+    write_batches,
 };
 pub use status::{ComponentStatus, StatusCell, StatusRecord};
 pub use stream_server::{StreamServer, bind, serve_router};

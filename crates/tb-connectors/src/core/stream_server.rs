@@ -1,12 +1,21 @@
-//! What a multi-stream server (TCP, WebSocket) shares between its streams, and serving an
-//! axum router until intake stops.
+//! What a multi-stream server (TCP, WebSocket) shares between its streams, the life cycle
+//! of one stream, and serving an axum router until intake stops.
+//!
+//! [`StreamServer::serve_stream`] owns a stream from its opening to its end: it gives the
+//! stream an id, registers its writer queue, runs the write loop on the protocol's write
+//! half, hands the protocol's read loop a decoder, and once reading ends closes the stream
+//! and waits for the writer. A server keeps only its protocol: how it accepts, how it reads,
+//! and how bytes become frames on its wire.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tb_codec::{CodecKind, InterceptorConfig};
+use bytes::Bytes;
+use tb_codec::{CodecKind, Encoder, InterceptorConfig};
 use tb_event::{ComponentId, KeyString, ObjectMap, StreamId, Value};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::context::ConnectorContext;
@@ -15,7 +24,10 @@ use super::fanout::OutputSender;
 use super::ingest::StreamDecoder;
 use super::metrics::ConnectorMetrics;
 use super::reader::IngestTarget;
+use super::routing::{Foreign, route_replies};
+use super::sink::{EventWriter, FrameWriter, WritePolicy, write_outgoing};
 use super::streams::StreamWriters;
+use super::tasks::{OwnedTask, spawn_owned};
 
 /// The parts of a connector context every stream of a server uses.
 pub struct StreamServer {
@@ -31,16 +43,26 @@ pub struct StreamServer {
     pub intake: CancellationToken,
     /// Writers of the open streams.
     pub writers: StreamWriters,
+    /// How every stream's bytes are framed and encoded.
+    codec: CodecKind,
+    interceptors: Vec<InterceptorConfig>,
     next_stream: AtomicU64,
 }
 
 impl StreamServer {
     /// Takes `context` apart, starting the task that routes its input (if it has `inputs`)
-    /// to the open streams.
-    pub fn from_context(context: ConnectorContext) -> (Self, Option<super::tasks::OwnedTask<()>>) {
+    /// to the open streams: replies to their own stream, anything else to every stream.
+    /// Every stream decodes and encodes with `codec` and `interceptors`.
+    pub fn from_context(
+        context: ConnectorContext,
+        codec: CodecKind,
+        interceptors: &[InterceptorConfig],
+    ) -> (Self, Option<OwnedTask<()>>) {
         let writers = StreamWriters::default();
         let dispatcher = context.input.map(|input| {
-            super::tasks::spawn_owned(writers.clone().dispatch(
+            spawn_owned(route_replies(
+                writers.clone(),
+                Foreign::Broadcast,
                 context.id.clone(),
                 input,
                 context.metrics.clone(),
@@ -53,14 +75,43 @@ impl StreamServer {
             metrics: context.metrics,
             intake: context.intake,
             writers,
+            codec,
+            interceptors: interceptors.to_vec(),
             next_stream: AtomicU64::new(0),
         };
         (server, dispatcher)
     }
 
-    /// A new stream id, unique within the connector.
-    pub fn open_stream(&self) -> StreamId {
-        StreamId(self.next_stream.fetch_add(1, Ordering::Relaxed))
+    /// Serves one stream with the peer at `remote`, from its opening to its end.
+    ///
+    /// Replies are written to `write_half` (one event per write, a stalled peer costing only
+    /// its own events), with the stream's latest acknowledgement line from `acks`, if any,
+    /// whenever it changes. `read` gets the stream's id and decoder and reads the peer until
+    /// it closes or intake stops; then the stream closes, and this returns once its writer
+    /// has written (or failed) what was queued.
+    pub async fn serve_stream<W, Read>(
+        &self,
+        remote: SocketAddr,
+        write_half: W,
+        acks: Option<watch::Receiver<Bytes>>,
+        read: impl FnOnce(StreamId, StreamDecoder) -> Read,
+    ) where
+        W: FrameWriter + 'static,
+        Read: Future<Output = ()>,
+    {
+        let stream = StreamId(self.next_stream.fetch_add(1, Ordering::Relaxed));
+        tracing::debug!(connector = %self.id, %stream, %remote, "Stream opened.");
+        let outgoing = self.writers.register(stream);
+        let encoder = Encoder::new(self.codec, &self.interceptors);
+        let output = EventWriter::new(encoder, write_half, WritePolicy::Stream);
+        let metrics = self.metrics.clone();
+        let writer = spawn_owned(async move {
+            write_outgoing(outgoing, acks, output, &metrics).await;
+        });
+        read(stream, self.stream_decoder(stream, remote)).await;
+        self.writers.remove(stream);
+        let _ = writer.await;
+        tracing::debug!(connector = %self.id, %stream, "Stream closed.");
     }
 
     /// Where a stream's decoded events go.
@@ -75,13 +126,7 @@ impl StreamServer {
     }
 
     /// A decoder for `stream`, with `%tightbeam.remote_address` set to `remote`.
-    pub fn stream_decoder(
-        &self,
-        stream: StreamId,
-        codec: CodecKind,
-        interceptors: &[InterceptorConfig],
-        remote: SocketAddr,
-    ) -> StreamDecoder {
+    fn stream_decoder(&self, stream: StreamId, remote: SocketAddr) -> StreamDecoder {
         let mut fields = ObjectMap::new();
         fields.insert(
             KeyString::from("remote_address"),
@@ -90,8 +135,8 @@ impl StreamServer {
         StreamDecoder::new(
             self.id.clone(),
             stream,
-            codec,
-            interceptors,
+            self.codec,
+            &self.interceptors,
             Some(Arc::new(fields)),
         )
     }
@@ -109,7 +154,7 @@ pub async fn serve_router(
     router: axum::Router,
     intake: CancellationToken,
     address: &str,
-    dispatcher: Option<super::tasks::OwnedTask<()>>,
+    dispatcher: Option<OwnedTask<()>>,
 ) -> Result<(), ConnectorError> {
     axum::serve(
         listener,

@@ -1,16 +1,16 @@
-//! Open streams of a multi-stream server (TCP connections, WebSocket sessions) and routing
-//! events to them: a reply goes back to the stream it came from; an event from elsewhere
-//! goes to every open stream.
+//! Open streams of a multi-stream server (TCP connections, WebSocket sessions): each one's
+//! writer queue, by stream id. Replies reach them by the rule in `routing.rs`, with events
+//! from elsewhere broadcast to every open stream.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tb_event::{AckStatus, ComponentId, Event, StreamId};
+use tb_event::{AckStatus, Event, StreamId};
 use tokio::sync::mpsc;
 
-use super::input::InputQueue;
 use super::metrics::ConnectorMetrics;
+use super::routing::ReplyStreams;
 
 /// Per-stream outgoing queue depth.
 const STREAM_QUEUE: usize = 64;
@@ -42,38 +42,28 @@ impl StreamWriters {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<StreamId, mpsc::Sender<Event>>> {
         self.writers.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
 
-    fn targets(&self, id: &ComponentId, event: &Event) -> Vec<mpsc::Sender<Event>> {
-        let writers = self.lock();
-        if event.is_from(id) {
-            writers
-                .get(&event.meta.id.stream)
-                .cloned()
-                .into_iter()
-                .collect()
-        } else {
-            writers.values().cloned().collect()
-        }
+impl ReplyStreams for StreamWriters {
+    type Target = mpsc::Sender<Event>;
+
+    const NOWHERE: &'static str = "the stream it replies to has closed";
+
+    fn target(&self, stream: StreamId) -> Option<mpsc::Sender<Event>> {
+        self.lock().get(&stream).cloned()
     }
 
-    /// Routes every event from `input` until it closes.
-    pub async fn dispatch(self, id: ComponentId, mut input: InputQueue, metrics: ConnectorMetrics) {
-        while let Some(batch) = input.recv().await {
-            metrics.input.inc_by(batch.len() as u64);
-            for event in batch {
-                let targets = self.targets(&id, &event);
-                let Some((last, rest)) = targets.split_last() else {
-                    tracing::debug!(connector = %id, stream = %event.meta.id.stream, "Event has no open stream to go to; it is failed.");
-                    metrics.errors.inc();
-                    event.complete_with(AckStatus::Errored, "the stream it replies to has closed");
-                    continue;
-                };
-                for target in rest {
-                    send_to_stream(target, event.fork(), &metrics).await;
-                }
-                send_to_stream(last, event, &metrics).await;
-            }
-        }
+    fn every_target(&self) -> Vec<mpsc::Sender<Event>> {
+        self.lock().values().cloned().collect()
+    }
+
+    async fn deliver(
+        &self,
+        target: &mpsc::Sender<Event>,
+        event: Event,
+        metrics: &ConnectorMetrics,
+    ) {
+        send_to_stream(target, event, metrics).await;
     }
 }
 

@@ -1,11 +1,13 @@
 //! Responses waiting for their events to come back: one slot per pending request stream.
+//! Replies reach them by core's reply routing with [`Foreign::Refuse`]: a response answers
+//! only its own request, so an event from elsewhere has nowhere to go.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use tb_event::{AckStatus, ComponentId, StreamId, Value};
+use tb_event::{AckStatus, ComponentId, Event, StreamId, Value};
 
-use crate::core::{ConnectorMetrics, InputQueue};
+use crate::core::{ConnectorMetrics, Foreign, InputQueue, ReplyStreams, route_replies};
 
 /// Pending requests by stream, each collecting the values routed back to it.
 #[derive(Clone, Default)]
@@ -27,39 +29,44 @@ impl PendingReplies {
         self.slots.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Takes events routed to this connector: an event from one of its pending requests joins
-    /// that response; anything else has no stream to go to, and is failed and counted.
+    /// Takes events routed to this connector until `input` closes: a reply joins its
+    /// pending request's response; anything else is failed and counted.
     pub(super) async fn dispatch(
         self,
         id: ComponentId,
-        mut input: InputQueue,
+        input: InputQueue,
         metrics: ConnectorMetrics,
     ) {
-        while let Some(batch) = input.recv().await {
-            metrics.input.inc_by(batch.len() as u64);
-            let mut slots = self.lock();
-            for event in batch {
-                let slot = event
-                    .is_from(&id)
-                    .then(|| slots.get_mut(&event.meta.id.stream))
-                    .flatten();
-                match slot {
-                    Some(slot) => {
-                        let (value, _meta, ack) = event.into_parts();
-                        slot.push(value);
-                        metrics.sent.inc();
-                        ack.complete(AckStatus::Delivered);
-                    }
-                    None => {
-                        tracing::warn!(connector = %id, stream = %event.meta.id.stream, "Reply has no pending request; it is failed.");
-                        metrics.errors.inc();
-                        event.complete_with(
-                            AckStatus::Errored,
-                            "the request it replies to is no longer waiting",
-                        );
-                    }
-                }
-            }
-        }
+        route_replies(self, Foreign::Refuse, id, input, metrics).await;
+    }
+}
+
+impl ReplyStreams for PendingReplies {
+    /// The request's stream: its slot is looked up again as the reply joins it, since the
+    /// request may stop waiting in between.
+    type Target = StreamId;
+
+    const NOWHERE: &'static str = "the request it replies to is no longer waiting";
+
+    fn target(&self, stream: StreamId) -> Option<StreamId> {
+        self.lock().contains_key(&stream).then_some(stream)
+    }
+
+    fn every_target(&self) -> Vec<StreamId> {
+        self.lock().keys().copied().collect()
+    }
+
+    async fn deliver(&self, stream: &StreamId, event: Event, metrics: &ConnectorMetrics) {
+        let mut slots = self.lock();
+        let Some(slot) = slots.get_mut(stream) else {
+            drop(slots);
+            metrics.errors.inc();
+            event.complete_with(AckStatus::Errored, Self::NOWHERE);
+            return;
+        };
+        let (value, _meta, ack) = event.into_parts();
+        slot.push(value);
+        metrics.sent.inc();
+        ack.complete(AckStatus::Delivered);
     }
 }

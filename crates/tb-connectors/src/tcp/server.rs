@@ -1,18 +1,22 @@
-//! The TCP server: one stream per accepted connection.
+//! The TCP server: one stream per accepted connection. The stream's life cycle is
+//! `StreamServer::serve_stream`; this file is the protocol: accepting connections, reading
+//! each one as a byte stream, and (with `ack_lines`) telling the client how far its events
+//! got.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tb_codec::Encoder;
-use tb_event::{AckOutcome, AckStatus};
+use tb_event::{AckOutcome, AckStatus, StreamId};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
 use super::config::TcpServerConfig;
 use crate::core::{
-    AtEnd, Connector, ConnectorContext, ConnectorError, StartFuture, StreamServer, bind,
-    ingest_reader, write_outgoing,
+    AtEnd, ByteStream, Connector, ConnectorContext, ConnectorError, StartFuture, StreamDecoder,
+    StreamServer, bind, ingest_reader,
 };
 
 pub(super) struct TcpServer {
@@ -40,7 +44,8 @@ async fn serve(
     listener: TcpListener,
     context: ConnectorContext,
 ) -> Result<(), ConnectorError> {
-    let (server, dispatcher) = StreamServer::from_context(context);
+    let (server, dispatcher) =
+        StreamServer::from_context(context, config.codec, &config.interceptors);
     let shared = Arc::new((server, config));
     let connections = TaskTracker::new();
     loop {
@@ -74,18 +79,27 @@ async fn serve_connection(
     remote: SocketAddr,
 ) {
     let (server, config) = &*shared;
-    let stream = server.open_stream();
-    tracing::debug!(connector = %server.id, %stream, %remote, "Stream opened.");
     let (read_half, write_half) = socket.into_split();
-    let outgoing = server.writers.register(stream);
-    let encoder = Encoder::new(config.codec, &config.interceptors);
-    let writer_metrics = server.metrics.clone();
-    let (ack_sender, ack_receiver) = tokio::sync::watch::channel(Bytes::new());
+    // The sender outlives the stream's writer, which writes the last line as it closes.
+    let (ack_sender, ack_receiver) = watch::channel(Bytes::new());
     let acks = config.ack_lines.then_some(ack_receiver);
-    let writer = crate::core::spawn_owned(async move {
-        write_outgoing(outgoing, acks, encoder, write_half, &writer_metrics).await;
-    });
-    let mut decoder = server.stream_decoder(stream, config.codec, &config.interceptors, remote);
+    let ack_sender = &ack_sender;
+    server
+        .serve_stream(remote, ByteStream(write_half), acks, |stream, decoder| {
+            read_connection(server, read_half, decoder, ack_sender, stream)
+        })
+        .await;
+}
+
+/// Reads one connection until the client closes it or intake stops, keeping its latest
+/// acknowledgement line in `ack_sender`.
+async fn read_connection(
+    server: &StreamServer,
+    read_half: OwnedReadHalf,
+    mut decoder: StreamDecoder,
+    ack_sender: &watch::Sender<Bytes>,
+    stream: StreamId,
+) {
     let mut worst = AckOutcome::DELIVERED;
     let read = ingest_reader(
         read_half,
@@ -105,9 +119,6 @@ async fn serve_connection(
     if let Err(error) = read {
         tracing::debug!(connector = %server.id, %stream, %error, "Stream read ended with an error.");
     }
-    server.writers.remove(stream);
-    let _ = writer.await;
-    tracing::debug!(connector = %server.id, %stream, "Stream closed.");
 }
 
 /// `{"acked":N}`: the first N events of the connection are delivered. Once one of them

@@ -1,4 +1,7 @@
-//! The WebSocket server: one stream per session.
+//! The WebSocket server: one stream per session. The stream's life cycle is
+//! `StreamServer::serve_stream`; this file is the protocol: the upgrade, reading messages
+//! (closing with 1009 on one over `max_body`), and sending each event as one text or binary
+//! message, with a close code at the end.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,18 +11,16 @@ use axum::Router;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
 use axum::response::Response;
-use futures::stream::FuturesUnordered;
+use futures::stream::{FuturesUnordered, SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
-use tb_codec::Encoder;
-use tokio::sync::mpsc;
+use tb_event::StreamId;
 
 use super::config::WsServerConfig;
 use super::is_text;
 use crate::core::{
-    ConnectorContext, ConnectorMetrics, STREAM_WRITE_TIMEOUT, StartFuture, StreamServer, bind,
-    complete_written, decode_error_event, fail_outgoing, ingest_message, serve_router,
+    ConnectorContext, FrameWriter, StartFuture, StreamDecoder, StreamServer, bind,
+    decode_error_event, ingest_message, serve_router,
 };
-use tb_event::Event;
 
 /// Messages handed on and not yet acknowledged, per session, before reading pauses.
 const MAX_UNACKNOWLEDGED_MESSAGES: usize = 256;
@@ -42,7 +43,8 @@ impl crate::core::Connector for WsServer {
             let address = self.config.address.clone();
             let listener = bind(&address).await?;
             let intake = context.intake.clone();
-            let (server, dispatcher) = StreamServer::from_context(context);
+            let (server, dispatcher) =
+                StreamServer::from_context(context, self.config.codec, &self.config.interceptors);
             let shared: Shared = Arc::new((server, self.config));
             let router = Router::new().fallback(upgrade).with_state(shared);
             let running: crate::RunningConnector = Box::pin(async move {
@@ -67,62 +69,84 @@ async fn upgrade(
 
 async fn session(shared: Shared, socket: WebSocket, remote: SocketAddr) {
     let (server, config) = &*shared;
-    let stream = server.open_stream();
-    tracing::debug!(connector = %server.id, %stream, %remote, "Session opened.");
-    let (sink, mut messages) = socket.split();
-    let outgoing = server.writers.register(stream);
-    let encoder = Encoder::new(config.codec, &config.interceptors);
+    let (sink, messages) = socket.split();
     let close_code = Arc::new(AtomicU16::new(CLOSE_GOING_AWAY));
-    let writer = crate::core::spawn_owned(write_session(
-        outgoing,
-        encoder,
+    let write_half = SessionSender {
         sink,
-        server.metrics.clone(),
-        close_code.clone(),
-    ));
-    let mut decoder = server.stream_decoder(stream, config.codec, &config.interceptors, remote);
-    let target = server.ingest_target();
-    let mut pending = FuturesUnordered::new();
-    loop {
-        while pending.len() >= MAX_UNACKNOWLEDGED_MESSAGES {
-            pending.next().await;
-        }
-        let message = tokio::select! {
-            biased;
-            () = server.intake.cancelled() => break,
-            Some(_) = pending.next(), if !pending.is_empty() => continue,
-            message = messages.next() => message,
-        };
-        let bytes = match message {
-            Some(Ok(Message::Text(text))) => bytes::Bytes::from(text),
-            Some(Ok(Message::Binary(bytes))) => bytes,
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            Some(Ok(Message::Close(_))) | None => break,
-            Some(Err(error)) => {
-                server.metrics.errors.inc();
-                // tungstenite reports a message over `max_message_size` as "too long".
-                if error.to_string().contains("too long") {
-                    close_code.store(CLOSE_MESSAGE_TOO_BIG, Ordering::Relaxed);
-                    reject_oversized(server, stream, config.max_body).await;
-                } else {
-                    tracing::debug!(connector = %server.id, %stream, %error, "Session read failed.");
-                }
-                break;
+        close_code: close_code.clone(),
+    };
+    server
+        .serve_stream(remote, write_half, None, |stream, decoder| {
+            let session = SessionReader {
+                server,
+                max_body: config.max_body,
+                stream,
+                close_code: &close_code,
+            };
+            session.read(messages, decoder)
+        })
+        .await;
+}
+
+/// What reading one session needs besides its messages.
+struct SessionReader<'a> {
+    server: &'a StreamServer,
+    max_body: usize,
+    stream: StreamId,
+    /// The code the session closes with, set here when a message is over `max_body`.
+    close_code: &'a AtomicU16,
+}
+
+impl SessionReader<'_> {
+    /// Reads messages until the peer closes, a read fails or intake stops, holding at most
+    /// [`MAX_UNACKNOWLEDGED_MESSAGES`] unacknowledged; then waits for those.
+    async fn read(self, mut messages: SplitStream<WebSocket>, mut decoder: StreamDecoder) {
+        let target = self.server.ingest_target();
+        let mut pending = FuturesUnordered::new();
+        loop {
+            while pending.len() >= MAX_UNACKNOWLEDGED_MESSAGES {
+                pending.next().await;
             }
-        };
-        if let Some(waiting) = ingest_message(&mut decoder, &bytes, &target).await {
-            pending.push(waiting);
+            let message = tokio::select! {
+                biased;
+                () = self.server.intake.cancelled() => break,
+                Some(_) = pending.next(), if !pending.is_empty() => continue,
+                message = messages.next() => message,
+            };
+            let bytes = match message {
+                Some(Ok(Message::Text(text))) => bytes::Bytes::from(text),
+                Some(Ok(Message::Binary(bytes))) => bytes,
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                Some(Ok(Message::Close(_))) | None => break,
+                Some(Err(error)) => {
+                    self.read_failed(&error).await;
+                    break;
+                }
+            };
+            if let Some(waiting) = ingest_message(&mut decoder, &bytes, &target).await {
+                pending.push(waiting);
+            }
+        }
+        while pending.next().await.is_some() {}
+    }
+
+    async fn read_failed(&self, error: &axum::Error) {
+        let server = self.server;
+        server.metrics.errors.inc();
+        // tungstenite reports a message over `max_message_size` as "too long".
+        if error.to_string().contains("too long") {
+            self.close_code
+                .store(CLOSE_MESSAGE_TOO_BIG, Ordering::Relaxed);
+            reject_oversized(server, self.stream, self.max_body).await;
+        } else {
+            tracing::debug!(connector = %server.id, stream = %self.stream, %error, "Session read failed.");
         }
     }
-    while pending.next().await.is_some() {}
-    server.writers.remove(stream);
-    let _ = writer.await;
-    tracing::debug!(connector = %server.id, %stream, "Session closed.");
 }
 
 /// Puts a record of a message over `max_body` on `<id>._errors`: the message itself was
 /// never read past the limit, so only the reason is kept.
-async fn reject_oversized(server: &StreamServer, stream: tb_event::StreamId, max_body: usize) {
+async fn reject_oversized(server: &StreamServer, stream: StreamId, max_body: usize) {
     let error = tb_codec::DecodeError::too_large(
         format!(
             "websocket message larger than max_body ({max_body} bytes); session closed with 1009"
@@ -138,49 +162,33 @@ const CLOSE_GOING_AWAY: u16 = 1001;
 /// Close code for a message over `max_body`.
 const CLOSE_MESSAGE_TOO_BIG: u16 = 1009;
 
-async fn write_session(
-    mut outgoing: mpsc::Receiver<Event>,
-    mut encoder: Encoder,
-    mut sink: futures::stream::SplitSink<WebSocket, Message>,
-    metrics: ConnectorMetrics,
+/// A session's sending half: each write is one message, text when the bytes are UTF-8.
+struct SessionSender {
+    sink: SplitSink<WebSocket, Message>,
     close_code: Arc<AtomicU16>,
-) {
-    let mut buffer = Vec::new();
-    while let Some(event) = outgoing.recv().await {
-        buffer.clear();
-        let encoded = encoder
-            .encode(&event.value, &mut buffer)
-            .and_then(|()| encoder.flush(&mut buffer));
-        if encoded.is_err() {
-            fail_outgoing(event, &metrics);
-            continue;
-        }
-        let message = if is_text(&buffer) {
-            Message::Text(String::from_utf8_lossy(&buffer).into_owned().into())
+}
+
+impl FrameWriter for SessionSender {
+    async fn write_frame(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let message = if is_text(bytes) {
+            Message::Text(String::from_utf8_lossy(bytes).into_owned().into())
         } else {
-            Message::Binary(std::mem::take(&mut buffer).into())
+            Message::Binary(bytes.to_vec().into())
         };
-        let sent = tokio::time::timeout(STREAM_WRITE_TIMEOUT, sink.send(message)).await;
-        let delivered = matches!(sent, Ok(Ok(())));
-        complete_written(vec![event], delivered, &metrics);
-        if !delivered {
-            outgoing.close();
-            while let Some(event) = outgoing.recv().await {
-                fail_outgoing(event, &metrics);
-            }
-            return;
-        }
+        self.sink.send(message).await.map_err(std::io::Error::other)
     }
-    let code = close_code.load(Ordering::Relaxed);
-    let reason = if code == CLOSE_MESSAGE_TOO_BIG {
-        "message too big"
-    } else {
-        "going away"
-    };
-    let _ = sink
-        .send(Message::Close(Some(CloseFrame {
+
+    async fn close(&mut self) {
+        let code = self.close_code.load(Ordering::Relaxed);
+        let reason = if code == CLOSE_MESSAGE_TOO_BIG {
+            "message too big"
+        } else {
+            "going away"
+        };
+        let close = Message::Close(Some(CloseFrame {
             code,
             reason: reason.into(),
-        })))
-        .await;
+        }));
+        let _ = self.sink.send(close).await;
+    }
 }
