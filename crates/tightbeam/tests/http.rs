@@ -238,6 +238,64 @@ steps = [
     stop_and_expect_drained(child, LIMIT);
 }
 
+/// Issue 7: a client that gives up before its reply must not leave its reply slot open;
+/// replies that come later have nowhere to go and count as `err`, never as `send`.
+#[tokio::test]
+async fn a_reply_to_a_request_that_went_away_is_an_error_not_a_send() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (port, api_port) = (free_port(), free_port());
+    let config = write(
+        dir.path(),
+        "abort.toml",
+        &format!(
+            r#"[api]
+address = "127.0.0.1:{api_port}"
+[connectors.calc]
+kind = "http_server"
+address = "127.0.0.1:{port}"
+reply_timeout = "5s"
+inputs = ["slow"]
+
+# The batch holds each reply 300 ms: long after the client below has given up.
+[pipelines.slow]
+inputs = ["calc"]
+steps = [{{ kind = "batch", max_events = 1000, timeout = "300ms", per_stream = true }}]
+"#
+        ),
+    );
+    let mut child = start(dir.path(), &config);
+    wait_for_port(&mut child, port, LIMIT);
+    wait_for_port(&mut child, api_port, LIMIT);
+    let client = http_client();
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(50))
+        .build()
+        .expect("client");
+    let url = format!("http://127.0.0.1:{port}/");
+    for n in 0..30 {
+        let sent = impatient
+            .post(&url)
+            .body(format!("{{\"n\":{n}}}"))
+            .send()
+            .await;
+        assert!(
+            sent.is_err(),
+            "the client gives up before the reply: {:?}",
+            sent.map(|response| response.status())
+        );
+    }
+    let calc = wait_until("every late reply was counted", LIMIT, || async {
+        let calc = component(&client, api_port, "calc").await;
+        (calc["metrics"]["err"].as_u64() == Some(30)).then_some(calc)
+    })
+    .await;
+    assert_eq!(
+        calc["metrics"]["send"], 0,
+        "nothing was sent to a request that left: {calc}"
+    );
+    stop_and_expect_drained(child, LIMIT);
+}
+
 #[tokio::test]
 async fn sigterm_during_load_keeps_every_acknowledged_event() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -15,13 +15,38 @@ pub(super) struct PendingReplies {
     slots: Arc<Mutex<HashMap<StreamId, Vec<Value>>>>,
 }
 
+/// A pending request's slot, open while the request waits. Dropping it (the client went
+/// away and the request's handler with it) closes the slot, so a reply that comes later
+/// has nowhere to go: it is counted in `err` and errored, not sent to nobody.
+pub(super) struct OpenSlot {
+    replies: PendingReplies,
+    stream: StreamId,
+}
+
+impl OpenSlot {
+    /// Closes the slot and returns what came back.
+    pub(super) fn close(self) -> Vec<Value> {
+        self.replies.take(self.stream)
+    }
+}
+
+impl Drop for OpenSlot {
+    fn drop(&mut self) {
+        self.replies.take(self.stream);
+    }
+}
+
 impl PendingReplies {
-    pub(super) fn open(&self, stream: StreamId) {
+    /// Opens the slot of `stream` for as long as the returned guard lives.
+    pub(super) fn open(&self, stream: StreamId) -> OpenSlot {
         self.lock().insert(stream, Vec::new());
+        OpenSlot {
+            replies: self.clone(),
+            stream,
+        }
     }
 
-    /// Closes the slot and returns what came back.
-    pub(super) fn close(&self, stream: StreamId) -> Vec<Value> {
+    fn take(&self, stream: StreamId) -> Vec<Value> {
         self.lock().remove(&stream).unwrap_or_default()
     }
 

@@ -14,7 +14,7 @@ use tb_codec::{DecodeError, DecodeErrorKind, Encoder};
 use tb_event::{AckStatus, Acknowledgement, ComponentId, KeyString, ObjectMap, StreamId, Value};
 
 use super::config::HttpServerConfig;
-use super::replies::PendingReplies;
+use super::replies::{OpenSlot, PendingReplies};
 use crate::core::{
     Connector, ConnectorContext, ConnectorMetrics, OutputSender, SendRejected, StartFuture,
     StreamDecoder, bind, decode_error_event, serve_router,
@@ -136,17 +136,13 @@ async fn ingest(shared: &Shared, stream: StreamId, fields: ObjectMap, body: &[u8
     if accepted == 0 {
         return accepted_response(0);
     }
-    if let Some(replies) = &shared.replies {
-        replies.open(stream);
-    }
+    let slot = shared.replies.as_ref().map(|replies| replies.open(stream));
     let sent = shared
         .output
         .send_within(events, Some(shared.config.queue_timeout))
         .await;
     if let Err(rejected) = sent {
-        if let Some(replies) = &shared.replies {
-            replies.close(stream);
-        }
+        drop(slot);
         return backpressure_response(rejected);
     }
     shared.metrics.output.inc_by(accepted as u64);
@@ -158,7 +154,7 @@ async fn ingest(shared: &Shared, stream: StreamId, fields: ObjectMap, body: &[u8
     if let Ok(outcome) = &outcome {
         shared.metrics.settle(accepted as u64, outcome);
     }
-    let replies = shared.replies.as_ref().map(|replies| replies.close(stream));
+    let replies = slot.map(OpenSlot::close);
     match (outcome, replies) {
         (Err(_elapsed), _) => error_response(
             StatusCode::GATEWAY_TIMEOUT,
