@@ -7,7 +7,7 @@
 use std::fmt::Display;
 use std::future::Future;
 
-use tb_event::StreamId;
+use tb_event::{AckStatus, EventBatch, StreamId};
 
 use super::backoff::{Backoff, connect_with_backoff, pause};
 use super::context::ConnectorContext;
@@ -40,6 +40,32 @@ pub struct ClientSession<'a> {
     pub outputs: &'a mut ClientOutputs,
     /// This connection's stream.
     pub stream: StreamId,
+}
+
+/// Counts `batch` as taken in by the connection `stream` and keeps what it may send: a
+/// reply to an event born on an earlier connection of this client has nowhere to go (that
+/// peer is gone), so it is counted in `err` and errored, never sent to the new peer.
+pub fn keep_sendable(
+    context: &ConnectorContext,
+    stream: StreamId,
+    batch: EventBatch,
+) -> EventBatch {
+    context.metrics.input.inc_by(batch.len() as u64);
+    batch
+        .into_iter()
+        .filter_map(|event| {
+            if event.is_from(&context.id) && event.meta.id.stream != stream {
+                context.metrics.errors.inc();
+                event.complete_with(
+                    AckStatus::Errored,
+                    "the connection it replies to has closed",
+                );
+                None
+            } else {
+                Some(event)
+            }
+        })
+        .collect()
 }
 
 /// One client protocol.
@@ -118,5 +144,65 @@ pub async fn run_client<P: ClientProtocol>(
                 pause(backoff.next_delay(), &context.intake, input.is_none()).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::metrics::histogram::Histogram;
+    use tb_event::{Acknowledgement, ComponentId, Event, EventMeta, Value};
+
+    fn context() -> ConnectorContext {
+        ConnectorContext {
+            id: ComponentId::new("peer"),
+            output: OutputSender::disconnected(),
+            errors: OutputSender::disconnected(),
+            input: None,
+            intake: tokio_util::sync::CancellationToken::new(),
+            status: super::super::status::StatusCell::new(),
+            metrics: crate::core::ConnectorMetrics {
+                received: Default::default(),
+                output: Default::default(),
+                input: Default::default(),
+                sent: Default::default(),
+                errors: Default::default(),
+                unconfirmed: Default::default(),
+                redelivered: Default::default(),
+                settled: Default::default(),
+                latency: Histogram::new(crate::core::latency_buckets()),
+            },
+            data_dir: std::path::PathBuf::new(),
+        }
+    }
+
+    fn event(connector: &str, stream: u64) -> (Event, tb_event::AckReceipt) {
+        let (ack, receipt) = Acknowledgement::new_unit();
+        let meta = EventMeta::new(ComponentId::new(connector), StreamId(stream), 0);
+        (Event::new(Value::from(1), meta, ack), receipt)
+    }
+
+    /// Issue 7: a reply to an event born on an earlier connection is an `err`, never a
+    /// message to the peer the client is connected to now.
+    #[tokio::test]
+    async fn a_reply_to_an_earlier_connection_is_errored_and_the_rest_is_kept() {
+        let context = context();
+        let (stale, stale_receipt) = event("peer", 0);
+        let (current, _current_receipt) = event("peer", 1);
+        let (foreign, _foreign_receipt) = event("elsewhere", 0);
+        let kept = keep_sendable(&context, StreamId(1), vec![stale, current, foreign]);
+        let kept: Vec<(String, u64)> = kept
+            .iter()
+            .map(|event| (event.meta.id.connector.to_string(), event.meta.id.stream.0))
+            .collect();
+        assert_eq!(
+            kept,
+            vec![("peer".to_owned(), 1), ("elsewhere".to_owned(), 0)],
+            "this connection's replies and events from elsewhere go on"
+        );
+        let outcome = stale_receipt.wait().await;
+        assert_eq!(outcome.status, AckStatus::Errored);
+        assert_eq!(context.metrics.errors.get(), 1);
+        assert_eq!(context.metrics.input.get(), 3);
     }
 }

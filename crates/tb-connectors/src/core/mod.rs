@@ -23,7 +23,9 @@ mod tasks;
 mod traits;
 
 pub use backoff::{Backoff, connect_with_backoff, pause};
-pub use client::{ClientOutputs, ClientProtocol, ClientSession, SessionEnd, run_client};
+pub use client::{
+    ClientOutputs, ClientProtocol, ClientSession, SessionEnd, keep_sendable, run_client,
+};
 pub use context::ConnectorContext;
 pub use errors::{BuildError, ConnectorError, parse_config, validate_address};
 pub use fanout::{FanoutControl, OutputSender, SendRejected, Subscription, Unconnected};

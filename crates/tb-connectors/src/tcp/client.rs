@@ -13,7 +13,7 @@ use super::config::TcpClientConfig;
 use crate::core::{
     AtEnd, Backoff, ClientOutputs, ClientProtocol, ClientSession, Connector, ConnectorContext,
     ConnectorError, IngestTarget, InputQueue, SessionEnd, StartFuture, StreamDecoder,
-    complete_written, encode_batch, ingest_reader, run_client,
+    complete_written, encode_batch, ingest_reader, keep_sendable, run_client,
 };
 
 pub(super) struct TcpClient {
@@ -86,7 +86,9 @@ impl Connection<'_> {
         let mut reading = Box::pin(self.read(read_half, outputs.clone()));
         let mut writing = Box::pin(async {
             match input.as_mut() {
-                Some(input) => write_input(self.config, self.context, input, write_half).await,
+                Some(input) => {
+                    write_input(self.config, self.context, self.stream, input, write_half).await
+                }
                 None => std::future::pending().await,
             }
         });
@@ -155,13 +157,14 @@ impl Connection<'_> {
 async fn write_input(
     config: &TcpClientConfig,
     context: &ConnectorContext,
+    stream: StreamId,
     input: &mut InputQueue,
     mut writer: OwnedWriteHalf,
 ) -> WriteEnd {
     let mut encoder = Encoder::new(config.codec, &config.interceptors);
     let mut buffer = Vec::new();
     while let Some(batch) = input.recv().await {
-        context.metrics.input.inc_by(batch.len() as u64);
+        let batch = keep_sendable(context, stream, batch);
         let events = encode_batch(&mut encoder, batch, &mut buffer, &context.metrics);
         let written = async {
             writer.write_all(&buffer).await?;

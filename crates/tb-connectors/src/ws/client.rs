@@ -14,7 +14,7 @@ use super::{is_text, redact_url};
 use crate::core::{
     Backoff, ClientProtocol, ClientSession, Connector, ConnectorContext, ConnectorError,
     IngestTarget, SessionEnd, StartFuture, StreamDecoder, complete_written, encode_batch,
-    ingest_message, run_client,
+    ingest_message, keep_sendable, run_client,
 };
 
 pub(super) struct WsClient {
@@ -113,7 +113,7 @@ async fn serve_session(
                     }
                     break SessionEnd::Done;
                 };
-                context.metrics.input.inc_by(batch.len() as u64);
+                let batch = keep_sendable(context, stream, batch);
                 let mut sent_ok = true;
                 let mut delivered = Vec::new();
                 for event in batch {
