@@ -13,6 +13,8 @@ use std::time::Duration;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use tb_connectors::core::{REDACTED, is_credential_name, redact_url};
+
 use crate::config::{ComponentClass, Config, Problems, load, load_pushed};
 use crate::graph::Topology;
 use crate::run::{Engine, RunningTopology};
@@ -247,33 +249,18 @@ impl FileWatch {
     }
 }
 
-/// Key names whose values are secrets: masked in the config the API shows.
-const SECRET_KEYS: &[&str] = &[
-    "password",
-    "passwd",
-    "secret",
-    "token",
-    "apikey",
-    "api_key",
-    "key",
-    "auth",
-    "authorization",
-    "credential",
-    "credentials",
-    "signature",
-    "private_key",
-];
-
-/// The running config as JSON, with every value under a secret-looking key masked, and
-/// userinfo and credential query values masked in URLs.
+/// The running config as JSON, with every connector value under a credential-looking key
+/// masked, and userinfo passwords and credential query values masked in URLs. Pipelines
+/// are shown as written: their keys (`key`, `source`) name VRL, not secrets.
 pub(crate) fn masked_config(config: &Config) -> serde_json::Value {
     let mut connectors = serde_json::Map::new();
     let mut pipelines = serde_json::Map::new();
     for spec in config.components.values() {
-        let table = mask(&spec.raw, None);
         match spec.class {
-            ComponentClass::Connector { .. } => connectors.insert(spec.id.clone(), table),
-            ComponentClass::Pipeline(_) => pipelines.insert(spec.id.clone(), table),
+            ComponentClass::Connector { .. } => {
+                connectors.insert(spec.id.clone(), mask(&spec.raw, None))
+            }
+            ComponentClass::Pipeline(_) => pipelines.insert(spec.id.clone(), spec.raw.clone()),
         };
     }
     serde_json::json!({
@@ -285,17 +272,10 @@ pub(crate) fn masked_config(config: &Config) -> serde_json::Value {
     })
 }
 
-fn is_secret_key(key: &str) -> bool {
-    let key = key.to_ascii_lowercase();
-    SECRET_KEYS
-        .iter()
-        .any(|secret| key == *secret || key.ends_with(&format!("_{secret}")))
-}
-
 fn mask(value: &serde_json::Value, key: Option<&str>) -> serde_json::Value {
     use serde_json::Value;
-    if key.is_some_and(is_secret_key) && !value.is_object() && !value.is_array() {
-        return Value::String("****".to_owned());
+    if key.is_some_and(is_credential_name) && !value.is_object() && !value.is_array() {
+        return Value::String(REDACTED.to_owned());
     }
     match value {
         Value::Object(map) => Value::Object(
@@ -304,45 +284,11 @@ fn mask(value: &serde_json::Value, key: Option<&str>) -> serde_json::Value {
                 .collect(),
         ),
         Value::Array(items) => Value::Array(items.iter().map(|item| mask(item, key)).collect()),
-        Value::String(text) if text.contains("://") => Value::String(mask_url(text)),
+        Value::String(text) if text.contains("://") || text.contains('?') => {
+            Value::String(redact_url(text))
+        }
         other => other.clone(),
     }
-}
-
-/// Masks the password of a URL's userinfo and the values of credential-named query
-/// parameters.
-fn mask_url(url: &str) -> String {
-    let (base, query) = url.split_once('?').unwrap_or((url, ""));
-    let base = match base.split_once("://") {
-        Some((scheme, rest)) => {
-            let (authority, path) = rest
-                .split_once('/')
-                .map_or((rest, None), |(a, p)| (a, Some(p)));
-            let authority = match authority.rsplit_once('@') {
-                Some((userinfo, host)) => {
-                    let user = userinfo.split(':').next().unwrap_or("");
-                    format!("{user}:****@{host}")
-                }
-                None => authority.to_owned(),
-            };
-            match path {
-                Some(path) => format!("{scheme}://{authority}/{path}"),
-                None => format!("{scheme}://{authority}"),
-            }
-        }
-        None => base.to_owned(),
-    };
-    if query.is_empty() {
-        return base;
-    }
-    let query: Vec<String> = query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((name, _)) if is_secret_key(name) => format!("{name}=****"),
-            _ => pair.to_owned(),
-        })
-        .collect();
-    format!("{base}?{}", query.join("&"))
 }
 
 #[cfg(test)]

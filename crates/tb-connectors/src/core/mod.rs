@@ -14,6 +14,7 @@ mod metrics;
 pub(crate) mod parallel_reader;
 mod positions;
 pub(crate) mod reader;
+mod redact;
 mod routing;
 mod sink;
 mod status;
@@ -34,6 +35,7 @@ pub use input::{InputBatch, InputQueue};
 pub use metrics::{ConnectorMetrics, latency_buckets};
 pub use positions::{PositionTracker, Ticket};
 pub use reader::{AtEnd, ChunkAck, IngestTarget, ingest_message, ingest_reader};
+pub use redact::{REDACTED, is_credential_name, redact_query, redact_url};
 pub use routing::{Foreign, ReplyStreams, route_replies};
 pub use sink::{
     ByteStream, FrameWriter, STREAM_WRITE_TIMEOUT, complete_events, complete_written, encode_batch,

@@ -101,7 +101,7 @@ impl HttpClientConfig {
                     format!("the value of header `{name}` is not valid"),
                 )
             })?;
-            if crate::http_server::is_sensitive_header(name) {
+            if crate::core::is_credential_name(name) {
                 header_value.set_sensitive(true);
             }
             headers.insert(header_name, header_value);

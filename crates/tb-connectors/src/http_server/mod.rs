@@ -11,7 +11,6 @@ mod replies;
 mod server;
 
 pub use config::HttpServerConfig;
-pub(crate) use server::is_sensitive_header;
 
 use tb_event::ComponentId;
 

@@ -212,7 +212,10 @@ fn request_fields(request: &Request, remote: SocketAddr) -> ObjectMap {
     );
     fields.insert(KeyString::from("path"), Value::from(request.uri().path()));
     if let Some(query) = request.uri().query() {
-        fields.insert(KeyString::from("query"), Value::from(query));
+        fields.insert(
+            KeyString::from("query"),
+            Value::from(crate::core::redact_query(query)),
+        );
     }
     fields.insert(
         KeyString::from("remote_address"),
@@ -230,30 +233,14 @@ fn header_fields(headers: &HeaderMap) -> ObjectMap {
     headers
         .iter()
         .map(|(name, value)| {
-            let value = if is_sensitive_header(name.as_str()) {
-                Value::from("<redacted>")
+            let value = if crate::core::is_credential_name(name.as_str()) {
+                Value::from(crate::core::REDACTED)
             } else {
                 Value::from(String::from_utf8_lossy(value.as_bytes()).into_owned())
             };
             (KeyString::from(name.as_str()), value)
         })
         .collect()
-}
-
-/// Headers that carry credentials by name: never exposed to pipelines, logs or the API.
-pub(crate) fn is_sensitive_header(name: &str) -> bool {
-    let name = name.to_ascii_lowercase();
-    [
-        "authorization",
-        "cookie",
-        "token",
-        "secret",
-        "api-key",
-        "apikey",
-        "password",
-    ]
-    .iter()
-    .any(|word| name.contains(word))
 }
 
 fn accepted_response(accepted: usize) -> Response {

@@ -65,39 +65,9 @@ impl ConnectorBuilder for WsClientBuilder {
     }
 }
 
-/// A URL with any password replaced, for messages and logs.
-pub(crate) fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rsplit_once('@') {
-        Some((credentials, host)) => {
-            let user = credentials.split(':').next().unwrap_or("");
-            format!(
-                "{scheme}://{user}:<redacted>@{host}{}",
-                &rest[authority_end..]
-            )
-        }
-        None => url.to_owned(),
-    }
-}
+pub(crate) use crate::core::redact_url;
 
 /// Whether encoded bytes go as a text message (valid UTF-8) or a binary one.
 pub(crate) fn is_text(bytes: &[u8]) -> bool {
     std::str::from_utf8(bytes).is_ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redact_url_hides_password() {
-        assert_eq!(
-            redact_url("ws://user:hunter2@example.com:80/path"),
-            "ws://user:<redacted>@example.com:80/path"
-        );
-        assert_eq!(redact_url("ws://example.com/"), "ws://example.com/");
-    }
 }
