@@ -5,7 +5,7 @@ use tb_connectors::{Connector, ConnectorBuilder};
 use tb_event::ComponentId;
 use tb_pipeline::{BuildError as PipelineBuildError, Pipeline};
 
-use crate::config::model_support::{closest, describe_serde_error};
+use crate::config::model_support::{closest, describe_component_error};
 use crate::config::{ComponentClass, ComponentSpec, Config, Problem, Problems};
 use crate::supervise::Builders;
 
@@ -160,7 +160,8 @@ fn build_node(
             let connector = builder
                 .build(&id, settings.clone(), has_inputs)
                 .map_err(|error| {
-                    let (path, message) = describe_serde_error(&error.path, &error.message);
+                    let (path, message) =
+                        describe_component_error(&error.path, &error.message, &["kind", "inputs"]);
                     vec![config.problem_at(
                         spec,
                         &path,

@@ -43,6 +43,24 @@ inputs = ["web"]
     )]));
 }
 
+/// Issue 7: `input` for `inputs`, the most common typo, gets its "did you mean".
+#[test]
+fn input_for_inputs() {
+    insta::assert_snapshot!(validate(&[(
+        "typo.toml",
+        r#"[connectors.gen]
+kind = "generator"
+
+[connectors.out]
+kind = "stdout"
+input = ["gen"]
+
+[pipelines.p]
+input = ["gen"]
+"#
+    )]));
+}
+
 #[test]
 fn inputs_cycles_and_route_names() {
     insta::assert_snapshot!(validate(&[(

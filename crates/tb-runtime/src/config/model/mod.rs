@@ -451,16 +451,36 @@ fn component_spec(
 /// Turns a serde error into (key path, message), pointing at an unknown key itself and
 /// adding a "did you mean" when a known key is close.
 pub fn describe_serde_error(path: &str, message: &str) -> (String, String) {
+    describe_component_error(path, message, &[])
+}
+
+/// [`describe_serde_error`] for a component's own table, where `component_keys` (`kind`,
+/// `inputs`) are taken out before the kind's settings are read: an unknown key at the top is
+/// compared with them too, so `input` gets "did you mean `inputs`?".
+pub fn describe_component_error(
+    path: &str,
+    message: &str,
+    component_keys: &[&str],
+) -> (String, String) {
     let path = if path == "." { "" } else { path };
     let Some(unknown) = between(message, "unknown field `", "`") else {
         let message = message.split(" at line ").next().unwrap_or(message);
         return (path.to_owned(), without_values(message));
     };
-    let expected: Vec<&str> = message
+    let mut expected: Vec<&str> = message
         .split_once("expected")
         .map(|(_, list)| list.split('`').skip(1).step_by(2).collect())
         .unwrap_or_default();
-    let full_path = if path.is_empty() {
+    // serde_path_to_error may name the unknown key itself as the path.
+    let at_top = path.is_empty() || path == unknown;
+    if at_top {
+        for key in component_keys {
+            if !expected.contains(key) {
+                expected.push(key);
+            }
+        }
+    }
+    let full_path = if at_top {
         unknown.to_owned()
     } else {
         format!("{path}.{unknown}")
