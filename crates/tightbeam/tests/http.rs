@@ -235,6 +235,32 @@ steps = [
         .expect("post");
     assert_eq!(response.status(), 204, "filtered request has no reply");
 
+    // Issue 7: several replies to one request are one JSON array, not objects run together.
+    let response = client
+        .post(&url)
+        .body("[{\"a\":1,\"b\":1},{\"a\":2,\"b\":2}]")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/json",
+        "one JSON document"
+    );
+    let answer: serde_json::Value = response.json().await.expect("a JSON array");
+    let sums: Vec<i64> = answer
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|reply| reply["sum"].as_i64())
+        .collect();
+    assert_eq!(sums, vec![2, 4]);
+
+    // Issue 7: an empty body has no reply: 204, as for a filtered request.
+    let response = client.post(&url).body("").send().await.expect("post");
+    assert_eq!(response.status(), 204, "an empty body has no reply");
+
     stop_and_expect_drained(child, LIMIT);
 }
 

@@ -134,7 +134,12 @@ async fn ingest(shared: &Shared, stream: StreamId, fields: ObjectMap, body: &[u8
     let accepted = events.len();
     shared.metrics.received.inc_by(accepted as u64);
     if accepted == 0 {
-        return accepted_response(0);
+        // Nothing to deliver: a request/response server has no reply to give (204), an
+        // ingest server accepted nothing.
+        return match shared.replies {
+            Some(_) => StatusCode::NO_CONTENT.into_response(),
+            None => accepted_response(0),
+        };
     }
     let slot = shared.replies.as_ref().map(|replies| replies.open(stream));
     let sent = shared
@@ -253,6 +258,15 @@ fn reply_response(shared: &Shared, values: &[Value]) -> Response {
     }
     let mut encoder = Encoder::new(shared.config.codec, &shared.config.interceptors);
     let mut body = Vec::new();
+    // JSON with no framing holds one document: several replies are one array, not JSON
+    // objects run together under `application/json`.
+    let array;
+    let values = if values.len() > 1 && encoder.content_type() == "application/json" {
+        array = [Value::Array(values.to_vec())];
+        &array[..]
+    } else {
+        values
+    };
     let encoded = values
         .iter()
         .try_for_each(|value| encoder.encode(value, &mut body))
