@@ -114,3 +114,51 @@ inputs = ["show"]
     assert_eq!(lines[0]["query"], "access_token=<redacted>&page=2");
     stop_and_expect_drained(child, LIMIT);
 }
+
+/// Issue 7: an http_client failure names the connector, the URL (redacted) and the cause,
+/// not just "error sending request".
+#[test]
+fn http_client_failures_name_the_connector_the_url_and_the_cause() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let closed_port = free_port();
+    let config = write(
+        dir.path(),
+        "hook.toml",
+        &format!(
+            r#"[api]
+address = "off"
+[connectors.gen]
+kind = "generator"
+count = 1
+[connectors.hook]
+kind = "http_client"
+url = "http://user:{SECRET}@127.0.0.1:{closed_port}/in?token={SECRET}"
+batch_timeout = "1ms"
+inputs = ["gen"]
+"#
+        ),
+    );
+    let output = run_to_end(
+        dir.path(),
+        &["run", "-c", config.to_str().expect("path")],
+        LIMIT,
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "the event was not delivered: {stderr}"
+    );
+    let line = stderr
+        .lines()
+        .find(|line| line.contains("HTTP request failed"))
+        .unwrap_or_else(|| panic!("no failure line: {stderr}"));
+    assert!(line.contains("connector=hook"), "{line}");
+    assert!(
+        line.contains(&format!(
+            "url=http://user:<redacted>@127.0.0.1:{closed_port}/in?token=<redacted>"
+        )),
+        "{line}"
+    );
+    assert!(line.contains("Connection refused"), "the cause: {line}");
+    assert!(!stderr.contains(SECRET), "{stderr}");
+}

@@ -60,6 +60,22 @@ pub fn validate_address(key: &str, address: &str) -> Result<(), BuildError> {
     }
 }
 
+/// An error and every cause under it, `outer: inner: innermost`: libraries such as reqwest
+/// put the useful part ("Connection refused") in a source, not in their own message.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// A connector that could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectorError {

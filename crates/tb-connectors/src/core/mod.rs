@@ -28,7 +28,7 @@ pub use client::{
     ClientOutputs, ClientProtocol, ClientSession, SessionEnd, keep_sendable, run_client,
 };
 pub use context::ConnectorContext;
-pub use errors::{BuildError, ConnectorError, parse_config, validate_address};
+pub use errors::{BuildError, ConnectorError, error_chain, parse_config, validate_address};
 pub use fanout::{FanoutControl, OutputSender, SendRejected, Subscription, Unconnected};
 pub use ingest::{StreamDecoder, decode_error_event};
 pub use input::{InputBatch, InputQueue};

@@ -39,6 +39,8 @@ impl Connector for HttpClient {
                 if let Some(input) = context.input {
                     let sender = Sender {
                         client,
+                        id: context.id.clone(),
+                        shown_url: crate::core::redact_url(self.prepared.url.as_str()),
                         config: self.config,
                         prepared: self.prepared,
                         metrics: context.metrics,
@@ -54,6 +56,9 @@ impl Connector for HttpClient {
 
 struct Sender {
     client: reqwest::Client,
+    id: tb_event::ComponentId,
+    /// The URL as logs may show it: credentials redacted.
+    shown_url: String,
     config: HttpClientConfig,
     prepared: Prepared,
     metrics: ConnectorMetrics,
@@ -109,15 +114,15 @@ impl Sender {
             Ok(response) => {
                 let code = response.status();
                 let status = response_outcome(code);
-                tracing::warn!(status = %code, outcome = status.as_str(), count = events.len(), "HTTP receiver refused a batch.");
+                tracing::warn!(connector = %self.id, url = %self.shown_url, status = %code, outcome = status.as_str(), count = events.len(), "HTTP receiver refused a batch.");
                 (
                     status,
                     Some(Arc::from(format!("the receiver answered {code}"))),
                 )
             }
             Err(error) => {
-                let error = error.without_url();
-                tracing::warn!(%error, count = events.len(), "HTTP request failed; its events are errored.");
+                let error = crate::core::error_chain(&error.without_url());
+                tracing::warn!(connector = %self.id, url = %self.shown_url, %error, count = events.len(), "HTTP request failed; its events are errored.");
                 (
                     AckStatus::Errored,
                     Some(Arc::from(format!("request failed: {error}"))),
