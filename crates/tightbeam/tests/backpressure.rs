@@ -125,13 +125,13 @@ inputs = ["mark"]
 async fn http_server_answers_503_with_retry_after_when_the_pipeline_stays_full() {
     let (receiver_port, _received) = slow_receiver().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let http_port = free_port();
+    let (http_port, api_port) = (free_port(), free_port());
     let config = write(
         dir.path(),
         "full.toml",
         &format!(
             r#"[api]
-address = "off"
+address = "127.0.0.1:{api_port}"
 [connectors.web]
 kind = "http_server"
 address = "127.0.0.1:{http_port}"
@@ -172,6 +172,10 @@ inputs = ["web"]
         responses.iter().any(|response| response.status() == 200),
         "some were accepted"
     );
+    // Issue 7: events refused with a 503 were never received.
+    let taken = responses.iter().filter(|r| r.status() != 503).count() as u64 * 100;
+    let web = component(&client, api_port, "web").await;
+    assert_eq!(web["metrics"]["recv"].as_u64(), Some(taken), "{web}");
     stop_and_expect_drained(child, LIMIT);
 }
 

@@ -287,3 +287,53 @@ inputs = ["gen"]
         "{stderr}"
     );
 }
+
+/// Issue 7: a generator measures each acknowledgement's latency as it comes, not only once
+/// 64 batches are waiting.
+#[tokio::test]
+async fn a_generator_records_latency_as_acknowledgements_come() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let api_port = free_port();
+    let config = write(
+        dir.path(),
+        "gen.toml",
+        &format!(
+            r#"[api]
+address = "127.0.0.1:{api_port}"
+[connectors.gen]
+kind = "generator"
+rate = 5
+[connectors.out]
+kind = "file"
+path = "out.ndjson"
+inputs = ["gen"]
+"#
+        ),
+    );
+    let mut child = start(dir.path(), &config);
+    wait_for_port(&mut child, api_port, LIMIT);
+    let client = http_client();
+    let metrics_url = format!("http://127.0.0.1:{api_port}/metrics");
+    wait_until("three latency samples", Duration::from_secs(5), || async {
+        let text = client
+            .get(&metrics_url)
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let count = text
+            .lines()
+            .find(|line| {
+                line.starts_with("tightbeam_event_latency_seconds_count{connector=\"gen\"}")
+            })?
+            .rsplit(' ')
+            .next()?
+            .parse::<u64>()
+            .ok()?;
+        (count >= 3).then_some(())
+    })
+    .await;
+    stop_and_expect_drained(child, LIMIT);
+}

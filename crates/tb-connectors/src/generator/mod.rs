@@ -105,7 +105,7 @@ impl Generator {
         let mut next_seq = 0u64;
         let mut pending = FuturesUnordered::new();
         let limit = self.config.count.unwrap_or(u64::MAX);
-        while next_seq < limit && !context.intake.is_cancelled() {
+        'generating: while next_seq < limit && !context.intake.is_cancelled() {
             while pending.len() >= MAX_UNACKNOWLEDGED_BATCHES {
                 pending.next().await;
             }
@@ -115,10 +115,15 @@ impl Generator {
                 let Some(due) = started.checked_add(offset) else {
                     break;
                 };
-                tokio::select! {
-                    biased;
-                    () = context.intake.cancelled() => break,
-                    () = tokio::time::sleep_until(due.into()) => {}
+                // Acknowledgements are taken as they come (so latency is measured when it
+                // happens), while waiting for the next batch's turn.
+                loop {
+                    tokio::select! {
+                        biased;
+                        () = context.intake.cancelled() => break 'generating,
+                        Some(()) = pending.next(), if !pending.is_empty() => {}
+                        () = tokio::time::sleep_until(due.into()) => break,
+                    }
                 }
             }
             let size = self.batch_size().min(limit - next_seq);
@@ -149,10 +154,20 @@ impl Generator {
                 metrics.latency.observe(sent_at.elapsed().as_secs_f64());
                 metrics.settle(size, &outcome);
             });
-            tokio::select! {
-                biased;
-                () = context.intake.cancelled() => break,
-                sent = context.output.send(batch) => if sent.is_err() { break },
+            let sending = context.output.send(batch);
+            tokio::pin!(sending);
+            loop {
+                tokio::select! {
+                    biased;
+                    () = context.intake.cancelled() => break 'generating,
+                    Some(()) = pending.next(), if !pending.is_empty() => {}
+                    sent = &mut sending => {
+                        if sent.is_err() {
+                            break 'generating;
+                        }
+                        break;
+                    }
+                }
             }
         }
         // Nothing more to send: downstream steps that hold events (a batch) may flush.

@@ -132,7 +132,6 @@ async fn ingest(shared: &Shared, stream: StreamId, fields: ObjectMap, body: &[u8
         return reject(shared, stream, failures).await;
     }
     let accepted = events.len();
-    shared.metrics.received.inc_by(accepted as u64);
     if accepted == 0 {
         // Nothing to deliver: a request/response server has no reply to give (204), an
         // ingest server accepted nothing.
@@ -150,6 +149,8 @@ async fn ingest(shared: &Shared, stream: StreamId, fields: ObjectMap, body: &[u8
         drop(slot);
         return backpressure_response(rejected);
     }
+    // Counted once taken: events refused with a 503 were never received.
+    shared.metrics.received.inc_by(accepted as u64);
     shared.metrics.output.inc_by(accepted as u64);
     let timeout = match shared.replies {
         Some(_) => shared.config.reply_timeout,
