@@ -452,3 +452,96 @@ inputs = ["web._errors"]
     );
     stop_and_expect_drained(child, LIMIT);
 }
+
+fn compressed_ingest_config(http_port: u16) -> String {
+    format!(
+        r#"[api]
+address = "off"
+[connectors.web]
+kind = "http_server"
+address = "127.0.0.1:{http_port}"
+interceptors = [{{ kind = "lines" }}]
+max_body = 4096
+body_timeout = "300ms"
+[connectors.out]
+kind = "file"
+path = "out.ndjson"
+inputs = ["web"]
+"#
+    )
+}
+
+/// Issue 7: `Content-Encoding: gzip` and `zstd` bodies are decompressed (they were a 400);
+/// an encoding Tightbeam cannot read is a 415.
+#[tokio::test]
+async fn compressed_bodies_are_decoded_by_their_content_encoding() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let http_port = free_port();
+    let config = write(dir.path(), "gz.toml", &compressed_ingest_config(http_port));
+    let mut child = start(dir.path(), &config);
+    wait_for_port(&mut child, http_port, LIMIT);
+    let client = http_client();
+    let url = format!("http://127.0.0.1:{http_port}/");
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gzip.write_all(b"{\"n\":1}\n{\"n\":2}\n").expect("gzip");
+    let gzipped = gzip.finish().expect("gzip");
+    let zstded = zstd::encode_all(&b"{\"n\":3}\n"[..], 0).expect("zstd");
+    for (encoding, body) in [("gzip", gzipped), ("zstd", zstded)] {
+        let response = client
+            .post(&url)
+            .header("content-encoding", encoding)
+            .body(body)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(response.status(), 200, "{encoding}");
+    }
+    let lines = wait_for_json_lines(&dir.path().join("out.ndjson"), 3, LIMIT).await;
+    let seen: Vec<i64> = lines.iter().filter_map(|line| line["n"].as_i64()).collect();
+    assert_eq!(seen, vec![1, 2, 3]);
+    let response = client
+        .post(&url)
+        .header("content-encoding", "br")
+        .body("x")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 415);
+    stop_and_expect_drained(child, LIMIT);
+}
+
+/// Sends raw bytes on a new connection and returns the status of the first response line.
+async fn raw_status(port: u16, request: &[u8]) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    socket.write_all(request).await.expect("write");
+    let mut answer = vec![0u8; 1024];
+    let read = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut answer))
+        .await
+        .expect("an answer in time")
+        .expect("read");
+    let head = String::from_utf8_lossy(&answer[..read]).into_owned();
+    head.split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {head}"))
+}
+
+/// Issue 7: a declared length past `max_body` is refused before the body is read, and a body
+/// shorter than its declared length does not hold the connection past `body_timeout`.
+#[tokio::test]
+async fn oversized_declared_lengths_and_short_bodies_are_answered_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let http_port = free_port();
+    let config = write(dir.path(), "len.toml", &compressed_ingest_config(http_port));
+    let mut child = start(dir.path(), &config);
+    wait_for_port(&mut child, http_port, LIMIT);
+    let huge = b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000000000\r\n\r\n";
+    assert_eq!(raw_status(http_port, huge).await, 413);
+    let short = b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n{\"n\":1}\n";
+    assert_eq!(raw_status(http_port, short).await, 408);
+    stop_and_expect_drained(child, LIMIT);
+}

@@ -23,6 +23,11 @@ pub fn max_body() -> usize {
     10 * 1024 * 1024
 }
 
+/// 100 MiB: the most a compressed body may expand to.
+pub fn max_decompressed() -> usize {
+    100 * 1024 * 1024
+}
+
 /// 100 ms: the first wait before reconnecting.
 pub fn reconnect_min() -> Duration {
     Duration::from_millis(100)

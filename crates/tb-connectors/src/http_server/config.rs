@@ -32,6 +32,17 @@ pub struct HttpServerConfig {
     /// How long a request waits for room in a full queue before 503 with Retry-After.
     #[serde(default = "default_queue_timeout", with = "humantime_serde")]
     pub queue_timeout: Duration,
+    /// How long reading a request's body may take before 408 (a body trickled a byte at a
+    /// time, or shorter than its Content-Length, does not hold a connection for ever).
+    #[serde(default = "default_body_timeout", with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// Largest size a `Content-Encoding: gzip` or `zstd` body may expand to; 413 past it.
+    #[serde(default = "crate::core::defaults::max_decompressed")]
+    pub max_decompressed: usize,
+}
+
+fn default_body_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 fn default_timeout() -> Duration {

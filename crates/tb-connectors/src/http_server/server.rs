@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use tb_codec::{DecodeError, DecodeErrorKind, Encoder};
+use tb_codec::{DecodeError, DecodeErrorKind, Encoder, InterceptorConfig};
 use tb_event::{AckStatus, Acknowledgement, ComponentId, KeyString, ObjectMap, StreamId, Value};
 
 use super::config::HttpServerConfig;
@@ -89,7 +89,32 @@ async fn handle(
     let started = Instant::now();
     let stream = StreamId(shared.next_stream.fetch_add(1, Ordering::Relaxed));
     let fields = request_fields(&request, remote);
-    let body = match axum::body::to_bytes(request.into_body(), shared.config.max_body).await {
+    let interceptors = match decoding_chain(request.headers(), &shared.config) {
+        Ok(interceptors) => interceptors,
+        Err(response) => {
+            shared.metrics.errors.inc();
+            return *response;
+        }
+    };
+    if declared_length(request.headers()).is_some_and(|length| length > shared.config.max_body) {
+        // Refused before a byte of the body is read.
+        shared.metrics.errors.inc();
+        let reason = format!(
+            "Content-Length is larger than max_body ({} bytes)",
+            shared.config.max_body
+        );
+        return error_response(StatusCode::PAYLOAD_TOO_LARGE, &reason);
+    }
+    let reading = axum::body::to_bytes(request.into_body(), shared.config.max_body);
+    let Ok(read) = tokio::time::timeout(shared.config.body_timeout, reading).await else {
+        shared.metrics.errors.inc();
+        let reason = format!(
+            "the request body did not arrive within body_timeout ({:?})",
+            shared.config.body_timeout
+        );
+        return error_response(StatusCode::REQUEST_TIMEOUT, &reason);
+    };
+    let body = match read {
         Ok(body) => body,
         Err(error) => {
             shared.metrics.errors.inc();
@@ -105,7 +130,7 @@ async fn handle(
             return error_response(StatusCode::BAD_REQUEST, &reason);
         }
     };
-    let response = ingest(&shared, stream, fields, &body).await;
+    let response = ingest(&shared, stream, fields, &interceptors, &body).await;
     shared
         .metrics
         .latency
@@ -113,13 +138,59 @@ async fn handle(
     response
 }
 
-async fn ingest(shared: &Shared, stream: StreamId, fields: ObjectMap, body: &[u8]) -> Response {
+/// The `Content-Length` a request declares, if it declares one.
+fn declared_length(headers: &HeaderMap) -> Option<usize> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse::<u64>()
+        .ok()
+        .map(|length| usize::try_from(length).unwrap_or(usize::MAX))
+}
+
+/// The interceptors for one request: a `Content-Encoding` of gzip or zstd decompresses the
+/// body first (bounded by `max_decompressed`), then the configured chain applies.
+fn decoding_chain(
+    headers: &HeaderMap,
+    config: &HttpServerConfig,
+) -> Result<Vec<InterceptorConfig>, Box<Response>> {
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .map(|value| value.to_str().unwrap_or("").trim().to_ascii_lowercase());
+    let mut chain = Vec::with_capacity(config.interceptors.len() + 1);
+    match encoding.as_deref() {
+        None | Some("" | "identity") => {}
+        Some("gzip" | "x-gzip") => chain.push(InterceptorConfig::Gzip {
+            max_decompressed: config.max_decompressed,
+        }),
+        Some("zstd") => chain.push(InterceptorConfig::Zstd {
+            max_decompressed: config.max_decompressed,
+        }),
+        Some(other) => {
+            return Err(Box::new(error_response(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                &format!("Content-Encoding `{other}` is not supported; send gzip, zstd or none"),
+            )));
+        }
+    }
+    chain.extend(config.interceptors.iter().cloned());
+    Ok(chain)
+}
+
+async fn ingest(
+    shared: &Shared,
+    stream: StreamId,
+    fields: ObjectMap,
+    interceptors: &[InterceptorConfig],
+    body: &[u8],
+) -> Response {
     let (ack, receipt) = Acknowledgement::new_unit();
     let mut decoder = StreamDecoder::new(
         shared.id.clone(),
         stream,
         shared.config.codec,
-        &shared.config.interceptors,
+        interceptors,
         Some(Arc::new(fields)),
     );
     let mut events = Vec::new();
