@@ -428,3 +428,74 @@ inputs = ["ws"]
     );
     stop_and_expect_drained(child, LIMIT);
 }
+
+/// Issue 7: a ws_client reads while it writes. A server that answers each message before it
+/// reads the next, fed more than the socket buffers hold, blocked both sides when the client
+/// only read between batches.
+#[tokio::test]
+async fn ws_client_reads_answers_while_it_sends_a_large_batch() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let ws_port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        let Ok((socket, _)) = listener.accept().await else {
+            return;
+        };
+        let Ok(mut session) = tokio_tungstenite::accept_async(socket).await else {
+            return;
+        };
+        // One at a time: answer, and only then read the next.
+        while let Some(Ok(message)) = session.next().await {
+            if message.is_text() && session.send(message).await.is_err() {
+                return;
+            }
+        }
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let http_port = free_port();
+    let config = write(
+        dir.path(),
+        "echo.toml",
+        &format!(
+            r#"[api]
+address = "off"
+[connectors.web]
+kind = "http_server"
+address = "127.0.0.1:{http_port}"
+interceptors = [{{ kind = "lines" }}]
+max_body = 33554432
+
+[connectors.peer]
+kind = "ws_client"
+url = "ws://127.0.0.1:{ws_port}/"
+inputs = ["web"]
+
+[connectors.out]
+kind = "file"
+path = "answers.ndjson"
+inputs = ["peer"]
+"#
+        ),
+    );
+    let mut child = start(dir.path(), &config);
+    wait_for_port(&mut child, http_port, LIMIT);
+    let padding = "x".repeat(2000);
+    let body: String = (0..5000)
+        .map(|n| format!("{{\"n\":{n},\"pad\":\"{padding}\"}}\n"))
+        .collect();
+    let response = tokio::time::timeout(
+        LIMIT,
+        http_client()
+            .post(format!("http://127.0.0.1:{http_port}/"))
+            .body(body)
+            .send(),
+    )
+    .await
+    .expect("answered in time")
+    .expect("post");
+    assert_eq!(response.status(), 200);
+    let answers = wait_for_json_lines(&dir.path().join("answers.ndjson"), 5000, LIMIT).await;
+    assert_eq!(answers.len(), 5000);
+    stop_and_expect_drained(child, LIMIT);
+}

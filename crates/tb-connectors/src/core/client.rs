@@ -68,6 +68,76 @@ pub fn keep_sendable(
         .collect()
 }
 
+/// Why the writing half of a session stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteEnd {
+    /// The input closed: nothing more to send.
+    InputClosed,
+    /// A write failed: the connection is gone.
+    Broken,
+}
+
+/// How a session whose halves ran together ended, and what its caller must let go of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HalvesEnd {
+    /// Done, or connect again.
+    pub end: SessionEnd,
+    /// The input closed: the session's `input` is to be set to `None`.
+    pub input_done: bool,
+    /// Intake stopped: the session's `outputs` are to be set to `None`.
+    pub outputs_done: bool,
+}
+
+/// Runs a session's reading and writing halves at once (never one waiting for the other: a
+/// peer that answers each message before it reads the next would block both sides), and
+/// decides how the session ends:
+/// - the input closed while something reads this client: read on until the peer closes or
+///   intake stops, as any source does;
+/// - intake stopped: read nothing more; what still comes in from the input is written out;
+/// - either half broke: connect again.
+pub async fn serve_halves(
+    context: &ConnectorContext,
+    has_input: bool,
+    read_on: bool,
+    reading: impl Future<Output = ()>,
+    writing: impl Future<Output = WriteEnd>,
+) -> HalvesEnd {
+    tokio::pin!(reading);
+    tokio::pin!(writing);
+    let first = tokio::select! {
+        end = &mut writing => Some(end),
+        () = &mut reading => None,
+    };
+    let ended = |end, input_done, outputs_done| HalvesEnd {
+        end,
+        input_done,
+        outputs_done,
+    };
+    let stopped = || {
+        if context.intake.is_cancelled() {
+            SessionEnd::Done
+        } else {
+            SessionEnd::Broken
+        }
+    };
+    match first {
+        Some(WriteEnd::InputClosed) if read_on => {
+            reading.await;
+            ended(stopped(), true, false)
+        }
+        Some(WriteEnd::InputClosed) => ended(SessionEnd::Done, true, false),
+        Some(WriteEnd::Broken) => ended(SessionEnd::Broken, false, false),
+        None if context.intake.is_cancelled() => {
+            let end = match (has_input, writing.await) {
+                (true, WriteEnd::Broken) => SessionEnd::Broken,
+                _ => SessionEnd::Done,
+            };
+            ended(end, false, true)
+        }
+        None => ended(SessionEnd::Broken, false, false),
+    }
+}
+
 /// One client protocol.
 pub trait ClientProtocol: Sync {
     /// An open connection.

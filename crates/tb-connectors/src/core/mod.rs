@@ -25,7 +25,8 @@ mod traits;
 
 pub use backoff::{Backoff, connect_with_backoff, pause};
 pub use client::{
-    ClientOutputs, ClientProtocol, ClientSession, SessionEnd, keep_sendable, run_client,
+    ClientOutputs, ClientProtocol, ClientSession, HalvesEnd, SessionEnd, WriteEnd, keep_sendable,
+    run_client, serve_halves,
 };
 pub use context::ConnectorContext;
 pub use errors::{BuildError, ConnectorError, error_chain, parse_config, validate_address};

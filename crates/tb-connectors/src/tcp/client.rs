@@ -12,8 +12,8 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use super::config::TcpClientConfig;
 use crate::core::{
     AtEnd, Backoff, ClientOutputs, ClientProtocol, ClientSession, Connector, ConnectorContext,
-    ConnectorError, IngestTarget, InputQueue, SessionEnd, StartFuture, StreamDecoder,
-    complete_written, encode_batch, ingest_reader, keep_sendable, run_client,
+    ConnectorError, IngestTarget, InputQueue, SessionEnd, StartFuture, StreamDecoder, WriteEnd,
+    complete_written, encode_batch, ingest_reader, keep_sendable, run_client, serve_halves,
 };
 
 pub(super) struct TcpClient {
@@ -83,47 +83,23 @@ impl Connection<'_> {
         let read_on = outputs
             .as_ref()
             .is_some_and(|(output, _)| output.is_connected());
-        let mut reading = Box::pin(self.read(read_half, outputs.clone()));
-        let mut writing = Box::pin(async {
+        let reading = self.read(read_half, outputs.clone());
+        let writing = async {
             match input.as_mut() {
                 Some(input) => {
                     write_input(self.config, self.context, self.stream, input, write_half).await
                 }
                 None => std::future::pending().await,
             }
-        });
-        let first = tokio::select! {
-            end = &mut writing => Some(end),
-            () = &mut reading => None,
         };
-        match first {
-            Some(WriteEnd::InputClosed) if read_on => {
-                // Nothing more to send, but what the server sends is still wanted: read on
-                // until the server closes or intake stops, as any source does.
-                drop(writing);
-                *input = None;
-                reading.await;
-                if self.context.intake.is_cancelled() {
-                    SessionEnd::Done
-                } else {
-                    SessionEnd::Broken
-                }
-            }
-            Some(WriteEnd::InputClosed) => SessionEnd::Done,
-            Some(WriteEnd::Broken) => SessionEnd::Broken,
-            None if self.context.intake.is_cancelled() => {
-                // Intake stopped: produce nothing more, and drop the outputs so downstream
-                // (which may feed this very client) can drain and close the input; what
-                // still arrives is written out.
-                drop(reading);
-                *outputs = None;
-                match (has_input, writing.await) {
-                    (true, WriteEnd::Broken) => SessionEnd::Broken,
-                    _ => SessionEnd::Done,
-                }
-            }
-            None => SessionEnd::Broken,
+        let ended = serve_halves(self.context, has_input, read_on, reading, writing).await;
+        if ended.input_done {
+            *input = None;
         }
+        if ended.outputs_done {
+            *outputs = None;
+        }
+        ended.end
     }
 
     /// Decodes what the server sends until it closes or intake stops.
@@ -183,12 +159,4 @@ async fn write_input(
     }
     let _ = writer.shutdown().await;
     WriteEnd::InputClosed
-}
-
-/// Why the writing half of a connection stopped.
-enum WriteEnd {
-    /// The input closed: nothing more to send.
-    InputClosed,
-    /// A write failed: the connection is gone.
-    Broken,
 }
