@@ -191,7 +191,7 @@ fn unknown_codec_names_the_key() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("codec.toml:3:1: connector in: unknown variant `jsn`"),
+        stderr.contains("codec.toml:3:1: connector in: `codec`: unknown variant `jsn`"),
         "{stderr}"
     );
 }

@@ -357,6 +357,12 @@ fn merge_file(config: &mut Config, tree: Tree, source: usize, problems: &mut Vec
             }
             Err((path, message)) => {
                 config.broken.insert(id.clone());
+                // A connector's messages name it already; a pipeline's come from serde.
+                let message = if section == "pipelines" {
+                    format!("pipeline {id}: {message}")
+                } else {
+                    message
+                };
                 problems.push(at(&format!("{section}.{id}.{path}"), message))
             }
         }
@@ -465,7 +471,14 @@ pub fn describe_component_error(
     let path = if path == "." { "" } else { path };
     let Some(unknown) = between(message, "unknown field `", "`") else {
         let message = message.split(" at line ").next().unwrap_or(message);
-        return (path.to_owned(), without_values(message));
+        let message = without_values(message);
+        // Name the key: "invalid value: integer, expected u64" alone does not say where.
+        let message = if path.is_empty() {
+            message
+        } else {
+            format!("`{path}`: {message}")
+        };
+        return (path.to_owned(), message);
     };
     let mut expected: Vec<&str> = message
         .split_once("expected")
@@ -543,9 +556,12 @@ mod value_tests {
             "headers.authorization",
             "invalid type: string \"hunter2\", expected u16",
         );
-        assert_eq!(message, "invalid type: string, expected u16");
+        assert_eq!(
+            message,
+            "`headers.authorization`: invalid type: string, expected u16"
+        );
         let (_, message) =
             describe_serde_error("port", "invalid value: integer `99999`, expected u16");
-        assert_eq!(message, "invalid value: integer, expected u16");
+        assert_eq!(message, "`port`: invalid value: integer, expected u16");
     }
 }

@@ -38,7 +38,9 @@ fn unknown_step_key_points_at_the_key() {
     check_problems(
         "p.toml",
         "[pipelines.p]\ninputs = [\"x\"]\nsteps = [\n  { kind = \"transform\", sorce = '.a = 1' },\n]\n",
-        &["p.toml:4:25: unknown key `sorce` (did you mean `source`?); expected one of: source"],
+        &[
+            "p.toml:4:25: pipeline p: unknown key `sorce` (did you mean `source`?); expected one of: source",
+        ],
     );
 }
 
