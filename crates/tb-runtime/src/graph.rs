@@ -73,6 +73,32 @@ impl Topology {
         }
     }
 
+    /// Checks what can be checked of this machine without running: addresses that cannot be
+    /// bound, input files that cannot be read, output folders that cannot be written. Used
+    /// by `validate`; a run finds the same at start.
+    ///
+    /// # Errors
+    ///
+    /// Every problem found, each pointing into the config files.
+    pub fn check_environment(&self) -> Result<(), Problems> {
+        let mut problems = Vec::new();
+        for node in &self.nodes {
+            let Body::Connector { connector, .. } = &node.body else {
+                continue;
+            };
+            let spec = &self.config.components[node.id.as_str()];
+            for error in connector.check_environment() {
+                let message = format!("connector {}: {}", spec.id, error.message);
+                problems.push(self.config.problem_at(spec, &error.path, message));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Problems(problems))
+        }
+    }
+
     /// The config this topology was built from.
     pub fn config(&self) -> &Config {
         &self.config

@@ -51,11 +51,15 @@ enum Command {
         #[arg(long)]
         watch: bool,
     },
-    /// Check config files and list every problem as FILE:LINE:COL: message.
+    /// Check config files and list every problem as FILE:LINE:COL: message. It also checks
+    /// this machine: addresses can be bound, input files read, output folders written.
     Validate {
         /// Config files.
         #[arg(short, long = "config", required = true)]
         config: Vec<PathBuf>,
+        /// Check only the files, not this machine (for a config meant for another one).
+        #[arg(long)]
+        no_environment: bool,
     },
     /// Print the topology as Graphviz DOT.
     Graph {
@@ -69,7 +73,18 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
     match cli.command {
-        Command::Validate { config } => match build(&config) {
+        Command::Validate {
+            config,
+            no_environment,
+        } => match build(&config).and_then(|topology| {
+            if no_environment {
+                return Ok(topology);
+            }
+            topology
+                .check_environment()
+                .map(|()| topology)
+                .map_err(print_problems)
+        }) {
             Ok(topology) => {
                 println!(
                     "ok: {} components, {} edges",

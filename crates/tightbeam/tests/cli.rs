@@ -17,9 +17,15 @@ fn every_example_validates() {
         let Some("toml" | "yaml" | "yml") = path.extension().and_then(|e| e.to_str()) else {
             continue;
         };
+        // The files only: examples name data files and ports of the machine they run on.
         let output = run_to_end(
             dir.path(),
-            &["validate", "-c", path.to_str().expect("utf-8 path")],
+            &[
+                "validate",
+                "--no-environment",
+                "-c",
+                path.to_str().expect("utf-8 path"),
+            ],
             LIMIT,
         );
         assert!(
@@ -290,4 +296,47 @@ fn version_and_help_with_examples() {
         text.contains("tightbeam validate -c examples/quickstart.toml"),
         "{text}"
     );
+}
+
+/// Issue 7: `validate` checks what would fail at start on this machine (an address in use, an
+/// input file that is missing, an output folder that cannot be written), each at its key;
+/// `--no-environment` checks the files alone.
+#[test]
+fn validate_checks_the_machine_unless_told_not_to() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    write(
+        dir.path(),
+        "env.toml",
+        &format!(
+            "[api]\naddress = \"off\"\n[connectors.in]\nkind = \"file\"\npath = \"missing.ndjson\"\n[connectors.web]\nkind = \"http_server\"\naddress = \"127.0.0.1:{port}\"\n[connectors.out]\nkind = \"file\"\npath = \"in.ndjson/out.ndjson\"\ninputs = [\"in\", \"web\"]\n"
+        ),
+    );
+    // A file where the output's folder should be.
+    write(dir.path(), "in.ndjson", "");
+    let output = run_to_end(dir.path(), &["validate", "-c", "env.toml"], LIMIT);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("env.toml:5:1: connector in: cannot read missing.ndjson"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "env.toml:8:1: connector web: cannot listen on 127.0.0.1:{port}"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("env.toml:11:1: connector out: in.ndjson is not a folder"),
+        "{stderr}"
+    );
+    let output = run_to_end(
+        dir.path(),
+        &["validate", "--no-environment", "-c", "env.toml"],
+        LIMIT,
+    );
+    assert!(output.status.success());
+    drop(taken);
 }

@@ -60,6 +60,17 @@ pub fn validate_address(key: &str, address: &str) -> Result<(), BuildError> {
     }
 }
 
+/// Whether `address` can be listened on now: bound, then let go at once.
+///
+/// # Errors
+///
+/// A [`BuildError`] at `key` with the OS's reason.
+pub fn check_bindable(key: &str, address: &str) -> Result<(), BuildError> {
+    std::net::TcpListener::bind(address)
+        .map(drop)
+        .map_err(|error| BuildError::at(key, format!("cannot listen on {address}: {error}")))
+}
+
 /// An error and every cause under it, `outer: inner: innermost`: libraries such as reqwest
 /// put the useful part ("Connection refused") in a source, not in their own message.
 pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {

@@ -29,7 +29,9 @@ pub use client::{
     run_client, serve_halves,
 };
 pub use context::ConnectorContext;
-pub use errors::{BuildError, ConnectorError, error_chain, parse_config, validate_address};
+pub use errors::{
+    BuildError, ConnectorError, check_bindable, error_chain, parse_config, validate_address,
+};
 pub use fanout::{FanoutControl, OutputSender, SendRejected, Subscription, Unconnected};
 pub use ingest::{StreamDecoder, decode_error_event};
 pub use input::{InputBatch, InputQueue};

@@ -51,6 +51,13 @@ impl Roles {
 pub trait Connector: Send {
     /// Acquires the connector's resources and returns its run future.
     fn start(self: Box<Self>, context: ConnectorContext) -> StartFuture;
+
+    /// What `validate` can check of this machine without running (an address that cannot be
+    /// bound, a file that cannot be read, a folder that cannot be written), as problems at
+    /// the key concerned. Nothing is left behind: a socket bound to check is closed.
+    fn check_environment(&self) -> Vec<BuildError> {
+        Vec::new()
+    }
 }
 
 /// Knows one connector kind: validates its config and builds it.

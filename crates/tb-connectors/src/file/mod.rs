@@ -126,6 +126,55 @@ impl Connector for FileConnector {
             }
         })
     }
+
+    fn check_environment(&self) -> Vec<BuildError> {
+        let path = &self.config.path;
+        let problem = match self.mode {
+            FileMode::Read | FileMode::Tail => std::fs::File::open(path)
+                .err()
+                .map(|error| format!("cannot read {}: {error}", path.display())),
+            FileMode::Append | FileMode::Truncate => writable_folder_problem(path),
+        };
+        problem
+            .map(|message| BuildError::at("path", message))
+            .into_iter()
+            .collect()
+    }
+}
+
+/// Why a file could not be written at `path`, if it could not: its nearest existing folder
+/// must take a new file (checked with a temporary file, removed at once; nothing else is
+/// created).
+fn writable_folder_problem(path: &std::path::Path) -> Option<String> {
+    if path.is_dir() {
+        return Some(format!("{} is a folder, not a file", path.display()));
+    }
+    let folder = path
+        .ancestors()
+        .skip(1)
+        .map(|ancestor| {
+            if ancestor.as_os_str().is_empty() {
+                std::path::Path::new(".")
+            } else {
+                ancestor
+            }
+        })
+        .find(|ancestor| ancestor.exists())?;
+    if !folder.is_dir() {
+        return Some(format!("{} is not a folder", folder.display()));
+    }
+    let probe = folder.join(format!(".tightbeam-check-{}", std::process::id()));
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe);
+    match created {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            None
+        }
+        Err(error) => Some(format!("cannot write in {}: {error}", folder.display())),
+    }
 }
 
 impl FileConnector {

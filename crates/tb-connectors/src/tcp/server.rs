@@ -30,6 +30,13 @@ impl TcpServer {
 }
 
 impl Connector for TcpServer {
+    fn check_environment(&self) -> Vec<crate::core::BuildError> {
+        crate::core::check_bindable("address", &self.config.address)
+            .err()
+            .into_iter()
+            .collect()
+    }
+
     fn start(self: Box<Self>, context: ConnectorContext) -> StartFuture {
         Box::pin(async move {
             let listener = bind(&self.config.address).await?;

@@ -38,6 +38,13 @@ impl WsServer {
 type Shared = Arc<(StreamServer, WsServerConfig)>;
 
 impl crate::core::Connector for WsServer {
+    fn check_environment(&self) -> Vec<crate::core::BuildError> {
+        crate::core::check_bindable("address", &self.config.address)
+            .err()
+            .into_iter()
+            .collect()
+    }
+
     fn start(self: Box<Self>, context: ConnectorContext) -> StartFuture {
         Box::pin(async move {
             let address = self.config.address.clone();
