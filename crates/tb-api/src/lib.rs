@@ -11,10 +11,10 @@ mod topology;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use tb_runtime::RuntimeHandle;
+use tb_runtime::{MetricsFormat, RuntimeHandle};
 
 pub use topology::TopologyDto;
 
@@ -64,13 +64,15 @@ async fn ready(State(handle): State<RuntimeHandle>) -> impl IntoResponse {
     }
 }
 
-async fn metrics(State(handle): State<RuntimeHandle>) -> impl IntoResponse {
+/// The Prometheus text format by default; OpenMetrics when the scraper's `Accept` asks.
+async fn metrics(State(handle): State<RuntimeHandle>, headers: HeaderMap) -> impl IntoResponse {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|value| value.to_str().ok());
+    let format = MetricsFormat::from_accept(accept);
     (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        handle.render_metrics(),
+        [(header::CONTENT_TYPE, format.content_type())],
+        handle.render_metrics(format),
     )
 }
 

@@ -166,12 +166,103 @@ impl MetricsRegistry {
     }
 
     /// Prometheus text exposition of every metric.
-    pub fn render(&self) -> String {
+    pub fn render(&self, format: MetricsFormat) -> String {
         let mut text = String::new();
         if let Err(error) = encode(&mut text, &self.registry) {
             tracing::error!(%error, "Metrics could not be encoded.");
         }
-        text
+        match format {
+            MetricsFormat::OpenMetrics => text,
+            MetricsFormat::Prometheus => openmetrics_to_prometheus(&text),
+        }
+    }
+}
+
+/// How `/metrics` is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricsFormat {
+    /// The Prometheus text format, version 0.0.4: what scrapers and `promtool` read by default.
+    Prometheus,
+    /// OpenMetrics 1.0, for a scraper that asks for it.
+    OpenMetrics,
+}
+
+impl MetricsFormat {
+    /// The format an `Accept` header asks for.
+    pub fn from_accept(accept: Option<&str>) -> Self {
+        if accept.is_some_and(|accept| accept.contains("application/openmetrics-text")) {
+            Self::OpenMetrics
+        } else {
+            Self::Prometheus
+        }
+    }
+
+    /// Its `Content-Type`.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::Prometheus => "text/plain; version=0.0.4; charset=utf-8",
+            Self::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
+}
+
+/// OpenMetrics text as the Prometheus text format: a counter's HELP and TYPE name its
+/// samples (`x_total`, where OpenMetrics names the family `x`), and there is no `# UNIT` or
+/// `# EOF`.
+fn openmetrics_to_prometheus(text: &str) -> String {
+    let counters: Vec<&str> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(&name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        match renamed {
+            Some(renamed) => out.push_str(&renamed),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_text_names_counters_by_their_samples_and_has_no_eof() {
+        let registry = MetricsRegistry::new();
+        registry.connector("web").received.inc_by(3);
+        let text = registry.render(MetricsFormat::Prometheus);
+        assert!(
+            text.contains("# TYPE tightbeam_connector_events_total counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# HELP tightbeam_connector_events_total "),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "tightbeam_connector_events_total{connector=\"web\",direction=\"recv\"} 3"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("# EOF"));
+        let open = registry.render(MetricsFormat::OpenMetrics);
+        assert!(open.contains("# TYPE tightbeam_connector_events counter"));
+        assert!(open.trim_end().ends_with("# EOF"));
     }
 }
 

@@ -206,7 +206,7 @@ impl RuntimeHandle {
     }
 
     /// Prometheus text of every metric, with queue fill levels and statuses read now.
-    pub fn render_metrics(&self) -> String {
+    pub fn render_metrics(&self, format: crate::metrics::MetricsFormat) -> String {
         for component in &self.view().components {
             self.inner
                 .metrics
@@ -215,6 +215,6 @@ impl RuntimeHandle {
                 .metrics
                 .set_status(&component.id, component.status());
         }
-        self.inner.metrics.render()
+        self.inner.metrics.render(format)
     }
 }

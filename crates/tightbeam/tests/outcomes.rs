@@ -335,5 +335,38 @@ inputs = ["gen"]
         (count >= 3).then_some(())
     })
     .await;
+    // Issue 7: the Prometheus text format by default (HELP and TYPE name the samples, no
+    // `# EOF`), OpenMetrics when asked for.
+    let response = client.get(&metrics_url).send().await.expect("metrics");
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let text = response.text().await.expect("text");
+    assert!(
+        text.contains("# TYPE tightbeam_connector_events_total counter"),
+        "{text}"
+    );
+    assert!(!text.contains("# EOF"));
+    let response = client
+        .get(&metrics_url)
+        .header("accept", "application/openmetrics-text; version=1.0.0")
+        .send()
+        .await
+        .expect("metrics");
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap_or("")
+            .starts_with("application/openmetrics-text")
+    );
+    assert!(
+        response
+            .text()
+            .await
+            .expect("text")
+            .trim_end()
+            .ends_with("# EOF")
+    );
     stop_and_expect_drained(child, LIMIT);
 }
