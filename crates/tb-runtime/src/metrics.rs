@@ -236,6 +236,14 @@ fn openmetrics_to_prometheus(text: &str) -> String {
     out
 }
 
+fn labels(kind: &str, id: &str, direction: Option<&str>) -> Labels {
+    let mut labels = vec![(kind.to_owned(), id.to_owned())];
+    if let Some(direction) = direction {
+        labels.push(("direction".to_owned(), direction.to_owned()));
+    }
+    labels
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,12 +272,4 @@ mod tests {
         assert!(open.contains("# TYPE tightbeam_connector_events counter"));
         assert!(open.trim_end().ends_with("# EOF"));
     }
-}
-
-fn labels(kind: &str, id: &str, direction: Option<&str>) -> Labels {
-    let mut labels = vec![(kind.to_owned(), id.to_owned())];
-    if let Some(direction) = direction {
-        labels.push(("direction".to_owned(), direction.to_owned()));
-    }
-    labels
 }
