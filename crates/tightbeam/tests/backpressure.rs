@@ -310,3 +310,60 @@ inputs = ["gen"]
         .collect();
     assert_eq!(seqs, (0..7).collect::<Vec<i64>>());
 }
+
+/// Issue 7: requests in flight are capped; one past `max_requests` gets a 503 with
+/// Retry-After at once, before its body is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_past_max_requests_are_turned_away_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let http_port = free_port();
+    let config = write(
+        dir.path(),
+        "cap.toml",
+        &format!(
+            r#"[api]
+address = "off"
+[connectors.web]
+kind = "http_server"
+address = "127.0.0.1:{http_port}"
+max_requests = 2
+
+# Each request's events wait 500 ms in a batch of their own before they are written.
+[pipelines.hold]
+inputs = ["web"]
+steps = [{{ kind = "batch", max_events = 1000, timeout = "500ms", per_stream = true }}]
+
+[connectors.out]
+kind = "file"
+path = "out.ndjson"
+inputs = ["hold"]
+"#
+        ),
+    );
+    let mut child = start(dir.path(), &config);
+    wait_for_port(&mut child, http_port, LIMIT);
+    let client = http_client();
+    let url = format!("http://127.0.0.1:{http_port}/");
+    let requests = (0..6).map(|n| {
+        let request = client.post(&url).body(format!("{{\"n\":{n}}}")).send();
+        async move {
+            let response = request.await.expect("response");
+            let retry_after = response.headers().get("retry-after").is_some();
+            (response.status().as_u16(), retry_after)
+        }
+    });
+    let answers = futures::future::join_all(requests).await;
+    let accepted = answers.iter().filter(|(status, _)| *status == 200).count();
+    let refused: Vec<_> = answers
+        .iter()
+        .filter(|(status, _)| *status == 503)
+        .collect();
+    assert_eq!(accepted + refused.len(), 6, "{answers:?}");
+    assert!(accepted >= 2, "the first two were taken: {answers:?}");
+    assert!(
+        !refused.is_empty(),
+        "the rest were turned away: {answers:?}"
+    );
+    assert!(refused.iter().all(|(_, retry_after)| *retry_after));
+    stop_and_expect_drained(child, LIMIT);
+}

@@ -36,9 +36,17 @@ pub struct HttpServerConfig {
     /// time, or shorter than its Content-Length, does not hold a connection for ever).
     #[serde(default = "default_body_timeout", with = "humantime_serde")]
     pub body_timeout: Duration,
+    /// Requests handled at once; one more is answered 503 with Retry-After before its body
+    /// is read, so memory stays bounded however many clients connect.
+    #[serde(default = "default_max_requests")]
+    pub max_requests: usize,
     /// Largest size a `Content-Encoding: gzip` or `zstd` body may expand to; 413 past it.
     #[serde(default = "crate::core::defaults::max_decompressed")]
     pub max_decompressed: usize,
+}
+
+fn default_max_requests() -> usize {
+    256
 }
 
 fn default_body_timeout() -> Duration {
@@ -58,8 +66,14 @@ impl HttpServerConfig {
     ///
     /// # Errors
     ///
-    /// An address that is not `host:port`.
+    /// An address that is not `host:port`, or `max_requests = 0`.
     pub fn validate(&self) -> Result<(), BuildError> {
+        if self.max_requests == 0 {
+            return Err(BuildError::at(
+                "max_requests",
+                "max_requests must be at least 1",
+            ));
+        }
         crate::core::validate_address("address", &self.address)
     }
 }

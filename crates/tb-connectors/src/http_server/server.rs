@@ -40,6 +40,8 @@ struct Shared {
     metrics: ConnectorMetrics,
     next_stream: AtomicU64,
     replies: Option<PendingReplies>,
+    // Invariant: one permit per request being handled; none left means 503 at once.
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl Connector for HttpServer {
@@ -64,6 +66,7 @@ impl Connector for HttpServer {
                 _ => None,
             };
             let shared = Arc::new(Shared {
+                in_flight: Arc::new(tokio::sync::Semaphore::new(self.config.max_requests)),
                 id: context.id.clone(),
                 config: self.config,
                 output: context.output,
@@ -93,6 +96,14 @@ async fn handle(
             "send events with POST or PUT",
         );
     }
+    // Each request holds its decoded events in memory until they are acknowledged: past
+    // `max_requests` at once, a request is turned away before its body is read.
+    let Ok(_permit) = shared.in_flight.clone().try_acquire_owned() else {
+        return retry_later_response(&format!(
+            "too many requests in flight (max_requests is {}); retry later",
+            shared.config.max_requests
+        ));
+    };
     let started = Instant::now();
     let stream = StreamId(shared.next_stream.fetch_add(1, Ordering::Relaxed));
     let fields = request_fields(&request, remote);
