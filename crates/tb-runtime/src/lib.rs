@@ -21,7 +21,7 @@ mod supervise;
 mod view;
 
 pub use graph::Topology;
-pub use metrics::{MetricsFormat, MetricsRegistry, PipelineMetrics};
+pub use metrics::{Latency, MetricsFormat, MetricsRegistry, PipelineMetrics};
 pub use reload::{ReloadOutcome, ReloadRequest, ReloadSummary, Reloader};
 pub use run::{INPUT_QUEUE_BATCHES, MAX_BATCH_EVENTS, RunOutcome, RunningTopology, StartError};
 pub use supervise::{

@@ -102,6 +102,13 @@ impl MetricsRegistry {
 
     /// The counters of connector `id`.
     pub fn connector(&self, id: &str) -> ConnectorMetrics {
+        self.connector_with(id, Latency::Registered)
+    }
+
+    /// The counters of connector `id`; a connector that receives nothing from outside (a
+    /// sink) gets a latency histogram that is not registered, so `/metrics` shows no series
+    /// that can only stay at zero.
+    pub fn connector_with(&self, id: &str, latency: Latency) -> ConnectorMetrics {
         let counter = |direction: &str| {
             self.connector_events
                 .get_or_create(&labels("connector", id, Some(direction)))
@@ -116,10 +123,13 @@ impl MetricsRegistry {
             unconfirmed: counter("unconfirmed"),
             redelivered: counter("redelivered"),
             settled: counter("settled"),
-            latency: self
-                .latency
-                .get_or_create(&labels("connector", id, None))
-                .clone(),
+            latency: match latency {
+                Latency::Registered => self
+                    .latency
+                    .get_or_create(&labels("connector", id, None))
+                    .clone(),
+                Latency::Unregistered => new_latency_histogram(),
+            },
         }
     }
 
@@ -176,6 +186,15 @@ impl MetricsRegistry {
             MetricsFormat::Prometheus => openmetrics_to_prometheus(&text),
         }
     }
+}
+
+/// Whether a connector's receive-to-acknowledge histogram is exported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Latency {
+    /// It receives from outside: the histogram is in `/metrics`.
+    Registered,
+    /// It only sends: no histogram series.
+    Unregistered,
 }
 
 /// How `/metrics` is written.

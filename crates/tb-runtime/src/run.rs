@@ -187,7 +187,10 @@ impl Engine {
             crate::config::ComponentClass::Connector { kind, .. } => (
                 ComponentType::Connector,
                 kind.clone(),
-                ComponentMetrics::Connector(self.metrics.connector(&spec.id)),
+                ComponentMetrics::Connector(
+                    self.metrics
+                        .connector_with(&spec.id, self.latency_of(kind, spec)),
+                ),
             ),
             crate::config::ComponentClass::Pipeline(_) => (
                 ComponentType::Pipeline,
@@ -307,6 +310,20 @@ impl Engine {
         } = created;
         record.supervisor = Some(self.tasks.spawn(supervise(unit, first)));
         self.records.insert(record.spec.id.clone(), record);
+    }
+
+    /// Sources get an exported latency histogram; sinks, which measure none, do not.
+    fn latency_of(&self, kind: &str, spec: &ComponentSpec) -> crate::metrics::Latency {
+        let produces = self
+            .builders
+            .iter()
+            .find(|builder| builder.kind() == kind)
+            .is_none_or(|builder| builder.roles(!spec.inputs.is_empty()).produces);
+        if produces {
+            crate::metrics::Latency::Registered
+        } else {
+            crate::metrics::Latency::Unregistered
+        }
     }
 
     /// Whether shutdown has begun: no reload is taken then.

@@ -348,6 +348,10 @@ inputs = ["gen"]
         "{text}"
     );
     assert!(!text.contains("# EOF"));
+    assert!(
+        !text.contains("tightbeam_event_latency_seconds_count{connector=\"out\"}"),
+        "a sink measures no receive-to-acknowledge latency, so it shows none: {text}"
+    );
     let response = client
         .get(&metrics_url)
         .header("accept", "application/openmetrics-text; version=1.0.0")
