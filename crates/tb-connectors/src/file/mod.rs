@@ -21,7 +21,7 @@ use crate::core::{
     Roles, RunningConnector, StartFuture, StreamDecoder, ingest_reader, parse_config,
     write_batches,
 };
-use checkpoint::Checkpoint;
+use checkpoint::{Checkpoint, FileIdentity, find_rotated};
 
 /// What a file connector does with its file.
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -187,35 +187,17 @@ impl FileConnector {
         context: ConnectorContext,
     ) -> Result<RunningConnector, ConnectorError> {
         let path = self.display_path();
-        let mut file = tokio::fs::File::open(&self.config.path)
+        let file = tokio::fs::File::open(&self.config.path)
             .await
             .map_err(|source| ConnectorError::File {
                 action: "cannot open",
                 path: path.clone(),
                 source,
             })?;
-        let checkpoint = (self.mode == FileMode::Tail)
-            .then(|| Checkpoint::load(&context.data_dir, &context.id, &path));
-        let mut offset = checkpoint.as_ref().map_or(0, Checkpoint::offset);
-        let length = file.metadata().await.map(|meta| meta.len()).unwrap_or(0);
-        if offset > length {
-            tracing::warn!(
-                path,
-                offset,
-                length,
-                "File is shorter than its checkpoint; reading from the start."
-            );
-            offset = 0;
-        }
-        file.seek(std::io::SeekFrom::Start(offset))
-            .await
-            .map_err(|source| ConnectorError::File {
-                action: "cannot seek in",
-                path: path.clone(),
-                source,
-            })?;
-        if let Some(checkpoint) = checkpoint {
-            return Ok(self.follow(context, file, path, offset, checkpoint));
+        if self.mode == FileMode::Tail {
+            let checkpoint = Checkpoint::load(&context.data_dir, &context.id, &path);
+            let segment = self.tail_start(file, &checkpoint, &path).await?;
+            return Ok(self.follow(context, segment, checkpoint));
         }
         Ok(Box::pin(async move {
             let mut fields = ObjectMap::new();
@@ -234,8 +216,7 @@ impl FileConnector {
                 metrics: &context.metrics,
                 intake: &context.intake,
             };
-            let result =
-                ingest_reader(file, &mut decoder, target, offset, AtEnd::Last, |_| {}).await;
+            let result = ingest_reader(file, &mut decoder, target, 0, AtEnd::Last, |_| {}).await;
             result.map(|_| ()).map_err(|source| ConnectorError::File {
                 action: "cannot read",
                 path,
@@ -244,13 +225,78 @@ impl FileConnector {
         }))
     }
 
+    /// Where a tail starts: in the file its checkpoint names, at the checkpoint's offset.
+    /// That file may be the one at the path, or one rotated away while Tightbeam was stopped
+    /// (found in the same folder by device and inode, read to its end first); one shorter
+    /// than the offset was truncated and is read from its start.
+    async fn tail_start(
+        &self,
+        file: tokio::fs::File,
+        checkpoint: &Checkpoint,
+        path: &str,
+    ) -> Result<tail::Segment, ConnectorError> {
+        let watched = &self.config.path;
+        let current = FileIdentity::of(watched);
+        let saved = checkpoint.position();
+        let (file, identity, offset) = match (&saved.file, &current) {
+            (Some(saved_file), Some(current)) if saved_file.same_file(current) => {
+                (file, Some(current.clone()), saved.offset)
+            }
+            (Some(saved_file), _) => match find_rotated(watched, saved_file) {
+                Some(rotated) => {
+                    tracing::info!(path, rotated = %rotated.display(), "The file was rotated while stopped; finishing the old one first.");
+                    let old = tokio::fs::File::open(&rotated).await.map_err(|source| {
+                        ConnectorError::File {
+                            action: "cannot open",
+                            path: rotated.display().to_string(),
+                            source,
+                        }
+                    })?;
+                    (old, Some(saved_file.clone()), saved.offset)
+                }
+                None => {
+                    tracing::warn!(
+                        path,
+                        "The file the checkpoint names is gone; reading the one at the path from its start."
+                    );
+                    (file, current, 0)
+                }
+            },
+            // A checkpoint from before files were identified: trust its offset.
+            (None, _) => (file, current, saved.offset),
+        };
+        let length = file.metadata().await.map(|meta| meta.len()).unwrap_or(0);
+        let offset = if offset > length {
+            tracing::warn!(
+                path,
+                offset,
+                length,
+                "File is shorter than its checkpoint; reading from the start."
+            );
+            0
+        } else {
+            offset
+        };
+        let mut file = file;
+        file.seek(std::io::SeekFrom::Start(offset))
+            .await
+            .map_err(|source| ConnectorError::File {
+                action: "cannot seek in",
+                path: path.to_owned(),
+                source,
+            })?;
+        Ok(tail::Segment {
+            file,
+            identity,
+            offset,
+        })
+    }
+
     /// The tail's run: follow the file, moving the checkpoint with the confirmed position.
     fn follow(
         self: Box<Self>,
         context: ConnectorContext,
-        file: tokio::fs::File,
-        path: String,
-        offset: u64,
+        segment: tail::Segment,
         mut checkpoint: Checkpoint,
     ) -> RunningConnector {
         Box::pin(async move {
@@ -271,19 +317,18 @@ impl FileConnector {
                 },
             };
             let result = tail::follow(
-                file,
+                segment,
                 &context,
                 (self.config.codec, &self.config.interceptors),
                 lines,
-                &path,
-                offset,
+                &self.config.path,
                 &mut checkpoint,
             )
             .await;
-            checkpoint.save();
+            checkpoint.save().await;
             result.map_err(|source| ConnectorError::File {
                 action: "cannot read",
-                path,
+                path: self.display_path(),
                 source,
             })
         })

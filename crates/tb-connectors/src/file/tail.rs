@@ -19,10 +19,12 @@ use tb_event::{
     AckHandle, AckOutcome, AckStatus, Acknowledgement, ComponentId, Event, EventMeta, KeyString,
     ObjectMap, StreamId, Value,
 };
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::sync::CancellationToken;
 
-use super::checkpoint::Checkpoint;
+use std::path::Path;
+
+use super::checkpoint::{Checkpoint, FileIdentity, Position};
 use crate::core::parallel_reader::{Carry, LineSplit, Split};
 use crate::core::reader::{CHUNK_SIZE, FOLLOW_POLL, forward};
 use crate::core::{
@@ -163,21 +165,92 @@ impl ChunkSender {
     }
 }
 
-/// Follows `file` from `offset` until intake stops, moving `checkpoint` with the confirmed
-/// position.
+/// The file being read and where: the watched path's file, or the rotated one it replaced.
+pub(super) struct Segment {
+    pub(super) file: tokio::fs::File,
+    pub(super) identity: Option<FileIdentity>,
+    pub(super) offset: u64,
+}
+
+/// What a poll at the end of the file found at the watched path.
+enum AtEnd {
+    /// The same file, not shorter: wait for more.
+    Same,
+    /// The same file, shorter than what was read: it was truncated (copytruncate).
+    Truncated,
+    /// Another file: the one being read was rotated away.
+    Replaced,
+    /// Nothing at the path for now.
+    Gone,
+}
+
+fn look_at_path(path: &Path, segment: &Segment) -> AtEnd {
+    let Some(current) = FileIdentity::of(path) else {
+        return AtEnd::Gone;
+    };
+    let same = segment.identity.as_ref().is_none_or(|identity| {
+        identity.device == current.device && identity.inode == current.inode
+    });
+    if !same {
+        return AtEnd::Replaced;
+    }
+    // Same inode: shorter than what was read, or starting with other bytes than it did
+    // (truncated, then written past the old offset before this poll), it was truncated.
+    let rewritten = segment
+        .identity
+        .as_ref()
+        .is_some_and(|identity| !identity.same_file(&current));
+    match std::fs::metadata(path) {
+        Ok(metadata) if metadata.len() < segment.offset || rewritten => AtEnd::Truncated,
+        _ => AtEnd::Same,
+    }
+}
+
+/// Positions are (generation, offset): each file read (or re-read after a truncation) is a
+/// generation of its own, so the tracker orders chunks across files.
+type TailPosition = (u64, u64);
+
+/// What follows the generations: which file each one read.
+struct Generations {
+    current: u64,
+    files: Vec<(u64, Option<FileIdentity>)>,
+}
+
+impl Generations {
+    fn start(&mut self, identity: Option<FileIdentity>) {
+        self.current += 1;
+        self.files.push((self.current, identity));
+    }
+
+    /// The checkpoint position of a confirmed tracker position; older generations go.
+    fn position(&mut self, (generation, offset): TailPosition) -> Position {
+        self.files.retain(|(kept, _)| *kept >= generation);
+        let file = self
+            .files
+            .iter()
+            .find(|(kept, _)| *kept == generation)
+            .and_then(|(_, identity)| identity.clone());
+        Position { file, offset }
+    }
+}
+
+/// Follows the watched file from `segment` until intake stops, moving `checkpoint` with the
+/// confirmed position. A file rotated away (`mv`) is read to its end, then the new file at
+/// the path from its start; a truncated file is read again from its start.
 ///
 /// # Errors
 ///
 /// A read error; chunks in flight are still settled first.
 pub(super) async fn follow(
-    mut file: tokio::fs::File,
+    mut segment: Segment,
     context: &ConnectorContext,
     (codec, interceptors): (CodecKind, &[InterceptorConfig]),
     lines: LineSplit,
-    path: &str,
-    mut offset: u64,
+    watched: &Path,
     checkpoint: &mut Checkpoint,
 ) -> std::io::Result<()> {
+    let path = watched.display().to_string();
+    let path = path.as_str();
     let mut fields = ObjectMap::new();
     fields.insert(KeyString::from("path"), Value::from(path));
     let sender = ChunkSender {
@@ -197,10 +270,15 @@ pub(super) async fn follow(
         interceptors,
         sender.fields.clone(),
     );
-    let mut tracker = PositionTracker::new(offset, TAIL_PREFETCH_EVENTS);
-    let mut settling = FuturesUnordered::new();
+    let mut generations = Generations {
+        current: 0,
+        files: vec![(0, segment.identity.clone())],
+    };
+    let mut tracker = PositionTracker::new((0, segment.offset), TAIL_PREFETCH_EVENTS);
+    let mut settling: Settling = FuturesUnordered::new();
     let mut carry = Carry::new();
     let mut buffer = vec![0u8; CHUNK_SIZE];
+    let mut rotation_seen = false;
     let mut result = Ok(());
     loop {
         let may_read = tracker.has_room();
@@ -208,42 +286,69 @@ pub(super) async fn follow(
             biased;
             () = context.intake.cancelled() => break,
             Some(settled) = settling.next(), if !settling.is_empty() => {
-                settle(&mut tracker, checkpoint, &sender, path, settled).await;
+                settle(&mut tracker, &mut generations, checkpoint, &sender, path, settled).await;
             }
-            read = file.read(&mut buffer), if may_read => match read {
-                Ok(0) => {
-                    tokio::select! {
-                        () = context.intake.cancelled() => break,
-                        () = tokio::time::sleep(FOLLOW_POLL) => {}
+            read = segment.file.read(&mut buffer), if may_read => match read {
+                Ok(0) => match look_at_path(watched, &segment) {
+                    AtEnd::Replaced if rotation_seen => {
+                        // Read to its end twice, a poll apart: the old file is done. What
+                        // it ends with unterminated is its last line.
+                        rotation_seen = false;
+                        let rest = carry.held().to_vec();
+                        if !rest.is_empty() {
+                            let mut line = rest;
+                            line.extend_from_slice(&lines.delimiter);
+                            let end = (generations.current, segment.offset);
+                            send_lines(&sender, &mut decoder, &mut tracker, &mut settling, checkpoint, &mut generations, line, (segment.offset, end)).await;
+                        }
+                        match open_watched(watched).await {
+                            Ok(next) => {
+                                tracing::info!(path, "The file was rotated; reading the new one from its start.");
+                                segment = next;
+                                generations.start(segment.identity.clone());
+                                carry = Carry::new();
+                            }
+                            Err(error) => tracing::debug!(path, %error, "The new file cannot be opened yet."),
+                        }
+                    }
+                    AtEnd::Truncated => {
+                        if let Err(error) = restart_truncated(&mut segment, watched, &mut generations, &mut carry).await {
+                            result = Err(error);
+                            break;
+                        }
+                    }
+                    state => {
+                        rotation_seen = matches!(state, AtEnd::Replaced);
+                        tokio::select! {
+                            () = context.intake.cancelled() => break,
+                            () = tokio::time::sleep(FOLLOW_POLL) => {}
+                        }
+                    }
+                },
+                // What was just read may come from a rewrite past the old offset: checked
+                // after the read, so such bytes are never handed on.
+                Ok(_) if matches!(look_at_path(watched, &segment), AtEnd::Truncated) => {
+                    if let Err(error) = restart_truncated(&mut segment, watched, &mut generations, &mut carry).await {
+                        result = Err(error);
+                        break;
                     }
                 }
                 Ok(count) => {
-                    let start = offset - carry.held().len() as u64;
-                    offset += count as u64;
-                    match carry.split(&buffer[..count], &lines, offset) {
+                    let start = segment.offset - carry.held().len() as u64;
+                    segment.offset += count as u64;
+                    match carry.split(&buffer[..count], &lines, segment.offset) {
                         None => {}
                         Some(Split::Lines { bytes, end }) => {
-                            match sender.send(&mut decoder, &bytes).await {
-                                Some(sent) => {
-                                    let ticket = tracker.track(end, sent.1);
-                                    settling.push(sender.clone().settle(ticket, (start, end), bytes, sent));
-                                }
-                                None => {
-                                    // Nothing to deliver (blank lines): passed at once.
-                                    let ticket = tracker.track(end, 0);
-                                    if let Some(confirmed) = tracker.settle(ticket) {
-                                        checkpoint.advance(confirmed);
-                                    }
-                                }
-                            }
+                            let end = (generations.current, end);
+                            send_lines(&sender, &mut decoder, &mut tracker, &mut settling, checkpoint, &mut generations, bytes, (start, end)).await;
                         }
                         Some(Split::Overlong { error, end }) => {
                             let event = decode_error_event(&sender.id, StreamId(0), &error, AckHandle::untracked());
                             sender.metrics.errors.inc();
                             let _ = sender.errors.send(vec![event]).await;
-                            let ticket = tracker.track(end, 0);
+                            let ticket = tracker.track((generations.current, end), 0);
                             if let Some(confirmed) = tracker.settle(ticket) {
-                                checkpoint.advance(confirmed);
+                                checkpoint.advance(generations.position(confirmed)).await;
                             }
                         }
                     }
@@ -256,15 +361,88 @@ pub(super) async fn follow(
         }
     }
     while let Some(settled) = settling.next().await {
-        settle(&mut tracker, checkpoint, &sender, path, settled).await;
+        settle(
+            &mut tracker,
+            &mut generations,
+            checkpoint,
+            &sender,
+            path,
+            settled,
+        )
+        .await;
     }
     result
+}
+
+/// Reads a truncated file again from its start, as a new generation.
+async fn restart_truncated(
+    segment: &mut Segment,
+    watched: &Path,
+    generations: &mut Generations,
+    carry: &mut Carry,
+) -> std::io::Result<()> {
+    tracing::warn!(path = %watched.display(), offset = segment.offset, "The file was truncated; reading it again from its start.");
+    segment.file.seek(std::io::SeekFrom::Start(0)).await?;
+    segment.offset = 0;
+    segment.identity = FileIdentity::of(watched);
+    generations.start(segment.identity.clone());
+    *carry = Carry::new();
+    Ok(())
+}
+
+/// Opens the file now at the watched path, from its start.
+async fn open_watched(watched: &Path) -> std::io::Result<Segment> {
+    let file = tokio::fs::File::open(watched).await?;
+    Ok(Segment {
+        file,
+        identity: FileIdentity::of(watched),
+        offset: 0,
+    })
+}
+
+type Settling =
+    FuturesUnordered<std::pin::Pin<Box<dyn std::future::Future<Output = Settled> + Send>>>;
+
+/// Sends whole `lines` (from byte `start`, ending at position `end`) and tracks them.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the loop's state, passed as it is"
+)]
+async fn send_lines(
+    sender: &ChunkSender,
+    decoder: &mut StreamDecoder,
+    tracker: &mut PositionTracker<TailPosition>,
+    settling: &mut Settling,
+    checkpoint: &mut Checkpoint,
+    generations: &mut Generations,
+    lines: Vec<u8>,
+    (start, end): (u64, TailPosition),
+) {
+    match sender.send(decoder, &lines).await {
+        Some(sent) => {
+            let ticket = tracker.track(end, sent.1);
+            settling.push(Box::pin(sender.clone().settle(
+                ticket,
+                (start, end.1),
+                lines,
+                sent,
+            )));
+        }
+        None => {
+            // Nothing to deliver (blank lines): passed at once.
+            let ticket = tracker.track(end, 0);
+            if let Some(confirmed) = tracker.settle(ticket) {
+                checkpoint.advance(generations.position(confirmed)).await;
+            }
+        }
+    }
 }
 
 /// Applies a chunk's final outcome: delivered moves the position; rejected is recorded and
 /// passed; errored (only left so when stopping) keeps the position before it.
 async fn settle(
-    tracker: &mut PositionTracker<u64>,
+    tracker: &mut PositionTracker<TailPosition>,
+    generations: &mut Generations,
     checkpoint: &mut Checkpoint,
     sender: &ChunkSender,
     path: &str,
@@ -276,6 +454,6 @@ async fn settle(
         AckStatus::Delivered => {}
     }
     if let Some(confirmed) = tracker.settle(settled.ticket) {
-        checkpoint.advance(confirmed);
+        checkpoint.advance(generations.position(confirmed)).await;
     }
 }

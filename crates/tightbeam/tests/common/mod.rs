@@ -95,10 +95,15 @@ pub fn terminate(child: &Child) {
     assert_eq!(result, 0, "kill(SIGTERM) failed");
 }
 
-/// Lines of a file, parsed as JSON.
+/// Whole lines of a file, parsed as JSON. A last line without its newline is still being
+/// written, and is left for the next look.
 pub fn json_lines(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let whole = match text.rfind('\n') {
+        Some(end) => &text[..=end],
+        None => "",
+    };
+    whole
         .lines()
         .filter(|line| !line.is_empty())
         .map(|line| serde_json::from_str(line).expect("output line is JSON"))
