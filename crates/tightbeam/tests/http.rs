@@ -84,13 +84,10 @@ async fn ingest_answers_after_ack_and_rejects_bad_bodies_with_reasons() {
         .expect("post");
     assert_eq!(response.status(), 400);
     let answer: serde_json::Value = response.json().await.expect("json");
-    assert!(
-        answer["error"]
-            .as_str()
-            .expect("reason")
-            .contains("key must be a string"),
-        "{answer}"
-    );
+    let reason = answer["error"].as_str().expect("reason");
+    assert!(reason.contains("key must be a string"), "{answer}");
+    // Issue 7: the line of the body, not only the position within the bad line.
+    assert!(reason.starts_with("line 2 of the body: "), "{answer}");
 
     let response = client
         .post(&url)

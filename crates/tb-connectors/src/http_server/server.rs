@@ -218,7 +218,8 @@ async fn ingest(
     ack.complete(AckStatus::Delivered);
     if !failures.is_empty() {
         drop(events);
-        return reject(shared, stream, failures).await;
+        let line = line_of_first_failure(body, interceptors, &failures);
+        return reject(shared, stream, failures, line).await;
     }
     let accepted = events.len();
     if accepted == 0 {
@@ -274,7 +275,30 @@ async fn ingest(
 }
 
 /// Answers a request whose body did not decode, after putting the bad bytes on `_errors`.
-async fn reject(shared: &Shared, stream: StreamId, failures: Vec<DecodeError>) -> Response {
+/// For an NDJSON body (a chain of just `lines`), the body's line number (1-based) of the
+/// first frame that did not decode: the codec's own "line 1 column 2" is within the frame.
+fn line_of_first_failure(
+    body: &[u8],
+    interceptors: &[InterceptorConfig],
+    failures: &[DecodeError],
+) -> Option<usize> {
+    let [InterceptorConfig::Lines { delimiter, .. }] = interceptors else {
+        return None;
+    };
+    let raw = &failures.first()?.raw;
+    if raw.is_empty() || delimiter.is_empty() {
+        return None;
+    }
+    let at = memchr::memmem::find(body, raw)?;
+    Some(memchr::memmem::find_iter(&body[..at], delimiter.as_bytes()).count() + 1)
+}
+
+async fn reject(
+    shared: &Shared,
+    stream: StreamId,
+    failures: Vec<DecodeError>,
+    line: Option<usize>,
+) -> Response {
     shared.metrics.errors.inc_by(failures.len() as u64);
     let status = if failures.iter().any(|f| f.kind == DecodeErrorKind::TooLarge) {
         StatusCode::PAYLOAD_TOO_LARGE
@@ -283,7 +307,10 @@ async fn reject(shared: &Shared, stream: StreamId, failures: Vec<DecodeError>) -
     };
     let reason = failures.first().map_or_else(
         || "invalid body".to_owned(),
-        |failure| failure.reason.clone(),
+        |failure| match line {
+            Some(line) => format!("line {line} of the body: {}", failure.reason),
+            None => failure.reason.clone(),
+        },
     );
     let (ack, receipt) = Acknowledgement::new_unit();
     let error_events = failures
