@@ -5,40 +5,47 @@ use std::fmt::Display;
 use std::future::Future;
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio_util::sync::CancellationToken;
 
 use super::status::{ComponentStatus, StatusCell};
 
-/// Waits that double from `min` to `max` (each with jitter), and start over after a success.
-#[derive(Clone, Copy, Debug)]
+/// Waits that double from `min` to `max`, each with jitter, and start over after a success.
+///
+/// The schedule and its jitter are backon's; backon adds its jitter on top of a delay (up to
+/// twice it), so it is given half of `min` and `max`: each wait falls between half and all
+/// of its nominal delay, and never past `max`.
+#[derive(Debug)]
 pub struct Backoff {
-    min: Duration,
+    schedule: ExponentialBuilder,
+    delays: backon::ExponentialBackoff,
     max: Duration,
-    next: Duration,
 }
 
 impl Backoff {
     /// Starts at `min`.
     pub fn new(min: Duration, max: Duration) -> Self {
+        let max = max.max(min);
+        let schedule = ExponentialBuilder::new()
+            .with_min_delay(min / 2)
+            .with_max_delay(max / 2)
+            .with_jitter()
+            .without_max_times();
         Self {
-            min,
-            max: max.max(min),
-            next: min,
+            delays: schedule.build(),
+            schedule,
+            max,
         }
     }
 
-    /// After a success: the next failure waits `min` again.
+    /// After a success: the next failure waits about `min` again.
     pub fn reset(&mut self) {
-        self.next = self.min;
+        self.delays = self.schedule.build();
     }
 
-    /// The wait before the next attempt, with jitter: between half and all of the nominal
-    /// delay, so many clients that lost one peer do not all come back at once. The nominal
-    /// delay doubles each time, up to `max`.
+    /// The wait before the next attempt; the nominal delay doubles each time, up to `max`.
     pub fn next_delay(&mut self) -> Duration {
-        let nominal = self.next;
-        self.next = self.next.saturating_mul(2).min(self.max);
-        nominal.mul_f64(0.5 + fastrand::f64() / 2.0)
+        self.delays.next().unwrap_or(self.max).min(self.max)
     }
 }
 
@@ -105,7 +112,7 @@ mod tests {
     #[test]
     fn delays_double_up_to_max_with_jitter_and_reset() {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_millis(350));
-        for nominal in [100u128, 200, 350, 350] {
+        for nominal in [100u128, 200, 350, 350, 350] {
             let delay = backoff.next_delay().as_millis();
             assert!(
                 (nominal / 2..=nominal).contains(&delay),
@@ -114,6 +121,13 @@ mod tests {
         }
         backoff.reset();
         assert!(backoff.next_delay() <= Duration::from_millis(100));
+        let mut capped = Backoff::new(Duration::from_secs(1), Duration::from_secs(2));
+        for _ in 0..10 {
+            assert!(
+                capped.next_delay() <= Duration::from_secs(2),
+                "never past max"
+            );
+        }
     }
 
     #[tokio::test(start_paused = true)]
