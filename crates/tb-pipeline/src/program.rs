@@ -215,7 +215,11 @@ fn describe_failure(
                 .message
                 .contains(&format!("E{READ_ONLY_MUTATION_CODE}"))
     });
-    let mut message = Formatter::new(source, diagnostics).to_string();
+    // VRL names no file (`┌─ :1:6`): the program's place in the pipeline stands for one,
+    // so each line and column is read against the program it belongs to.
+    let mut message = Formatter::new(source, diagnostics)
+        .to_string()
+        .replace("┌─ :", &format!("┌─ {location}:"));
     if writes_read_only {
         let what = match role {
             ProgramRole::Condition => "a condition",
