@@ -41,7 +41,7 @@ pub(crate) async fn run_pipeline(
     metrics: PipelineMetrics,
 ) {
     if pipeline.lanes().is_none() {
-        return run_steps(pipeline, input, &senders, &metrics, true, &mut []).await;
+        return run_steps(pipeline, input, &senders, &metrics, true, &[]).await;
     }
     let (head, lanes) = pipeline.split_lanes();
     let mut lane_senders = Vec::with_capacity(lanes.len());
@@ -52,10 +52,10 @@ pub(crate) async fn run_pipeline(
         let (senders, metrics) = (senders.clone(), metrics.clone());
         lane_tasks.push(spawn_owned(async move {
             let input = InputQueue::standalone(receiver);
-            run_steps(lane, input, &senders, &metrics, false, &mut []).await;
+            run_steps(lane, input, &senders, &metrics, false, &[]).await;
         }));
     }
-    run_steps(head, input, &senders, &metrics, true, &mut lane_senders).await;
+    run_steps(head, input, &senders, &metrics, true, &lane_senders).await;
     // The head has flushed into the lanes: closing their queues lets each flush and end.
     drop(lane_senders);
     for task in lane_tasks {
@@ -75,7 +75,7 @@ async fn run_steps(
     senders: &[OutputSender],
     metrics: &PipelineMetrics,
     counts_input: bool,
-    lanes: &mut [mpsc::Sender<InputBatch>],
+    lanes: &[mpsc::Sender<InputBatch>],
 ) {
     let mut outputs = Outputs::for_pipeline(&pipeline);
     let id = pipeline.id().to_owned();

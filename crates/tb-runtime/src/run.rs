@@ -21,11 +21,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{ComponentSpec, Config};
+use crate::config::{ComponentClass, ComponentSpec, Config};
 use crate::graph::{Body, Node, Topology};
 use crate::metrics::MetricsRegistry;
 use crate::reload::{ReloadRequest, ReloadSummary, masked_config};
-use crate::supervise::{Builders, InputSlot, Run, Unit, supervise};
+use crate::supervise::{Blueprint, Builders, InputSlot, Run, Unit, supervise};
 use crate::view::{
     ComponentMetrics, ComponentType, ComponentView, EdgeView, RuntimeHandle, TopologyView,
 };
@@ -182,23 +182,41 @@ impl Queues {
 }
 
 impl Engine {
-    fn component_view(&self, spec: &ComponentSpec, input: Option<Arc<InputSlot>>) -> ComponentView {
-        let (component_type, kind, metrics) = match &spec.class {
-            crate::config::ComponentClass::Connector { kind, .. } => (
-                ComponentType::Connector,
-                kind.clone(),
-                ComponentMetrics::Connector(
-                    self.metrics
-                        .connector_with(&spec.id, self.latency_of(kind, spec)),
-                ),
-            ),
-            crate::config::ComponentClass::Pipeline(_) => (
-                ComponentType::Pipeline,
-                "pipeline".to_owned(),
-                ComponentMetrics::Pipeline(self.metrics.pipeline(&spec.id)),
-            ),
+    /// The API's view of `spec` and what its supervisor builds it from, sharing its metrics.
+    fn view_and_blueprint(
+        &self,
+        spec: &ComponentSpec,
+        input: Option<Arc<InputSlot>>,
+    ) -> (ComponentView, Blueprint) {
+        let (component_type, kind, metrics, blueprint) = match &spec.class {
+            ComponentClass::Connector { kind, settings } => {
+                let metrics = self
+                    .metrics
+                    .connector_with(&spec.id, self.latency_of(kind, spec));
+                let blueprint = Blueprint::Connector {
+                    kind: kind.clone(),
+                    settings: settings.clone(),
+                    metrics: metrics.clone(),
+                };
+                let metrics = ComponentMetrics::Connector(metrics);
+                (ComponentType::Connector, kind.clone(), metrics, blueprint)
+            }
+            ComponentClass::Pipeline(config) => {
+                let metrics = self.metrics.pipeline(&spec.id);
+                let blueprint = Blueprint::Pipeline {
+                    config: config.clone(),
+                    metrics: metrics.clone(),
+                };
+                let metrics = ComponentMetrics::Pipeline(metrics);
+                (
+                    ComponentType::Pipeline,
+                    "pipeline".to_owned(),
+                    metrics,
+                    blueprint,
+                )
+            }
         };
-        ComponentView {
+        let view = ComponentView {
             id: spec.id.clone(),
             component_type,
             kind,
@@ -206,7 +224,8 @@ impl Engine {
             restarts: self.metrics.restarts(&spec.id),
             status: StatusCell::new(),
             input,
-        }
+        };
+        (view, blueprint)
     }
 
     /// Makes a component's record and its first run: output senders to every reader named
@@ -219,7 +238,7 @@ impl Engine {
         queues: &Queues,
     ) -> Result<NewComponent, Box<FirstRunFailed>> {
         let input = queues.slots.get(&spec.id).cloned();
-        let view = self.component_view(spec, input.clone());
+        let (view, blueprint) = self.view_and_blueprint(spec, input.clone());
         let errors_port = match &node.body {
             Body::Pipeline(pipeline) => Some(pipeline.ports().errors()),
             Body::Connector { .. } => None,
@@ -239,17 +258,6 @@ impl Engine {
         }
         let intake = self.intake.child_token();
         let stop_input = CancellationToken::new();
-        let blueprint = Unit::blueprint(
-            spec,
-            || match &view.metrics {
-                ComponentMetrics::Connector(metrics) => metrics.clone(),
-                ComponentMetrics::Pipeline(_) => self.metrics.connector(&spec.id),
-            },
-            || match &view.metrics {
-                ComponentMetrics::Pipeline(metrics) => metrics.clone(),
-                ComponentMetrics::Connector(_) => self.metrics.pipeline(&spec.id),
-            },
-        );
         let unit = Unit {
             id: ComponentId::new(&spec.id),
             blueprint,

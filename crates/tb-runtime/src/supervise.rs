@@ -28,7 +28,6 @@ use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::config::{ComponentClass, ComponentSpec};
 use crate::metrics::PipelineMetrics;
 use crate::pipeline_task::run_pipeline;
 
@@ -125,25 +124,6 @@ pub(crate) enum RunStartError {
 }
 
 impl Unit {
-    /// The blueprint of `spec`, with its metrics.
-    pub(crate) fn blueprint(
-        spec: &ComponentSpec,
-        connector_metrics: impl FnOnce() -> ConnectorMetrics,
-        pipeline_metrics: impl FnOnce() -> PipelineMetrics,
-    ) -> Blueprint {
-        match &spec.class {
-            ComponentClass::Connector { kind, settings } => Blueprint::Connector {
-                kind: kind.clone(),
-                settings: settings.clone(),
-                metrics: connector_metrics(),
-            },
-            ComponentClass::Pipeline(config) => Blueprint::Pipeline {
-                config: config.clone(),
-                metrics: pipeline_metrics(),
-            },
-        }
-    }
-
     /// Starts a run: builds the component from its blueprint, takes the input queue, and
     /// (for a connector) acquires its sockets and files.
     pub(crate) async fn start_run(&self) -> Result<Run, RunStartError> {
@@ -259,7 +239,9 @@ impl Unit {
 /// Runs `unit` until it finishes, is stopped, or fails for good. `first` is a run already
 /// started (the initial start reports errors such as a port in use before anything runs).
 pub(crate) async fn supervise(mut unit: Unit, mut first: Option<Run>) {
-    let span = tracing::info_span!("component", id = %unit.id);
+    // At error level, so it is kept whatever `RUST_LOG` lets through: a warning from a
+    // component names the component even when info lines are off.
+    let span = tracing::error_span!("component", id = %unit.id);
     async move {
         let mut failures: VecDeque<Instant> = VecDeque::new();
         let mut backoff = Backoff::new(RESTART_BACKOFF_MIN, RESTART_BACKOFF_MAX);

@@ -119,14 +119,7 @@ async fn ingest_answers_after_ack_and_rejects_bad_bodies_with_reasons() {
         .expect("json");
     assert_eq!(health, serde_json::json!({ "status": "ok" }));
 
-    let metrics = client
-        .get(format!("http://127.0.0.1:{api_port}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = metrics_text(&client, api_port).await;
     assert!(
         metrics
             .contains("tightbeam_connector_events_total{connector=\"web\",direction=\"recv\"} 100"),

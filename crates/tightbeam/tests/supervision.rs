@@ -127,17 +127,7 @@ async fn a_panicking_component_restarts_then_fails_while_the_rest_keeps_deliveri
         .collect();
     assert_eq!(seqs, vec![1, 2]);
 
-    let (_, metrics) = (
-        0,
-        client
-            .get(format!("http://127.0.0.1:{api_port}/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("metrics text"),
-    );
+    let metrics = metrics_text(&client, api_port).await;
     assert!(
         metrics.contains("tightbeam_component_restarts_total{component=\"boom\"} 5"),
         "restarts are counted in metrics"
@@ -216,5 +206,14 @@ inputs = ["feed"]
     .await;
     wait_for_json_lines(&dir.path().join("out.ndjson"), 1, LIMIT).await;
     drop(socket);
-    stop_and_expect_drained(child, LIMIT);
+    terminate(&child);
+    let output = wait_with_limit(child, LIMIT);
+    assert!(output.status.success());
+    // Every log line from a component names it, by its span.
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let warning = stderr
+        .lines()
+        .find(|line| line.contains("Cannot connect"))
+        .unwrap_or_else(|| panic!("the reconnect warnings were logged: {stderr}"));
+    assert!(warning.contains("component{id=feed}"), "{warning}");
 }

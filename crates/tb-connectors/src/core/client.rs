@@ -48,24 +48,20 @@ pub struct ClientSession<'a> {
 pub fn keep_sendable(
     context: &ConnectorContext,
     stream: StreamId,
-    batch: EventBatch,
+    mut batch: EventBatch,
 ) -> EventBatch {
     context.metrics.input.inc_by(batch.len() as u64);
+    // In place: the usual batch holds no stale reply and is passed on as it came.
+    let stale =
+        |event: &mut tb_event::Event| event.is_from(&context.id) && event.meta.id.stream != stream;
+    for event in batch.extract_if(.., stale) {
+        context.metrics.errors.inc();
+        event.complete_with(
+            AckStatus::Errored,
+            "the connection it replies to has closed",
+        );
+    }
     batch
-        .into_iter()
-        .filter_map(|event| {
-            if event.is_from(&context.id) && event.meta.id.stream != stream {
-                context.metrics.errors.inc();
-                event.complete_with(
-                    AckStatus::Errored,
-                    "the connection it replies to has closed",
-                );
-                None
-            } else {
-                Some(event)
-            }
-        })
-        .collect()
 }
 
 /// Why the writing half of a session stopped.

@@ -1,5 +1,6 @@
 //! The listening server and the request handler.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -169,31 +170,33 @@ fn declared_length(headers: &HeaderMap) -> Option<usize> {
 
 /// The interceptors for one request: a `Content-Encoding` of gzip or zstd decompresses the
 /// body first (bounded by `max_decompressed`), then the configured chain applies.
-fn decoding_chain(
+fn decoding_chain<'a>(
     headers: &HeaderMap,
-    config: &HttpServerConfig,
-) -> Result<Vec<InterceptorConfig>, Box<Response>> {
+    config: &'a HttpServerConfig,
+) -> Result<Cow<'a, [InterceptorConfig]>, Box<Response>> {
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .map(|value| value.to_str().unwrap_or("").trim().to_ascii_lowercase());
-    let mut chain = Vec::with_capacity(config.interceptors.len() + 1);
-    match encoding.as_deref() {
-        None | Some("" | "identity") => {}
-        Some("gzip" | "x-gzip") => chain.push(InterceptorConfig::Gzip {
+    let decompress = match encoding.as_deref() {
+        // The usual request: the configured chain, borrowed, not copied.
+        None | Some("" | "identity") => return Ok(Cow::Borrowed(&config.interceptors)),
+        Some("gzip" | "x-gzip") => InterceptorConfig::Gzip {
             max_decompressed: config.max_decompressed,
-        }),
-        Some("zstd") => chain.push(InterceptorConfig::Zstd {
+        },
+        Some("zstd") => InterceptorConfig::Zstd {
             max_decompressed: config.max_decompressed,
-        }),
+        },
         Some(other) => {
             return Err(Box::new(error_response(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 &format!("Content-Encoding `{other}` is not supported; send gzip, zstd or none"),
             )));
         }
-    }
+    };
+    let mut chain = Vec::with_capacity(config.interceptors.len() + 1);
+    chain.push(decompress);
     chain.extend(config.interceptors.iter().cloned());
-    Ok(chain)
+    Ok(Cow::Owned(chain))
 }
 
 async fn ingest(

@@ -160,6 +160,18 @@ pub async fn get_json(client: &reqwest::Client, url: &str) -> (u16, serde_json::
     (status, body)
 }
 
+/// The text of `/metrics` of the API on `api_port`.
+pub async fn metrics_text(client: &reqwest::Client, api_port: u16) -> String {
+    client
+        .get(format!("http://127.0.0.1:{api_port}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
 /// The component `id` in `/api/v1/topology` of the API on `api_port`.
 pub async fn component(client: &reqwest::Client, api_port: u16, id: &str) -> serde_json::Value {
     let (_, topology) = get_json(
