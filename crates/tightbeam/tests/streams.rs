@@ -499,3 +499,104 @@ inputs = ["peer"]
     assert_eq!(answers.len(), 5000);
     stop_and_expect_drained(child, LIMIT);
 }
+
+/// One WebSocket peer that never reads must not hold back the others: with a write timeout
+/// far longer than the test, the healthy sessions still get every broadcast event, while
+/// the stalled session's events are failed (counted in `err`, the POST answered 503) or,
+/// for those already queued to it, wait for it (504 once `ack_timeout` passes).
+#[tokio::test]
+async fn a_stalled_websocket_peer_costs_only_its_own_events() {
+    const BODIES: usize = 10;
+    const LINES: usize = 1000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ws_port, http_port, api_port) = (free_port(), free_port(), free_port());
+    let config = write(
+        dir.path(),
+        "broadcast.toml",
+        &format!(
+            r#"[api]
+address = "127.0.0.1:{api_port}"
+[connectors.ws]
+kind = "ws_server"
+address = "127.0.0.1:{ws_port}"
+inputs = ["web"]
+write_timeout = "10m"
+
+[connectors.web]
+kind = "http_server"
+address = "127.0.0.1:{http_port}"
+ack_timeout = "2s"
+"#
+        ),
+    );
+    let mut child = start(dir.path(), &config);
+    wait_for_port(&mut child, ws_port, LIMIT);
+    wait_for_port(&mut child, http_port, LIMIT);
+    let url = format!("ws://127.0.0.1:{ws_port}/");
+    // Connected first, and never read from again.
+    let (_stalled, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .expect("stalled session");
+    let mut healthy = Vec::new();
+    for _ in 0..2 {
+        let (mut session, _) = tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .expect("healthy session");
+        healthy.push(tokio::spawn(async move {
+            let mut seen = BTreeSet::new();
+            while seen.len() < BODIES * LINES {
+                let Ok(Some(Ok(message))) = tokio::time::timeout(LIMIT, session.next()).await
+                else {
+                    break;
+                };
+                if let Message::Text(text) = message {
+                    let value: serde_json::Value =
+                        serde_json::from_str(text.as_str()).expect("json");
+                    seen.insert(value["n"].as_u64().expect("n"));
+                }
+            }
+            seen.len()
+        }));
+    }
+
+    let padding = "x".repeat(2000);
+    let client = http_client();
+    let mut answers = BTreeSet::new();
+    for body in 0..BODIES {
+        let events: Vec<String> = (0..LINES)
+            .map(|line| format!("{{\"n\":{},\"pad\":\"{padding}\"}}", body * LINES + line))
+            .collect();
+        let array = format!("[{}]", events.join(","));
+        let response = tokio::time::timeout(
+            LIMIT,
+            client
+                .post(format!("http://127.0.0.1:{http_port}/"))
+                .body(array)
+                .send(),
+        )
+        .await
+        .expect("every POST is answered in time")
+        .expect("post");
+        answers.insert(response.status().as_u16());
+    }
+    for session in healthy {
+        assert_eq!(
+            session.await.expect("reader"),
+            BODIES * LINES,
+            "a healthy session gets every event while another session is stalled"
+        );
+    }
+    assert!(
+        answers.is_subset(&BTreeSet::from([200, 503, 504])),
+        "answers: {answers:?}"
+    );
+    assert!(
+        answers.contains(&503),
+        "events the stalled session could not take are errored, so their POST is refused: {answers:?}"
+    );
+    let errors = component(&client, api_port, "ws").await["metrics"]["err"]
+        .as_u64()
+        .expect("err");
+    assert!(errors > 0, "the stalled session's events count in err");
+    let _ = child.kill();
+}

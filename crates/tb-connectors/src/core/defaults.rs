@@ -37,3 +37,8 @@ pub fn reconnect_min() -> Duration {
 pub fn reconnect_max() -> Duration {
     Duration::from_secs(10)
 }
+
+/// 10 s: how long one write to a server's stream may stall before the peer counts as gone.
+pub fn write_timeout() -> Duration {
+    Duration::from_secs(10)
+}

@@ -41,11 +41,10 @@ pub use reader::{AtEnd, ChunkAck, IngestTarget, ingest_message, ingest_reader};
 pub use redact::{REDACTED, is_credential_name, redact_query, redact_url};
 pub use routing::{Foreign, ReplyStreams, route_replies};
 pub use sink::{
-    ByteStream, FrameWriter, STREAM_WRITE_TIMEOUT, complete_events, complete_written, encode_batch,
-    write_batches,
+    ByteStream, FrameWriter, complete_events, complete_written, encode_batch, write_batches,
 };
 pub use status::{ComponentStatus, StatusCell, StatusRecord};
 pub use stream_server::{StreamServer, bind, serve_router};
-pub use streams::{STREAM_SEND_TIMEOUT, StreamWriters, fail_outgoing};
+pub use streams::{LAG_GRACE, StreamWriters, fail_outgoing};
 pub use tasks::{OwnedTask, spawn_owned};
 pub use traits::{Connector, ConnectorBuilder, Roles, RunningConnector, StartFuture};

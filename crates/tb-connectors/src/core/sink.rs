@@ -5,7 +5,7 @@
 //!
 //! [`EventWriter`] is that path; a [`WritePolicy`] holds what differs between a sink's file
 //! or pipe (a write takes as long as it takes) and one stream of a server (a peer that
-//! stalls past [`STREAM_WRITE_TIMEOUT`] counts as gone, costing only its own events).
+//! stalls past its `write_timeout` counts as gone, costing only its own events).
 //! [`FrameWriter`] is where the bytes go: a byte stream ([`ByteStream`]) or a transport of
 //! messages. [`write_batches`] runs the path over a sink's input, `write_outgoing` over one
 //! stream's queue.
@@ -21,9 +21,6 @@ use tokio::sync::{mpsc, watch};
 
 use super::input::InputQueue;
 use super::metrics::ConnectorMetrics;
-
-/// How long one write to a stream may take before the peer counts as gone.
-pub const STREAM_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Encodes `batch` into `buffer` (cleared first). Events that cannot be encoded are failed
 /// and counted; the rest are returned, to be completed once the bytes are written.
@@ -116,16 +113,16 @@ pub enum WritePolicy {
     /// A sink's file or pipe: a write takes as long as it takes (its slowness is
     /// backpressure), and a failed one is an error worth a log line.
     Sink,
-    /// One stream of a server: a write that stalls past [`STREAM_WRITE_TIMEOUT`] means the
-    /// peer stopped reading, and a peer that goes away is routine.
-    Stream,
+    /// One stream of a server: a write that stalls past the given time means the peer
+    /// stopped reading, and a peer that goes away is routine.
+    Stream(Duration),
 }
 
 impl WritePolicy {
     fn deadline(self) -> Option<Duration> {
         match self {
             Self::Sink => None,
-            Self::Stream => Some(STREAM_WRITE_TIMEOUT),
+            Self::Stream(timeout) => Some(timeout),
         }
     }
 }
@@ -224,7 +221,7 @@ impl<W: FrameWriter> EventWriter<W> {
             WritePolicy::Sink => {
                 tracing::error!(%error, "Write failed; this output fails every event from now on.");
             }
-            WritePolicy::Stream => {
+            WritePolicy::Stream(_) => {
                 tracing::debug!(%error, "Stream write failed; its queued events are failed.");
             }
         }
@@ -272,7 +269,8 @@ pub async fn write_batches<W: AsyncWrite + Unpin + Send>(
     output.finish().await
 }
 
-/// Writes one stream's outgoing queue until the queue closes, one event per write. `acks`,
+/// Writes one stream's outgoing queue until the queue closes, one event per write (a
+/// message transport sends each write as one message). `acks`,
 /// when given, carries the stream's latest acknowledgement line, written whenever it
 /// changes (only the newest matters: each line covers all before it). A write that fails
 /// or stalls kills the stream: the rest of the queue is failed.

@@ -11,6 +11,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tb_codec::{CodecKind, Encoder, InterceptorConfig};
@@ -46,17 +47,20 @@ pub struct StreamServer {
     /// How every stream's bytes are framed and encoded.
     codec: CodecKind,
     interceptors: Vec<InterceptorConfig>,
+    write_timeout: Duration,
     next_stream: AtomicU64,
 }
 
 impl StreamServer {
     /// Takes `context` apart, starting the task that routes its input (if it has `inputs`)
     /// to the open streams: replies to their own stream, anything else to every stream.
-    /// Every stream decodes and encodes with `codec` and `interceptors`.
+    /// Every stream decodes and encodes with `codec` and `interceptors`, and counts as gone
+    /// once a write to it stalls past `write_timeout`.
     pub fn from_context(
         context: ConnectorContext,
         codec: CodecKind,
         interceptors: &[InterceptorConfig],
+        write_timeout: Duration,
     ) -> (Self, Option<OwnedTask<()>>) {
         let writers = StreamWriters::default();
         let dispatcher = context.input.map(|input| {
@@ -77,6 +81,7 @@ impl StreamServer {
             writers,
             codec,
             interceptors: interceptors.to_vec(),
+            write_timeout,
             next_stream: AtomicU64::new(0),
         };
         (server, dispatcher)
@@ -84,11 +89,12 @@ impl StreamServer {
 
     /// Serves one stream with the peer at `remote`, from its opening to its end.
     ///
-    /// Replies are written to `write_half` (one event per write, a stalled peer costing only
-    /// its own events), with the stream's latest acknowledgement line from `acks`, if any,
-    /// whenever it changes. `read` gets the stream's id and decoder and reads the peer until
-    /// it closes or intake stops; then the stream closes, and this returns once its writer
-    /// has written (or failed) what was queued.
+    /// Replies are written to `write_half` (a stalled peer costing only its own events),
+    /// with the stream's latest acknowledgement line from `acks`, if any, whenever it
+    /// changes. `read` gets the stream's id and decoder and reads the peer until it closes
+    /// or intake stops; then the stream closes, and this returns once its writer has written
+    /// (or failed) what was queued. A writer that fails (the peer is gone, or stalled past
+    /// `write_timeout`) ends the stream at once: reading stops and the connection closes.
     pub async fn serve_stream<W, Read>(
         &self,
         remote: SocketAddr,
@@ -103,14 +109,23 @@ impl StreamServer {
         tracing::debug!(connector = %self.id, %stream, %remote, "Stream opened.");
         let outgoing = self.writers.register(stream);
         let encoder = Encoder::new(self.codec, &self.interceptors);
-        let output = EventWriter::new(encoder, write_half, WritePolicy::Stream);
+        let output = EventWriter::new(encoder, write_half, WritePolicy::Stream(self.write_timeout));
         let metrics = self.metrics.clone();
-        let writer = spawn_owned(async move {
+        let mut writer = spawn_owned(async move {
             write_outgoing(outgoing, acks, output, &metrics).await;
         });
-        read(stream, self.stream_decoder(stream, remote)).await;
-        self.writers.remove(stream);
-        let _ = writer.await;
+        // The writer ends before reading does only when it failed: its queue closes only
+        // once the stream is removed.
+        tokio::select! {
+            () = read(stream, self.stream_decoder(stream, remote)) => {
+                self.writers.remove(stream);
+                let _ = writer.await;
+            }
+            _ = &mut writer => {
+                self.writers.remove(stream);
+                tracing::debug!(connector = %self.id, %stream, "Stream writer failed; the stream is closed.");
+            }
+        }
         tracing::debug!(connector = %self.id, %stream, "Stream closed.");
     }
 

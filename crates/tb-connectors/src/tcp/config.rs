@@ -21,6 +21,13 @@ pub struct TcpServerConfig {
     /// connection are acknowledged, so a client knows what it may forget.
     #[serde(default)]
     pub ack_lines: bool,
+    /// How long one write to a peer may stall before the peer counts as gone: its stream
+    /// is closed and what was queued for it is failed.
+    #[serde(
+        default = "crate::core::defaults::write_timeout",
+        with = "humantime_serde"
+    )]
+    pub write_timeout: Duration,
 }
 
 /// `kind = "tcp_client"`.

@@ -51,8 +51,12 @@ async fn serve(
     listener: TcpListener,
     context: ConnectorContext,
 ) -> Result<(), ConnectorError> {
-    let (server, dispatcher) =
-        StreamServer::from_context(context, config.codec, &config.interceptors);
+    let (server, dispatcher) = StreamServer::from_context(
+        context,
+        config.codec,
+        &config.interceptors,
+        config.write_timeout,
+    );
     let shared = Arc::new((server, config));
     let connections = TaskTracker::new();
     loop {

@@ -20,6 +20,13 @@ pub struct WsServerConfig {
     /// Largest accepted message in bytes; a larger one closes the session with code 1009.
     #[serde(default = "crate::core::defaults::max_body")]
     pub max_body: usize,
+    /// How long one write to a peer may stall before the peer counts as gone: its stream
+    /// is closed and what was queued for it is failed.
+    #[serde(
+        default = "crate::core::defaults::write_timeout",
+        with = "humantime_serde"
+    )]
+    pub write_timeout: Duration,
 }
 
 /// `kind = "ws_client"`.

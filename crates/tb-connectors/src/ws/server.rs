@@ -50,8 +50,12 @@ impl crate::core::Connector for WsServer {
             let address = self.config.address.clone();
             let listener = bind(&address).await?;
             let intake = context.intake.clone();
-            let (server, dispatcher) =
-                StreamServer::from_context(context, self.config.codec, &self.config.interceptors);
+            let (server, dispatcher) = StreamServer::from_context(
+                context,
+                self.config.codec,
+                &self.config.interceptors,
+                self.config.write_timeout,
+            );
             let shared: Shared = Arc::new((server, self.config));
             let router = Router::new().fallback(upgrade).with_state(shared);
             let running: crate::RunningConnector = Box::pin(async move {
