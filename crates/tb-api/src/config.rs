@@ -17,14 +17,61 @@ pub(crate) struct FormatQuery {
     format: Option<String>,
 }
 
+/// The largest config that may be pushed.
+const MAX_CONFIG_BYTES: usize = 2 * 1024 * 1024;
+
+/// Reads a pushed config: 413 past [`MAX_CONFIG_BYTES`], 408 when it does not arrive within
+/// [`crate::BODY_TIMEOUT`], 400 when it is not UTF-8.
+async fn read_body(
+    body: axum::body::Body,
+) -> Result<String, (StatusCode, axum::Json<serde_json::Value>)> {
+    let refuse = |status, error: String| {
+        (
+            status,
+            axum::Json(serde_json::json!({ "status": "invalid", "error": error })),
+        )
+    };
+    let reading = axum::body::to_bytes(body, MAX_CONFIG_BYTES);
+    let Ok(read) = tokio::time::timeout(crate::BODY_TIMEOUT, reading).await else {
+        return Err(refuse(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("the config did not arrive within {:?}", crate::BODY_TIMEOUT),
+        ));
+    };
+    let bytes = read.map_err(|error| {
+        let inner = error.into_inner();
+        if inner.is::<http_body_util::LengthLimitError>() {
+            refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("a config may be at most {MAX_CONFIG_BYTES} bytes"),
+            )
+        } else {
+            refuse(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the config: {inner}"),
+            )
+        }
+    })?;
+    String::from_utf8(bytes.to_vec()).map_err(|_| {
+        refuse(
+            StatusCode::BAD_REQUEST,
+            "the config is not UTF-8 text".to_owned(),
+        )
+    })
+}
+
 /// `PUT`: replaces the running config. 200 with what changed; 400 with every problem (as
 /// `validate` reports them) and nothing changed; 503 while shutting down.
 pub(crate) async fn put_config(
     State(handle): State<RuntimeHandle>,
     Query(query): Query<FormatQuery>,
     headers: HeaderMap,
-    body: String,
+    body: axum::body::Body,
 ) -> impl IntoResponse {
+    let body = match read_body(body).await {
+        Ok(body) => body,
+        Err(refusal) => return refusal,
+    };
     let format = query
         .format
         .unwrap_or_else(|| format_from_content_type(&headers).to_owned());

@@ -80,17 +80,18 @@ async fn topology(State(handle): State<RuntimeHandle>) -> impl IntoResponse {
     axum::Json(TopologyDto::from_handle(&handle))
 }
 
-/// Serves the API on `listener` until `shutdown` resolves.
-///
-/// # Errors
-///
-/// The server's I/O error.
+/// How long an API connection may take to send a request's headers, idle time before them
+/// included.
+pub const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How long reading a request body (a pushed config) may take before 408.
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Serves the API on `listener` until `stop` is cancelled.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     handle: RuntimeHandle,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(handle))
-        .with_graceful_shutdown(shutdown)
-        .await
+    stop: tokio_util::sync::CancellationToken,
+) {
+    tb_connectors::core::serve_http(listener, router(handle), HEADER_TIMEOUT, stop).await;
 }

@@ -164,11 +164,7 @@ fn run(topology: Topology, paths: Vec<PathBuf>, watch: bool) -> anyhow::Result<E
                 tracing::info!(%address, "API listening.");
             }
             let stop = api_stop.clone();
-            tokio::spawn(tb_api::serve(
-                listener,
-                handle.clone(),
-                stop.cancelled_owned(),
-            ))
+            tokio::spawn(tb_api::serve(listener, handle.clone(), stop))
         });
         tracing::info!(components = handle.components().len(), "Topology running.");
         let outcome = running

@@ -535,3 +535,86 @@ async fn oversized_declared_lengths_and_short_bodies_are_answered_at_once() {
     assert_eq!(raw_status(http_port, short).await, 408);
     stop_and_expect_drained(child, LIMIT);
 }
+
+/// Issue 7: a connection that sends nothing, one that trickles its headers a byte at a
+/// time, and a keep-alive connection left idle after a request are all closed once
+/// `header_timeout` passes (they stayed open over 70 s).
+#[tokio::test]
+async fn silent_trickling_and_idle_connections_are_closed_after_header_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let http_port = free_port();
+    let config = write(
+        dir.path(),
+        "slow.toml",
+        &format!(
+            r#"[api]
+address = "off"
+[connectors.web]
+kind = "http_server"
+address = "127.0.0.1:{http_port}"
+header_timeout = "1s"
+[connectors.out]
+kind = "blackhole"
+inputs = ["web"]
+"#
+        ),
+    );
+    let mut child = start(dir.path(), &config);
+    wait_for_port(&mut child, http_port, LIMIT);
+    let address = format!("127.0.0.1:{http_port}");
+
+    let silent = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("connect");
+    assert!(
+        closed_within(silent, Duration::from_secs(10)).await,
+        "a connection that sends nothing is closed"
+    );
+
+    let mut trickling = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("connect");
+    let trickled = tokio::spawn(async move {
+        // One byte every 100 ms, for at most 10 s: the headers never complete in time.
+        for byte in b"POST / HTTP/1.1\r\nHost: t\r\nX-Slow: "
+            .iter()
+            .cycle()
+            .take(100)
+        {
+            if trickling.write_all(&[*byte]).await.is_err() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    });
+    assert!(
+        trickled.await.expect("trickler"),
+        "a connection trickling its headers is closed before it has sent them"
+    );
+
+    let mut idle = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("connect");
+    idle.write_all(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 7\r\n\r\n{\"n\":1}")
+        .await
+        .expect("request");
+    assert!(
+        closed_within(idle, Duration::from_secs(10)).await,
+        "a keep-alive connection left idle after its request is closed"
+    );
+    stop_and_expect_drained(child, LIMIT);
+}
+
+/// Reads (and drops) what `stream` sends until the server closes it; false if it is still
+/// open after `limit`.
+async fn closed_within(mut stream: tokio::net::TcpStream, limit: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buffer = [0u8; 1024];
+    tokio::time::timeout(limit, async {
+        while matches!(stream.read(&mut buffer).await, Ok(read) if read > 0) {}
+    })
+    .await
+    .is_ok()
+}

@@ -42,3 +42,9 @@ pub fn reconnect_max() -> Duration {
 pub fn write_timeout() -> Duration {
     Duration::from_secs(10)
 }
+
+/// 30 s: how long an HTTP connection may take to send a request's headers, idle time
+/// before them included.
+pub fn header_timeout() -> Duration {
+    Duration::from_secs(30)
+}

@@ -8,6 +8,7 @@ mod context;
 pub mod defaults;
 mod errors;
 mod fanout;
+mod http_serve;
 mod ingest;
 mod input;
 mod metrics;
@@ -33,6 +34,7 @@ pub use errors::{
     BuildError, ConnectorError, check_bindable, error_chain, parse_config, validate_address,
 };
 pub use fanout::{FanoutControl, OutputSender, SendRejected, Subscription, Unconnected};
+pub use http_serve::serve_http;
 pub use ingest::{StreamDecoder, decode_error_event};
 pub use input::{InputBatch, InputQueue};
 pub use metrics::{ConnectorMetrics, latency_buckets};

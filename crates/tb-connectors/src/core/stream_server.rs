@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::context::ConnectorContext;
 use super::errors::ConnectorError;
 use super::fanout::OutputSender;
+use super::http_serve::serve_http;
 use super::ingest::StreamDecoder;
 use super::metrics::ConnectorMetrics;
 use super::reader::IngestTarget;
@@ -157,30 +158,22 @@ impl StreamServer {
     }
 }
 
-/// Serves `router` on `listener` (with each connection's remote address) until `intake` is
-/// cancelled and every request in flight has been answered; then waits for `dispatcher`,
-/// which ends once the connector's input closes.
+/// Serves `router` on `listener` (with each connection's remote address, and
+/// `header_timeout` as [`serve_http`] says) until `intake` is cancelled and every request
+/// in flight has been answered; then waits for `dispatcher`, which ends once the
+/// connector's input closes.
 ///
 /// # Errors
 ///
-/// The server's I/O error, naming `address`.
+/// None today: accept errors are logged and retried. The `Result` is the connector's.
 pub async fn serve_router(
     listener: tokio::net::TcpListener,
     router: axum::Router,
+    header_timeout: Duration,
     intake: CancellationToken,
-    address: &str,
     dispatcher: Option<OwnedTask<()>>,
 ) -> Result<(), ConnectorError> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(intake.cancelled_owned())
-    .await
-    .map_err(|source| ConnectorError::Io {
-        context: format!("server on {address}"),
-        source,
-    })?;
+    serve_http(listener, router, header_timeout, intake).await;
     // The router (and the output senders it held) is gone, so downstream can drain; replies
     // still in flight come back through the dispatcher until its input closes.
     if let Some(dispatcher) = dispatcher {

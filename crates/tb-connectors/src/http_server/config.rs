@@ -43,6 +43,14 @@ pub struct HttpServerConfig {
     /// Largest size a `Content-Encoding: gzip` or `zstd` body may expand to; 413 past it.
     #[serde(default = "crate::core::defaults::max_decompressed")]
     pub max_decompressed: usize,
+    /// How long a connection may take to send a request's headers, counted from when it
+    /// opens or its previous response was sent: so also how long a keep-alive connection may
+    /// sit idle. Past it the connection is closed.
+    #[serde(
+        default = "crate::core::defaults::header_timeout",
+        with = "humantime_serde"
+    )]
+    pub header_timeout: Duration,
 }
 
 fn default_max_requests() -> usize {

@@ -55,8 +55,8 @@ impl Connector for HttpServer {
 
     fn start(self: Box<Self>, context: ConnectorContext) -> StartFuture {
         Box::pin(async move {
-            let address = self.config.address.clone();
-            let listener = bind(&address).await?;
+            let listener = bind(&self.config.address).await?;
+            let header_timeout = self.config.header_timeout;
             let replies = self.replies.then(PendingReplies::default);
             let dispatcher = match (&replies, context.input) {
                 (Some(replies), Some(input)) => Some(crate::core::spawn_owned(
@@ -79,7 +79,7 @@ impl Connector for HttpServer {
             let router = Router::new().fallback(handle).with_state(shared);
             let intake = context.intake.clone();
             let running: crate::RunningConnector = Box::pin(async move {
-                serve_router(listener, router, intake, &address, dispatcher).await
+                serve_router(listener, router, header_timeout, intake, dispatcher).await
             });
             Ok(running)
         })

@@ -27,6 +27,14 @@ pub struct WsServerConfig {
         with = "humantime_serde"
     )]
     pub write_timeout: Duration,
+    /// How long a connection may take to send a request's headers, counted from when it
+    /// opens or its previous response was sent: so also how long a keep-alive connection may
+    /// sit idle. Past it the connection is closed.
+    #[serde(
+        default = "crate::core::defaults::header_timeout",
+        with = "humantime_serde"
+    )]
+    pub header_timeout: Duration,
 }
 
 /// `kind = "ws_client"`.

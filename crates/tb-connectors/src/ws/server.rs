@@ -47,8 +47,8 @@ impl crate::core::Connector for WsServer {
 
     fn start(self: Box<Self>, context: ConnectorContext) -> StartFuture {
         Box::pin(async move {
-            let address = self.config.address.clone();
-            let listener = bind(&address).await?;
+            let listener = bind(&self.config.address).await?;
+            let header_timeout = self.config.header_timeout;
             let intake = context.intake.clone();
             let (server, dispatcher) = StreamServer::from_context(
                 context,
@@ -59,7 +59,7 @@ impl crate::core::Connector for WsServer {
             let shared: Shared = Arc::new((server, self.config));
             let router = Router::new().fallback(upgrade).with_state(shared);
             let running: crate::RunningConnector = Box::pin(async move {
-                serve_router(listener, router, intake, &address, dispatcher).await
+                serve_router(listener, router, header_timeout, intake, dispatcher).await
             });
             Ok(running)
         })
