@@ -6,11 +6,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use axum::Router;
 use axum::body::Body;
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{BoxError, Router};
 use tb_codec::{DecodeError, DecodeErrorKind, Encoder, InterceptorConfig};
 use tb_event::{AckStatus, Acknowledgement, ComponentId, KeyString, ObjectMap, StreamId, Value};
 
@@ -41,8 +42,6 @@ struct Shared {
     metrics: ConnectorMetrics,
     next_stream: AtomicU64,
     replies: Option<PendingReplies>,
-    // Invariant: one permit per request being handled; none left means 503 at once.
-    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl Connector for HttpServer {
@@ -67,7 +66,6 @@ impl Connector for HttpServer {
                 _ => None,
             };
             let shared = Arc::new(Shared {
-                in_flight: Arc::new(tokio::sync::Semaphore::new(self.config.max_requests)),
                 id: context.id.clone(),
                 config: self.config,
                 output: context.output,
@@ -76,7 +74,10 @@ impl Connector for HttpServer {
                 next_stream: AtomicU64::new(0),
                 replies,
             });
-            let router = Router::new().fallback(handle).with_state(shared);
+            let router = admission(
+                &shared,
+                Router::new().fallback(handle).with_state(shared.clone()),
+            );
             let intake = context.intake.clone();
             let running: crate::RunningConnector = Box::pin(async move {
                 serve_router(listener, router, header_timeout, intake, dispatcher).await
@@ -84,6 +85,23 @@ impl Connector for HttpServer {
             Ok(running)
         })
     }
+}
+
+/// Each request holds its decoded events in memory until they are acknowledged: past
+/// `max_requests` at once, a request is turned away with 503 before its body is read
+/// (tower's concurrency limit, shedding load instead of queueing it).
+fn admission(shared: &Shared, router: Router) -> Router {
+    let max_requests = shared.config.max_requests;
+    router.layer(
+        tower::ServiceBuilder::new()
+            .layer(HandleErrorLayer::new(move |_: BoxError| {
+                std::future::ready(retry_later_response(&format!(
+                    "too many requests in flight (max_requests is {max_requests}); retry later"
+                )))
+            }))
+            .load_shed()
+            .concurrency_limit(max_requests),
+    )
 }
 
 async fn handle(
@@ -97,14 +115,6 @@ async fn handle(
             "send events with POST or PUT",
         );
     }
-    // Each request holds its decoded events in memory until they are acknowledged: past
-    // `max_requests` at once, a request is turned away before its body is read.
-    let Ok(_permit) = shared.in_flight.clone().try_acquire_owned() else {
-        return retry_later_response(&format!(
-            "too many requests in flight (max_requests is {}); retry later",
-            shared.config.max_requests
-        ));
-    };
     let started = Instant::now();
     let stream = StreamId(shared.next_stream.fetch_add(1, Ordering::Relaxed));
     let fields = request_fields(&request, remote);
