@@ -240,8 +240,8 @@ fn pipeline_problem(config: &Config, spec: &ComponentSpec, error: PipelineBuildE
                 diagnostic.message.trim_end()
             ),
         ),
-        PipelineBuildError::RouteName { route, .. } => {
-            config.problem_at(spec, route, error.to_string())
+        PipelineBuildError::RouteName { location, .. } => {
+            config.problem_at(spec, location, error.to_string())
         }
         PipelineBuildError::UnknownAllowedFunction { .. } => {
             config.problem_at(spec, "allow_functions", error.to_string())
