@@ -97,6 +97,25 @@ pipelines:
     )]));
 }
 
+/// Issue 7: positions come from the YAML parser, which knows `''` in a single-quoted string
+/// stands for one quote; the text search counted two, and pointed one column too far.
+#[test]
+fn vrl_after_a_quoted_quote_in_yaml_points_at_its_column() {
+    insta::assert_snapshot!(validate(&[(
+        "quote.yaml",
+        r#"connectors:
+  in:
+    kind: stdin
+pipelines:
+  p:
+    inputs: [in]
+    steps:
+      - kind: transform
+        source: '.a = "it''s"; .b = nope()'
+"#
+    )]));
+}
+
 #[test]
 fn environment_syntax_and_duplicates() {
     insta::assert_snapshot!(validate(&[
@@ -109,6 +128,26 @@ fn environment_syntax_and_duplicates() {
             "[connectors.y]\nkind = \"stdin\"\n[pipelines.y]\ninputs = [\"y\"]\n"
         ),
         ("c.toml", "[connectors.z\nkind = \"stdin\"\n"),
+    ]));
+}
+
+/// Issue 7: a key written twice is a problem naming the key. YAML took the last one silently;
+/// TOML said only "duplicate key".
+#[test]
+fn duplicate_keys_name_the_key() {
+    insta::assert_snapshot!(validate(&[
+        (
+            "config.yaml",
+            "connectors:\n  in:\n    kind: stdin\n  out:\n    kind: stdout\n    inputs: [in]\n  in:\n    kind: generator\n"
+        ),
+        (
+            "config.json",
+            "{\"connectors\": {\"x\": {\"kind\": \"stdin\", \"kind\": \"generator\"}}}\n"
+        ),
+        (
+            "config.toml",
+            "[connectors.y]\nkind = \"stdin\"\nkind = \"generator\"\n"
+        ),
     ]));
 }
 

@@ -2,9 +2,10 @@
 //! environment, several files merged, and every problem reported as `FILE:LINE:COL: message`.
 
 mod interpolate;
-mod locate;
 mod model;
+mod parse;
 mod problem;
+mod source;
 
 /// Helpers for describing problems, shared with the graph checks.
 pub mod model_support {
@@ -14,8 +15,8 @@ pub mod model_support {
 }
 
 pub use interpolate::Substitution;
-pub use locate::{Format, Segment, SourceFile, parse_path};
 pub use model::{
     ApiConfig, ComponentClass, ComponentSpec, Config, load, load_from_sources, load_pushed,
 };
 pub use problem::{Problem, Problems};
+pub use source::{Format, Place, Places, Segment, SourceFile, parse_path};

@@ -8,8 +8,9 @@ use serde_json::Value as Tree;
 use tb_pipeline::PipelineConfig;
 
 use super::interpolate::interpolate;
-use super::locate::{Format, Segment, SourceFile, parse_path};
+use super::parse::parse;
 use super::problem::{Problem, Problems};
+use super::source::{Format, Places, Segment, SourceFile, parse_path};
 
 /// Keys allowed at the top of a config file.
 const TOP_LEVEL_KEYS: &[&str] = &[
@@ -121,8 +122,7 @@ impl Config {
             Segment::Key(component.id.clone()),
         ];
         segments.extend(parse_path(path));
-        let key = file.locate(&segments);
-        if let Some(raw) = offset.and_then(|offset| file.offset_in_string_value(key, offset)) {
+        if let Some(raw) = offset.and_then(|offset| file.offset_in_string(&segments, offset)) {
             (problem.line, problem.column) = file.line_column(raw);
         }
         problem
@@ -218,14 +218,15 @@ fn load_texts(
                 continue;
             }
         };
-        let file = SourceFile {
+        let mut file = SourceFile {
             path,
             text: interpolated.text,
             format,
             original: text,
             substitutions: interpolated.substitutions,
+            places: Places::new(),
         };
-        match parse_tree(&file) {
+        match parse(&mut file) {
             Ok(tree) => {
                 config.sources.push(file);
                 let source = config.sources.len() - 1;
@@ -260,38 +261,6 @@ fn format_of(path: &Path) -> Format {
     match path.extension().and_then(|extension| extension.to_str()) {
         Some("yaml" | "yml" | "json") => Format::Yaml,
         _ => Format::Toml,
-    }
-}
-
-fn parse_tree(file: &SourceFile) -> Result<Tree, Problem> {
-    let problem = |line, column, message: String| Problem {
-        file: file.path.clone(),
-        line,
-        column,
-        message,
-    };
-    match file.format {
-        Format::Toml => toml::from_str::<Tree>(&file.text).map_err(|error| {
-            let (line, column) = file.line_column(error.span().map_or(0, |span| span.start));
-            problem(
-                line,
-                column,
-                format!("invalid TOML: {}", error.message().trim()),
-            )
-        }),
-        Format::Yaml => {
-            let tree = serde_yaml::from_str::<Tree>(&file.text).map_err(|error| {
-                let (line, column) = error
-                    .location()
-                    .map_or((1, 1), |location| (location.line(), location.column()));
-                problem(line, column, format!("invalid YAML: {error}"))
-            })?;
-            Ok(if tree.is_null() {
-                Tree::Object(Default::default())
-            } else {
-                tree
-            })
-        }
     }
 }
 
