@@ -61,6 +61,51 @@ input = ["gen"]
     )]));
 }
 
+/// Issue 7: serde stops at the first key that does not fit; every bad key of a component is
+/// reported, each at its own place.
+#[test]
+fn every_bad_key_of_a_component_is_reported() {
+    insta::assert_snapshot!(validate(&[(
+        "keys.toml",
+        r#"[api]
+adress = "127.0.0.1:1"
+port = 1
+
+[connectors.gen]
+kind = "generator"
+cuont = 3
+batch_sise = 2
+
+[connectors.out]
+kind = "file"
+pth = "out.log"
+mod = "append"
+interceptors = [{ kind = "lines" }, { kind = "gzp" }]
+inputs = ["gen"]
+
+[pipelines.p]
+input = ["gen"]
+alow_functions = ["get_hostname"]
+"#
+    )]));
+}
+
+/// Issue 7: a missing `inputs` names its pipeline, and a value of the wrong type names its
+/// key (without the value, which may be a secret).
+#[test]
+fn missing_inputs_and_wrong_types_name_the_pipeline_and_the_key() {
+    insta::assert_snapshot!(validate(&[(
+        "types.toml",
+        r#"[connectors.gen]
+kind = "generator"
+count = -5
+
+[pipelines.p]
+steps = []
+"#
+    )]));
+}
+
 #[test]
 fn inputs_cycles_and_route_names() {
     insta::assert_snapshot!(validate(&[(

@@ -9,9 +9,7 @@ mod source;
 
 /// Helpers for describing problems, shared with the graph checks.
 pub mod model_support {
-    pub use super::model::{
-        closest, describe_component_error, describe_serde_error, unknown_key_message,
-    };
+    pub use super::model::{KeyProblem, closest, read_every_key, unknown_key_message};
 }
 
 pub use interpolate::Substitution;

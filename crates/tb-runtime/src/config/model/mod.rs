@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use indexmap::IndexMap;
+use serde::de::DeserializeOwned;
 use serde_json::Value as Tree;
 use tb_pipeline::PipelineConfig;
 
@@ -11,6 +12,10 @@ use super::interpolate::interpolate;
 use super::parse::parse;
 use super::problem::{Problem, Problems};
 use super::source::{Format, Places, Segment, SourceFile, parse_path};
+
+mod keys;
+
+pub use keys::{KeyProblem, closest, read_every_key, unknown_key_message};
 
 /// Keys allowed at the top of a config file.
 const TOP_LEVEL_KEYS: &[&str] = &[
@@ -296,10 +301,13 @@ fn merge_file(config: &mut Config, tree: Tree, source: usize, problems: &mut Vec
                     "shutdown_grace must be a duration such as \"30s\" or \"500ms\"".to_owned(),
                 )),
             },
-            "api" => match api_config(&value) {
-                Ok(api) => config.api = api,
-                Err((path, message)) => problems.push(at(&format!("api.{path}"), message)),
-            },
+            "api" => {
+                let (api, found) = api_config(&value);
+                config.api = api;
+                for (path, message) in found {
+                    problems.push(at(&format!("api.{path}"), message));
+                }
+            }
             "connectors" | "pipelines" => match value {
                 Tree::Object(components) => specs.extend(
                     components
@@ -312,225 +320,131 @@ fn merge_file(config: &mut Config, tree: Tree, source: usize, problems: &mut Vec
         }
     }
     for (section, id, table) in specs {
-        match component_spec(&section, &id, table, source) {
-            Ok(spec) => {
-                if let Some(existing) = config.components.get(&id) {
-                    let first = config.sources[existing.source].path.display().to_string();
-                    problems.push(at(
-                        &format!("{section}.{id}"),
-                        format!("component id `{id}` is already defined (in {first}); ids are shared by connectors and pipelines and must be unique"),
-                    ));
-                } else {
-                    config.components.insert(id, spec);
-                }
-            }
-            Err((path, message)) => {
-                config.broken.insert(id.clone());
-                // A connector's messages name it already; a pipeline's come from serde.
-                let message = if section == "pipelines" {
-                    format!("pipeline {id}: {message}")
-                } else {
-                    message
-                };
-                problems.push(at(&format!("{section}.{id}.{path}"), message))
-            }
+        let (spec, found) = component_spec(&section, &id, table, source);
+        for (path, message) in found {
+            // A connector's messages name it already; a pipeline's come from serde.
+            let message = if section == "pipelines" {
+                format!("pipeline {id}: {message}")
+            } else {
+                message
+            };
+            problems.push(at(&format!("{section}.{id}.{path}"), message));
+        }
+        let Some(spec) = spec else {
+            config.broken.insert(id);
+            continue;
+        };
+        if let Some(existing) = config.components.get(&id) {
+            let first = config.sources[existing.source].path.display().to_string();
+            problems.push(at(
+                &format!("{section}.{id}"),
+                format!("component id `{id}` is already defined (in {first}); ids are shared by connectors and pipelines and must be unique"),
+            ));
+        } else {
+            config.components.insert(id, spec);
         }
     }
 }
 
-fn api_config(value: &Tree) -> Result<ApiConfig, (String, String)> {
-    let Tree::Object(table) = value else {
-        return Err((String::new(), "api must be a table".to_owned()));
-    };
+/// The API settings, and a problem for each key that is wrong (the default stands in).
+fn api_config(value: &Tree) -> (ApiConfig, Vec<KeyProblem>) {
     let mut api = ApiConfig {
         address: Some("127.0.0.1:7878".to_owned()),
     };
+    let Tree::Object(table) = value else {
+        return (api, vec![(String::new(), "api must be a table".to_owned())]);
+    };
+    let mut problems = Vec::new();
     for (key, value) in table {
         match (key.as_str(), value.as_str()) {
             ("address", Some("off")) => api.address = None,
             ("address", Some(address)) => api.address = Some(address.to_owned()),
-            ("address", None) => {
-                return Err((
-                    key.clone(),
-                    "address must be \"host:port\" or \"off\"".to_owned(),
-                ));
-            }
-            (unknown, _) => {
-                return Err((
-                    unknown.to_owned(),
-                    unknown_key_message(unknown, &["address"]),
-                ));
-            }
+            ("address", None) => problems.push((
+                key.clone(),
+                "address must be \"host:port\" or \"off\"".to_owned(),
+            )),
+            (unknown, _) => problems.push((
+                unknown.to_owned(),
+                unknown_key_message(unknown, &["address"]),
+            )),
         }
     }
-    Ok(api)
+    (api, problems)
 }
 
+/// A component's spec, or `None` when there can be none, and every problem found in its
+/// table.
 fn component_spec(
     section: &str,
     id: &str,
     table: Tree,
     source: usize,
-) -> Result<ComponentSpec, (String, String)> {
+) -> (Option<ComponentSpec>, Vec<KeyProblem>) {
+    let refuse = |path: &str, message: String| (None, vec![(path.to_owned(), message)]);
     if id.is_empty() || id.contains('.') || id.starts_with('_') {
-        return Err((
-            String::new(),
+        return refuse(
+            "",
             format!("component id `{id}` must be non-empty, contain no `.` and not start with `_`"),
-        ));
+        );
     }
     let raw = table.clone();
     let Tree::Object(mut table) = table else {
-        return Err((String::new(), format!("{section}.{id} must be a table")));
+        return refuse("", format!("{section}.{id} must be a table"));
     };
     let inputs: Vec<String> = match table.get("inputs") {
         None => Vec::new(),
-        Some(inputs) => serde_json::from_value(inputs.clone()).map_err(|_| {
-            (
-                "inputs".to_owned(),
-                "inputs must be a list of output names such as [\"web\", \"enrich.hot\"]"
-                    .to_owned(),
-            )
-        })?,
-    };
-    let class = if section == "connectors" {
-        table.remove("inputs");
-        let kind = match table.remove("kind") {
-            Some(Tree::String(kind)) => kind,
-            _ => {
-                return Err((
-                    String::new(),
-                    format!("connector `{id}` needs a `kind`, such as kind = \"http_server\""),
-                ));
+        Some(inputs) => match serde_json::from_value(inputs.clone()) {
+            Ok(inputs) => inputs,
+            Err(_) => {
+                return refuse(
+                    "inputs",
+                    "inputs must be a list of output names such as [\"web\", \"enrich.hot\"]"
+                        .to_owned(),
+                );
             }
-        };
-        ComponentClass::Connector {
-            kind,
-            settings: Tree::Object(table),
-        }
-    } else {
-        let config: PipelineConfig = serde_path_to_error::deserialize(Tree::Object(table))
-            .map_err(|error| {
-                describe_serde_error(&error.path().to_string(), &error.inner().to_string())
-            })?;
-        ComponentClass::Pipeline(config)
+        },
     };
-    Ok(ComponentSpec {
+    let (class, problems) = if section == "connectors" {
+        table.remove("inputs");
+        let Some(Tree::String(kind)) = table.remove("kind") else {
+            return refuse(
+                "",
+                format!("connector `{id}` needs a `kind`, such as kind = \"http_server\""),
+            );
+        };
+        let settings = Tree::Object(table);
+        (ComponentClass::Connector { kind, settings }, Vec::new())
+    } else {
+        match pipeline_config(table) {
+            (Some(config), problems) => (ComponentClass::Pipeline(config), problems),
+            (None, problems) => return (None, problems),
+        }
+    };
+    let spec = ComponentSpec {
         id: id.to_owned(),
         class,
         inputs,
         source,
         raw,
-    })
-}
-
-/// Turns a serde error into (key path, message), pointing at an unknown key itself and
-/// adding a "did you mean" when a known key is close.
-pub fn describe_serde_error(path: &str, message: &str) -> (String, String) {
-    describe_component_error(path, message, &[])
-}
-
-/// [`describe_serde_error`] for a component's own table, where `component_keys` (`kind`,
-/// `inputs`) are taken out before the kind's settings are read: an unknown key at the top is
-/// compared with them too, so `input` gets "did you mean `inputs`?".
-pub fn describe_component_error(
-    path: &str,
-    message: &str,
-    component_keys: &[&str],
-) -> (String, String) {
-    let path = if path == "." { "" } else { path };
-    let Some(unknown) = between(message, "unknown field `", "`") else {
-        let message = message.split(" at line ").next().unwrap_or(message);
-        let message = without_values(message);
-        // Name the key: "invalid value: integer, expected u64" alone does not say where.
-        let message = if path.is_empty() {
-            message
-        } else {
-            format!("`{path}`: {message}")
-        };
-        return (path.to_owned(), message);
     };
-    let mut expected: Vec<&str> = message
-        .split_once("expected")
-        .map(|(_, list)| list.split('`').skip(1).step_by(2).collect())
-        .unwrap_or_default();
-    // serde_path_to_error may name the unknown key itself as the path.
-    let at_top = path.is_empty() || path == unknown;
-    if at_top {
-        for key in component_keys {
-            if !expected.contains(key) {
-                expected.push(key);
-            }
-        }
-    }
-    let full_path = if at_top {
-        unknown.to_owned()
-    } else {
-        format!("{path}.{unknown}")
-    };
-    (full_path, unknown_key_message(unknown, &expected))
+    (Some(spec), problems)
 }
 
-/// serde quotes the offending value ("invalid type: string \"hunter2\", expected u16"); a
-/// config value may be a secret, so the message keeps its type and drops its text.
-fn without_values(message: &str) -> String {
-    for prefix in ["invalid type: ", "invalid value: "] {
-        if let Some(rest) = message.strip_prefix(prefix)
-            && let Some((found, expected)) = rest.split_once(", expected")
-        {
-            let kind = found.split([' ', '`', '"']).next().unwrap_or(found);
-            return format!("{prefix}{kind}, expected{expected}");
-        }
+/// Reads a pipeline's table, reporting every bad key.
+fn pipeline_config(
+    table: serde_json::Map<String, Tree>,
+) -> (Option<PipelineConfig>, Vec<KeyProblem>) {
+    match read_every_key(&Tree::Object(table), "", &[], read::<PipelineConfig>) {
+        Ok(config) => (Some(config), Vec::new()),
+        Err(problems) => (None, problems),
     }
-    message.to_owned()
 }
 
-/// "unknown key `adress` (did you mean `address`?); expected one of ..."
-pub fn unknown_key_message(unknown: &str, expected: &[&str]) -> String {
-    let mut message = format!("unknown key `{unknown}`");
-    if let Some(suggestion) = closest(unknown, expected) {
-        message.push_str(&format!(" (did you mean `{suggestion}`?)"));
-    }
-    if !expected.is_empty() {
-        message.push_str(&format!("; expected one of: {}", expected.join(", ")));
-    }
-    message
-}
-
-/// The candidate closest to `word`, if any is close enough to be a likely typo.
-pub fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
-    candidates
-        .iter()
-        .map(|candidate| (strsim::jaro_winkler(word, candidate), *candidate))
-        .filter(|(score, _)| *score > 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, candidate)| candidate)
-}
-
-fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {
-    let from = text.find(start)? + start.len();
-    let length = text[from..].find(end)?;
-    Some(&text[from..from + length])
+/// Deserializes a `T`, keeping the path of the key that does not fit.
+fn read<T: DeserializeOwned>(tree: Tree) -> Result<T, KeyProblem> {
+    serde_path_to_error::deserialize(tree)
+        .map_err(|error| (error.path().to_string(), error.inner().to_string()))
 }
 
 #[cfg(test)]
 mod tests;
-
-#[cfg(test)]
-mod value_tests {
-    use super::*;
-
-    #[test]
-    fn serde_messages_keep_the_type_but_not_the_value() {
-        let (_, message) = describe_serde_error(
-            "headers.authorization",
-            "invalid type: string \"hunter2\", expected u16",
-        );
-        assert_eq!(
-            message,
-            "`headers.authorization`: invalid type: string, expected u16"
-        );
-        let (_, message) =
-            describe_serde_error("port", "invalid value: integer `99999`, expected u16");
-        assert_eq!(message, "`port`: invalid value: integer, expected u16");
-    }
-}
