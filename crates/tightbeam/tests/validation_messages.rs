@@ -90,6 +90,27 @@ alow_functions = ["get_hostname"]
     )]));
 }
 
+/// Issue 7: a step that cannot be read (here an unknown kind) no longer hides the problems
+/// of the other steps, which keep their own indices.
+#[test]
+fn an_unknown_step_kind_does_not_hide_the_other_steps() {
+    insta::assert_snapshot!(validate(&[(
+        "steps.toml",
+        r#"[connectors.in]
+kind = "stdin"
+
+[pipelines.p]
+inputs = ["in"]
+steps = [
+  { kind = "trnsform", source = '.a = 1' },
+  { kind = "transform", source = '.b = nope()' },
+  { kind = "filter", conditon = 'true' },
+  { kind = "route", routes = { _hot = 'true' } },
+]
+"#
+    )]));
+}
+
 /// Issue 7: a missing `inputs` names its pipeline, and a value of the wrong type names its
 /// key (without the value, which may be a secret).
 #[test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 use indexmap::IndexMap;
 use serde::de::DeserializeOwned;
 use serde_json::Value as Tree;
-use tb_pipeline::PipelineConfig;
+use tb_pipeline::{PipelineConfig, StepConfig};
 
 use super::interpolate::interpolate;
 use super::parse::parse;
@@ -373,7 +373,8 @@ fn api_config(value: &Tree) -> (ApiConfig, Vec<KeyProblem>) {
 }
 
 /// A component's spec, or `None` when there can be none, and every problem found in its
-/// table.
+/// table. A pipeline whose steps have problems still has a spec, so that its other steps are
+/// checked too; a config with problems never runs.
 fn component_spec(
     section: &str,
     id: &str,
@@ -430,14 +431,47 @@ fn component_spec(
     (Some(spec), problems)
 }
 
-/// Reads a pipeline's table, reporting every bad key.
+/// Reads a pipeline's table, reporting every bad key. Each step is read on its own, so one
+/// that cannot be read (an unknown kind, a misspelt key) does not hide the problems of the
+/// others: it stands as a filter that keeps every event, and the others keep their indices
+/// when they are compiled and their VRL checked.
 fn pipeline_config(
-    table: serde_json::Map<String, Tree>,
+    mut table: serde_json::Map<String, Tree>,
 ) -> (Option<PipelineConfig>, Vec<KeyProblem>) {
-    match read_every_key(&Tree::Object(table), "", &[], read::<PipelineConfig>) {
-        Ok(config) => (Some(config), Vec::new()),
-        Err(problems) => (None, problems),
+    let steps = table.remove("steps");
+    let mut problems = Vec::new();
+    let mut config = read_every_key(&Tree::Object(table), "", &[], read::<PipelineConfig>)
+        .map_err(|found| problems.extend(found))
+        .ok();
+    let steps = match steps {
+        None => Vec::new(),
+        Some(Tree::Array(steps)) => steps,
+        Some(_) => {
+            problems.push((
+                "steps".to_owned(),
+                "steps must be a list of steps such as [{ kind = \"transform\", source = \".a = 1\" }]"
+                    .to_owned(),
+            ));
+            Vec::new()
+        }
+    };
+    let steps = steps
+        .iter()
+        .enumerate()
+        .map(|(index, step)| {
+            let at = format!("steps[{index}]");
+            read_every_key(step, &at, &[], read::<StepConfig>).unwrap_or_else(|found| {
+                problems.extend(found);
+                StepConfig::Filter {
+                    condition: "true".to_owned(),
+                }
+            })
+        })
+        .collect();
+    if let Some(config) = &mut config {
+        config.steps = steps;
     }
+    (config, problems)
 }
 
 /// Deserializes a `T`, keeping the path of the key that does not fit.
