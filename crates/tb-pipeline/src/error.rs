@@ -35,6 +35,8 @@ pub enum BuildError {
         pipeline: String,
         /// The offending name.
         route: String,
+        /// The route, as a config path: `steps[2].routes.hot`.
+        location: String,
         /// What is wrong with it.
         reason: &'static str,
     },

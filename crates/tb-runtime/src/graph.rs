@@ -5,7 +5,7 @@ use tb_connectors::{Connector, ConnectorBuilder};
 use tb_event::ComponentId;
 use tb_pipeline::{BuildError as PipelineBuildError, Pipeline};
 
-use crate::config::model_support::{closest, describe_component_error};
+use crate::config::model_support::{closest, read_every_key};
 use crate::config::{ComponentClass, ComponentSpec, Config, Problem, Problems};
 use crate::supervise::Builders;
 
@@ -183,17 +183,21 @@ fn build_node(
                 let message = format!("`{kind}` connectors take no inputs; remove `inputs`");
                 return Err(vec![config.problem_at(spec, "inputs", message)]);
             }
-            let connector = builder
-                .build(&id, settings.clone(), has_inputs)
-                .map_err(|error| {
-                    let (path, message) =
-                        describe_component_error(&error.path, &error.message, &["kind", "inputs"]);
-                    vec![config.problem_at(
-                        spec,
-                        &path,
-                        format!("connector {}: {message}", spec.id),
-                    )]
-                })?;
+            // Every bad key is reported: the table is built again without each one found.
+            let connector = read_every_key(settings, "", &["kind", "inputs"], |settings| {
+                builder
+                    .build(&id, settings, has_inputs)
+                    .map_err(|error| (error.path, error.message))
+            })
+            .map_err(|found| {
+                found
+                    .into_iter()
+                    .map(|(path, message)| {
+                        let message = format!("connector {}: {message}", spec.id);
+                        config.problem_at(spec, &path, message)
+                    })
+                    .collect::<Vec<_>>()
+            })?;
             let ports = if roles.produces {
                 vec![String::new(), "_errors".to_owned()]
             } else {
@@ -240,8 +244,8 @@ fn pipeline_problem(config: &Config, spec: &ComponentSpec, error: PipelineBuildE
                 diagnostic.message.trim_end()
             ),
         ),
-        PipelineBuildError::RouteName { route, .. } => {
-            config.problem_at(spec, route, error.to_string())
+        PipelineBuildError::RouteName { location, .. } => {
+            config.problem_at(spec, location, error.to_string())
         }
         PipelineBuildError::UnknownAllowedFunction { .. } => {
             config.problem_at(spec, "allow_functions", error.to_string())

@@ -61,6 +61,72 @@ input = ["gen"]
     )]));
 }
 
+/// Issue 7: serde stops at the first key that does not fit; every bad key of a component is
+/// reported, each at its own place.
+#[test]
+fn every_bad_key_of_a_component_is_reported() {
+    insta::assert_snapshot!(validate(&[(
+        "keys.toml",
+        r#"[api]
+adress = "127.0.0.1:1"
+port = 1
+
+[connectors.gen]
+kind = "generator"
+cuont = 3
+batch_sise = 2
+
+[connectors.out]
+kind = "file"
+pth = "out.log"
+mod = "append"
+interceptors = [{ kind = "lines" }, { kind = "gzp" }]
+inputs = ["gen"]
+
+[pipelines.p]
+input = ["gen"]
+alow_functions = ["get_hostname"]
+"#
+    )]));
+}
+
+/// Issue 7: a step that cannot be read (here an unknown kind) no longer hides the problems
+/// of the other steps, which keep their own indices.
+#[test]
+fn an_unknown_step_kind_does_not_hide_the_other_steps() {
+    insta::assert_snapshot!(validate(&[(
+        "steps.toml",
+        r#"[connectors.in]
+kind = "stdin"
+
+[pipelines.p]
+inputs = ["in"]
+steps = [
+  { kind = "trnsform", source = '.a = 1' },
+  { kind = "transform", source = '.b = nope()' },
+  { kind = "filter", conditon = 'true' },
+  { kind = "route", routes = { _hot = 'true' } },
+]
+"#
+    )]));
+}
+
+/// Issue 7: a missing `inputs` names its pipeline, and a value of the wrong type names its
+/// key (without the value, which may be a secret).
+#[test]
+fn missing_inputs_and_wrong_types_name_the_pipeline_and_the_key() {
+    insta::assert_snapshot!(validate(&[(
+        "types.toml",
+        r#"[connectors.gen]
+kind = "generator"
+count = -5
+
+[pipelines.p]
+steps = []
+"#
+    )]));
+}
+
 #[test]
 fn inputs_cycles_and_route_names() {
     insta::assert_snapshot!(validate(&[(
@@ -97,6 +163,25 @@ pipelines:
     )]));
 }
 
+/// Issue 7: positions come from the YAML parser, which knows `''` in a single-quoted string
+/// stands for one quote; the text search counted two, and pointed one column too far.
+#[test]
+fn vrl_after_a_quoted_quote_in_yaml_points_at_its_column() {
+    insta::assert_snapshot!(validate(&[(
+        "quote.yaml",
+        r#"connectors:
+  in:
+    kind: stdin
+pipelines:
+  p:
+    inputs: [in]
+    steps:
+      - kind: transform
+        source: '.a = "it''s"; .b = nope()'
+"#
+    )]));
+}
+
 #[test]
 fn environment_syntax_and_duplicates() {
     insta::assert_snapshot!(validate(&[
@@ -109,6 +194,26 @@ fn environment_syntax_and_duplicates() {
             "[connectors.y]\nkind = \"stdin\"\n[pipelines.y]\ninputs = [\"y\"]\n"
         ),
         ("c.toml", "[connectors.z\nkind = \"stdin\"\n"),
+    ]));
+}
+
+/// Issue 7: a key written twice is a problem naming the key. YAML took the last one silently;
+/// TOML said only "duplicate key".
+#[test]
+fn duplicate_keys_name_the_key() {
+    insta::assert_snapshot!(validate(&[
+        (
+            "config.yaml",
+            "connectors:\n  in:\n    kind: stdin\n  out:\n    kind: stdout\n    inputs: [in]\n  in:\n    kind: generator\n"
+        ),
+        (
+            "config.json",
+            "{\"connectors\": {\"x\": {\"kind\": \"stdin\", \"kind\": \"generator\"}}}\n"
+        ),
+        (
+            "config.toml",
+            "[connectors.y]\nkind = \"stdin\"\nkind = \"generator\"\n"
+        ),
     ]));
 }
 

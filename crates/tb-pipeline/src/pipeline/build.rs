@@ -232,7 +232,7 @@ impl StepBuilder<'_> {
 fn route_names(id: &str, steps: &[StepConfig], errors: &mut Vec<BuildError>) -> Vec<String> {
     let mut names = Vec::new();
     let mut seen = BTreeMap::new();
-    for step in steps {
+    for (index, step) in steps.iter().enumerate() {
         let StepConfig::Route { routes } = step else {
             continue;
         };
@@ -250,6 +250,7 @@ fn route_names(id: &str, steps: &[StepConfig], errors: &mut Vec<BuildError>) -> 
                 Some(reason) => errors.push(BuildError::RouteName {
                     pipeline: id.to_owned(),
                     route: name.clone(),
+                    location: format!("steps[{index}].routes.{name}"),
                     reason,
                 }),
                 None => names.push(name.clone()),

@@ -2,20 +2,19 @@
 //! environment, several files merged, and every problem reported as `FILE:LINE:COL: message`.
 
 mod interpolate;
-mod locate;
 mod model;
+mod parse;
 mod problem;
+mod source;
 
 /// Helpers for describing problems, shared with the graph checks.
 pub mod model_support {
-    pub use super::model::{
-        closest, describe_component_error, describe_serde_error, unknown_key_message,
-    };
+    pub use super::model::{KeyProblem, closest, read_every_key, unknown_key_message};
 }
 
 pub use interpolate::Substitution;
-pub use locate::{Format, Segment, SourceFile, parse_path};
 pub use model::{
     ApiConfig, ComponentClass, ComponentSpec, Config, load, load_from_sources, load_pushed,
 };
 pub use problem::{Problem, Problems};
+pub use source::{Format, Place, Places, Segment, SourceFile, parse_path};

@@ -4,12 +4,18 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use indexmap::IndexMap;
+use serde::de::DeserializeOwned;
 use serde_json::Value as Tree;
-use tb_pipeline::PipelineConfig;
+use tb_pipeline::{PipelineConfig, StepConfig};
 
 use super::interpolate::interpolate;
-use super::locate::{Format, Segment, SourceFile, parse_path};
+use super::parse::parse;
 use super::problem::{Problem, Problems};
+use super::source::{Format, Places, Segment, SourceFile, parse_path};
+
+mod keys;
+
+pub use keys::{KeyProblem, closest, read_every_key, unknown_key_message};
 
 /// Keys allowed at the top of a config file.
 const TOP_LEVEL_KEYS: &[&str] = &[
@@ -121,8 +127,7 @@ impl Config {
             Segment::Key(component.id.clone()),
         ];
         segments.extend(parse_path(path));
-        let key = file.locate(&segments);
-        if let Some(raw) = offset.and_then(|offset| file.offset_in_string_value(key, offset)) {
+        if let Some(raw) = offset.and_then(|offset| file.offset_in_string(&segments, offset)) {
             (problem.line, problem.column) = file.line_column(raw);
         }
         problem
@@ -218,14 +223,15 @@ fn load_texts(
                 continue;
             }
         };
-        let file = SourceFile {
+        let mut file = SourceFile {
             path,
             text: interpolated.text,
             format,
             original: text,
             substitutions: interpolated.substitutions,
+            places: Places::new(),
         };
-        match parse_tree(&file) {
+        match parse(&mut file) {
             Ok(tree) => {
                 config.sources.push(file);
                 let source = config.sources.len() - 1;
@@ -263,38 +269,6 @@ fn format_of(path: &Path) -> Format {
     }
 }
 
-fn parse_tree(file: &SourceFile) -> Result<Tree, Problem> {
-    let problem = |line, column, message: String| Problem {
-        file: file.path.clone(),
-        line,
-        column,
-        message,
-    };
-    match file.format {
-        Format::Toml => toml::from_str::<Tree>(&file.text).map_err(|error| {
-            let (line, column) = file.line_column(error.span().map_or(0, |span| span.start));
-            problem(
-                line,
-                column,
-                format!("invalid TOML: {}", error.message().trim()),
-            )
-        }),
-        Format::Yaml => {
-            let tree = serde_yaml::from_str::<Tree>(&file.text).map_err(|error| {
-                let (line, column) = error
-                    .location()
-                    .map_or((1, 1), |location| (location.line(), location.column()));
-                problem(line, column, format!("invalid YAML: {error}"))
-            })?;
-            Ok(if tree.is_null() {
-                Tree::Object(Default::default())
-            } else {
-                tree
-            })
-        }
-    }
-}
-
 fn merge_file(config: &mut Config, tree: Tree, source: usize, problems: &mut Vec<Problem>) {
     let file = config.sources[source].clone();
     let at = |path: &str, message: String| {
@@ -327,10 +301,13 @@ fn merge_file(config: &mut Config, tree: Tree, source: usize, problems: &mut Vec
                     "shutdown_grace must be a duration such as \"30s\" or \"500ms\"".to_owned(),
                 )),
             },
-            "api" => match api_config(&value) {
-                Ok(api) => config.api = api,
-                Err((path, message)) => problems.push(at(&format!("api.{path}"), message)),
-            },
+            "api" => {
+                let (api, found) = api_config(&value);
+                config.api = api;
+                for (path, message) in found {
+                    problems.push(at(&format!("api.{path}"), message));
+                }
+            }
             "connectors" | "pipelines" => match value {
                 Tree::Object(components) => specs.extend(
                     components
@@ -343,225 +320,165 @@ fn merge_file(config: &mut Config, tree: Tree, source: usize, problems: &mut Vec
         }
     }
     for (section, id, table) in specs {
-        match component_spec(&section, &id, table, source) {
-            Ok(spec) => {
-                if let Some(existing) = config.components.get(&id) {
-                    let first = config.sources[existing.source].path.display().to_string();
-                    problems.push(at(
-                        &format!("{section}.{id}"),
-                        format!("component id `{id}` is already defined (in {first}); ids are shared by connectors and pipelines and must be unique"),
-                    ));
-                } else {
-                    config.components.insert(id, spec);
-                }
-            }
-            Err((path, message)) => {
-                config.broken.insert(id.clone());
-                // A connector's messages name it already; a pipeline's come from serde.
-                let message = if section == "pipelines" {
-                    format!("pipeline {id}: {message}")
-                } else {
-                    message
-                };
-                problems.push(at(&format!("{section}.{id}.{path}"), message))
-            }
+        let (spec, found) = component_spec(&section, &id, table, source);
+        for (path, message) in found {
+            // A connector's messages name it already; a pipeline's come from serde.
+            let message = if section == "pipelines" {
+                format!("pipeline {id}: {message}")
+            } else {
+                message
+            };
+            problems.push(at(&format!("{section}.{id}.{path}"), message));
+        }
+        let Some(spec) = spec else {
+            config.broken.insert(id);
+            continue;
+        };
+        if let Some(existing) = config.components.get(&id) {
+            let first = config.sources[existing.source].path.display().to_string();
+            problems.push(at(
+                &format!("{section}.{id}"),
+                format!("component id `{id}` is already defined (in {first}); ids are shared by connectors and pipelines and must be unique"),
+            ));
+        } else {
+            config.components.insert(id, spec);
         }
     }
 }
 
-fn api_config(value: &Tree) -> Result<ApiConfig, (String, String)> {
-    let Tree::Object(table) = value else {
-        return Err((String::new(), "api must be a table".to_owned()));
-    };
+/// The API settings, and a problem for each key that is wrong (the default stands in).
+fn api_config(value: &Tree) -> (ApiConfig, Vec<KeyProblem>) {
     let mut api = ApiConfig {
         address: Some("127.0.0.1:7878".to_owned()),
     };
+    let Tree::Object(table) = value else {
+        return (api, vec![(String::new(), "api must be a table".to_owned())]);
+    };
+    let mut problems = Vec::new();
     for (key, value) in table {
         match (key.as_str(), value.as_str()) {
             ("address", Some("off")) => api.address = None,
             ("address", Some(address)) => api.address = Some(address.to_owned()),
-            ("address", None) => {
-                return Err((
-                    key.clone(),
-                    "address must be \"host:port\" or \"off\"".to_owned(),
-                ));
-            }
-            (unknown, _) => {
-                return Err((
-                    unknown.to_owned(),
-                    unknown_key_message(unknown, &["address"]),
-                ));
-            }
+            ("address", None) => problems.push((
+                key.clone(),
+                "address must be \"host:port\" or \"off\"".to_owned(),
+            )),
+            (unknown, _) => problems.push((
+                unknown.to_owned(),
+                unknown_key_message(unknown, &["address"]),
+            )),
         }
     }
-    Ok(api)
+    (api, problems)
 }
 
+/// A component's spec, or `None` when there can be none, and every problem found in its
+/// table. A pipeline whose steps have problems still has a spec, so that its other steps are
+/// checked too; a config with problems never runs.
 fn component_spec(
     section: &str,
     id: &str,
     table: Tree,
     source: usize,
-) -> Result<ComponentSpec, (String, String)> {
+) -> (Option<ComponentSpec>, Vec<KeyProblem>) {
+    let refuse = |path: &str, message: String| (None, vec![(path.to_owned(), message)]);
     if id.is_empty() || id.contains('.') || id.starts_with('_') {
-        return Err((
-            String::new(),
+        return refuse(
+            "",
             format!("component id `{id}` must be non-empty, contain no `.` and not start with `_`"),
-        ));
+        );
     }
     let raw = table.clone();
     let Tree::Object(mut table) = table else {
-        return Err((String::new(), format!("{section}.{id} must be a table")));
+        return refuse("", format!("{section}.{id} must be a table"));
     };
     let inputs: Vec<String> = match table.get("inputs") {
         None => Vec::new(),
-        Some(inputs) => serde_json::from_value(inputs.clone()).map_err(|_| {
-            (
-                "inputs".to_owned(),
-                "inputs must be a list of output names such as [\"web\", \"enrich.hot\"]"
-                    .to_owned(),
-            )
-        })?,
-    };
-    let class = if section == "connectors" {
-        table.remove("inputs");
-        let kind = match table.remove("kind") {
-            Some(Tree::String(kind)) => kind,
-            _ => {
-                return Err((
-                    String::new(),
-                    format!("connector `{id}` needs a `kind`, such as kind = \"http_server\""),
-                ));
+        Some(inputs) => match serde_json::from_value(inputs.clone()) {
+            Ok(inputs) => inputs,
+            Err(_) => {
+                return refuse(
+                    "inputs",
+                    "inputs must be a list of output names such as [\"web\", \"enrich.hot\"]"
+                        .to_owned(),
+                );
             }
-        };
-        ComponentClass::Connector {
-            kind,
-            settings: Tree::Object(table),
-        }
-    } else {
-        let config: PipelineConfig = serde_path_to_error::deserialize(Tree::Object(table))
-            .map_err(|error| {
-                describe_serde_error(&error.path().to_string(), &error.inner().to_string())
-            })?;
-        ComponentClass::Pipeline(config)
+        },
     };
-    Ok(ComponentSpec {
+    let (class, problems) = if section == "connectors" {
+        table.remove("inputs");
+        let Some(Tree::String(kind)) = table.remove("kind") else {
+            return refuse(
+                "",
+                format!("connector `{id}` needs a `kind`, such as kind = \"http_server\""),
+            );
+        };
+        let settings = Tree::Object(table);
+        (ComponentClass::Connector { kind, settings }, Vec::new())
+    } else {
+        match pipeline_config(table) {
+            (Some(config), problems) => (ComponentClass::Pipeline(config), problems),
+            (None, problems) => return (None, problems),
+        }
+    };
+    let spec = ComponentSpec {
         id: id.to_owned(),
         class,
         inputs,
         source,
         raw,
-    })
-}
-
-/// Turns a serde error into (key path, message), pointing at an unknown key itself and
-/// adding a "did you mean" when a known key is close.
-pub fn describe_serde_error(path: &str, message: &str) -> (String, String) {
-    describe_component_error(path, message, &[])
-}
-
-/// [`describe_serde_error`] for a component's own table, where `component_keys` (`kind`,
-/// `inputs`) are taken out before the kind's settings are read: an unknown key at the top is
-/// compared with them too, so `input` gets "did you mean `inputs`?".
-pub fn describe_component_error(
-    path: &str,
-    message: &str,
-    component_keys: &[&str],
-) -> (String, String) {
-    let path = if path == "." { "" } else { path };
-    let Some(unknown) = between(message, "unknown field `", "`") else {
-        let message = message.split(" at line ").next().unwrap_or(message);
-        let message = without_values(message);
-        // Name the key: "invalid value: integer, expected u64" alone does not say where.
-        let message = if path.is_empty() {
-            message
-        } else {
-            format!("`{path}`: {message}")
-        };
-        return (path.to_owned(), message);
     };
-    let mut expected: Vec<&str> = message
-        .split_once("expected")
-        .map(|(_, list)| list.split('`').skip(1).step_by(2).collect())
-        .unwrap_or_default();
-    // serde_path_to_error may name the unknown key itself as the path.
-    let at_top = path.is_empty() || path == unknown;
-    if at_top {
-        for key in component_keys {
-            if !expected.contains(key) {
-                expected.push(key);
-            }
+    (Some(spec), problems)
+}
+
+/// Reads a pipeline's table, reporting every bad key. Each step is read on its own, so one
+/// that cannot be read (an unknown kind, a misspelt key) does not hide the problems of the
+/// others: it stands as a filter that keeps every event, and the others keep their indices
+/// when they are compiled and their VRL checked.
+fn pipeline_config(
+    mut table: serde_json::Map<String, Tree>,
+) -> (Option<PipelineConfig>, Vec<KeyProblem>) {
+    let steps = table.remove("steps");
+    let mut problems = Vec::new();
+    let mut config = read_every_key(&Tree::Object(table), "", &[], read::<PipelineConfig>)
+        .map_err(|found| problems.extend(found))
+        .ok();
+    let steps = match steps {
+        None => Vec::new(),
+        Some(Tree::Array(steps)) => steps,
+        Some(_) => {
+            problems.push((
+                "steps".to_owned(),
+                "steps must be a list of steps such as [{ kind = \"transform\", source = \".a = 1\" }]"
+                    .to_owned(),
+            ));
+            Vec::new()
         }
-    }
-    let full_path = if at_top {
-        unknown.to_owned()
-    } else {
-        format!("{path}.{unknown}")
     };
-    (full_path, unknown_key_message(unknown, &expected))
-}
-
-/// serde quotes the offending value ("invalid type: string \"hunter2\", expected u16"); a
-/// config value may be a secret, so the message keeps its type and drops its text.
-fn without_values(message: &str) -> String {
-    for prefix in ["invalid type: ", "invalid value: "] {
-        if let Some(rest) = message.strip_prefix(prefix)
-            && let Some((found, expected)) = rest.split_once(", expected")
-        {
-            let kind = found.split([' ', '`', '"']).next().unwrap_or(found);
-            return format!("{prefix}{kind}, expected{expected}");
-        }
-    }
-    message.to_owned()
-}
-
-/// "unknown key `adress` (did you mean `address`?); expected one of ..."
-pub fn unknown_key_message(unknown: &str, expected: &[&str]) -> String {
-    let mut message = format!("unknown key `{unknown}`");
-    if let Some(suggestion) = closest(unknown, expected) {
-        message.push_str(&format!(" (did you mean `{suggestion}`?)"));
-    }
-    if !expected.is_empty() {
-        message.push_str(&format!("; expected one of: {}", expected.join(", ")));
-    }
-    message
-}
-
-/// The candidate closest to `word`, if any is close enough to be a likely typo.
-pub fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
-    candidates
+    let steps = steps
         .iter()
-        .map(|candidate| (strsim::jaro_winkler(word, candidate), *candidate))
-        .filter(|(score, _)| *score > 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, candidate)| candidate)
+        .enumerate()
+        .map(|(index, step)| {
+            let at = format!("steps[{index}]");
+            read_every_key(step, &at, &[], read::<StepConfig>).unwrap_or_else(|found| {
+                problems.extend(found);
+                StepConfig::Filter {
+                    condition: "true".to_owned(),
+                }
+            })
+        })
+        .collect();
+    if let Some(config) = &mut config {
+        config.steps = steps;
+    }
+    (config, problems)
 }
 
-fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {
-    let from = text.find(start)? + start.len();
-    let length = text[from..].find(end)?;
-    Some(&text[from..from + length])
+/// Deserializes a `T`, keeping the path of the key that does not fit.
+fn read<T: DeserializeOwned>(tree: Tree) -> Result<T, KeyProblem> {
+    serde_path_to_error::deserialize(tree)
+        .map_err(|error| (error.path().to_string(), error.inner().to_string()))
 }
 
 #[cfg(test)]
 mod tests;
-
-#[cfg(test)]
-mod value_tests {
-    use super::*;
-
-    #[test]
-    fn serde_messages_keep_the_type_but_not_the_value() {
-        let (_, message) = describe_serde_error(
-            "headers.authorization",
-            "invalid type: string \"hunter2\", expected u16",
-        );
-        assert_eq!(
-            message,
-            "`headers.authorization`: invalid type: string, expected u16"
-        );
-        let (_, message) =
-            describe_serde_error("port", "invalid value: integer `99999`, expected u16");
-        assert_eq!(message, "`port`: invalid value: integer, expected u16");
-    }
-}

@@ -119,3 +119,23 @@ fn positions_after_a_substitution_refer_to_the_text_as_written() {
         &["shift.toml:2:31: invalid TOML: unexpected key or value, expected newline, `#`"],
     );
 }
+
+#[test]
+fn key_positions_after_a_substitution_refer_to_the_text_as_written() {
+    // `${PORT}` (7 bytes) becomes `9100` (4 bytes); the parser's place for `adress` is in
+    // the substituted text, and must be reported at its column in the file.
+    check_problems(
+        "shift.toml",
+        "api = { address = \"127.0.0.1:${PORT}\", adress = \"x\" }\n",
+        &[
+            "shift.toml:1:40: unknown key `adress` (did you mean `address`?); expected one of: address",
+        ],
+    );
+    check_problems(
+        "shift.yaml",
+        "api: {address: \"127.0.0.1:${PORT}\", adress: x}\n",
+        &[
+            "shift.yaml:1:37: unknown key `adress` (did you mean `address`?); expected one of: address",
+        ],
+    );
+}
