@@ -7,8 +7,11 @@
 
 mod csv_table;
 mod json;
+mod json_array;
 mod msgpack;
 mod text;
+
+pub use json_array::JsonArrayReader;
 
 use tb_event::Value;
 

@@ -40,6 +40,11 @@ pub struct HttpServerConfig {
     /// is read, so memory stays bounded however many clients connect.
     #[serde(default = "default_max_requests")]
     pub max_requests: usize,
+    /// Bytes of request bodies held at once, over every request; a body that does not fit
+    /// is answered 503 with Retry-After. Bounds memory together with the slices events go
+    /// on in: the default keeps the process within a few hundred MB.
+    #[serde(default = "default_max_buffered")]
+    pub max_buffered: usize,
     /// Largest size a `Content-Encoding: gzip` or `zstd` body may expand to; 413 past it.
     #[serde(default = "crate::core::defaults::max_decompressed")]
     pub max_decompressed: usize,
@@ -51,6 +56,10 @@ pub struct HttpServerConfig {
         with = "humantime_serde"
     )]
     pub header_timeout: Duration,
+}
+
+fn default_max_buffered() -> usize {
+    128 * 1024 * 1024
 }
 
 fn default_max_requests() -> usize {

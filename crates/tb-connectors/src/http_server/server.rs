@@ -1,6 +1,5 @@
 //! The listening server and the request handler.
 
-use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,9 +11,15 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{BoxError, Router};
+use http_body_util::BodyExt;
 use tb_codec::{DecodeError, DecodeErrorKind, Encoder, InterceptorConfig};
-use tb_event::{AckStatus, Acknowledgement, ComponentId, KeyString, ObjectMap, StreamId, Value};
+use tb_event::{
+    AckHandle, AckStatus, Acknowledgement, ComponentId, Event, KeyString, ObjectMap, StreamId,
+    Value,
+};
 
+use super::body::{self, BodyError, BodyEvents, Encoding};
+use super::budget::{BodyBudget, Held};
 use super::config::HttpServerConfig;
 use super::replies::{OpenSlot, PendingReplies};
 use crate::core::{
@@ -42,6 +47,7 @@ struct Shared {
     metrics: ConnectorMetrics,
     next_stream: AtomicU64,
     replies: Option<PendingReplies>,
+    budget: BodyBudget,
 }
 
 impl Connector for HttpServer {
@@ -65,6 +71,7 @@ impl Connector for HttpServer {
                 )),
                 _ => None,
             };
+            let budget = BodyBudget::new(self.config.max_buffered);
             let shared = Arc::new(Shared {
                 id: context.id.clone(),
                 config: self.config,
@@ -73,6 +80,7 @@ impl Connector for HttpServer {
                 metrics: context.metrics,
                 next_stream: AtomicU64::new(0),
                 replies,
+                budget,
             });
             let router = admission(
                 &shared,
@@ -118,11 +126,11 @@ async fn handle(
     let started = Instant::now();
     let stream = StreamId(shared.next_stream.fetch_add(1, Ordering::Relaxed));
     let fields = request_fields(&request, remote);
-    let interceptors = match decoding_chain(request.headers(), &shared.config) {
-        Ok(interceptors) => interceptors,
-        Err(response) => {
+    let encoding = match Encoding::of(request.headers()) {
+        Ok(encoding) => encoding,
+        Err(reason) => {
             shared.metrics.errors.inc();
-            return *response;
+            return error_response(StatusCode::UNSUPPORTED_MEDIA_TYPE, &reason);
         }
     };
     if declared_length(request.headers()).is_some_and(|length| length > shared.config.max_body) {
@@ -134,32 +142,23 @@ async fn handle(
         );
         return error_response(StatusCode::PAYLOAD_TOO_LARGE, &reason);
     }
-    let reading = axum::body::to_bytes(request.into_body(), shared.config.max_body);
-    let Ok(read) = tokio::time::timeout(shared.config.body_timeout, reading).await else {
-        shared.metrics.errors.inc();
-        let reason = format!(
-            "the request body did not arrive within body_timeout ({:?})",
-            shared.config.body_timeout
-        );
-        return error_response(StatusCode::REQUEST_TIMEOUT, &reason);
-    };
-    let body = match read {
-        Ok(body) => body,
-        Err(error) => {
+    let declared = declared_length(request.headers());
+    let (body, mut held) = match read_body(&shared, request.into_body(), declared).await {
+        Ok(read) => read,
+        Err(response) => {
             shared.metrics.errors.inc();
-            let inner = error.into_inner();
-            if inner.is::<http_body_util::LengthLimitError>() {
-                let reason = format!(
-                    "request body is larger than max_body ({} bytes)",
-                    shared.config.max_body
-                );
-                return error_response(StatusCode::PAYLOAD_TOO_LARGE, &reason);
-            }
-            let reason = format!("cannot read the request body: {inner}");
-            return error_response(StatusCode::BAD_REQUEST, &reason);
+            return response;
         }
     };
-    let response = ingest(&shared, stream, fields, &interceptors, &body).await;
+    let response = match expanded_body(&shared, encoding, &body, &mut held) {
+        Ok(None) => ingest(&shared, stream, fields, encoding, &body).await,
+        Ok(Some(expanded)) => ingest(&shared, stream, fields, Encoding::Identity, &expanded).await,
+        Err(ExpandError::Body(error)) => {
+            reject(&shared, stream, vec![body_failure(error)], None, 0).await
+        }
+        Err(ExpandError::OverBudget) => budget_refusal(&shared),
+    };
+    drop(held);
     shared
         .metrics
         .latency
@@ -178,64 +177,170 @@ fn declared_length(headers: &HeaderMap) -> Option<usize> {
         .map(|length| usize::try_from(length).unwrap_or(usize::MAX))
 }
 
-/// The interceptors for one request: a `Content-Encoding` of gzip or zstd decompresses the
-/// body first (bounded by `max_decompressed`), then the configured chain applies.
-fn decoding_chain<'a>(
-    headers: &HeaderMap,
-    config: &'a HttpServerConfig,
-) -> Result<Cow<'a, [InterceptorConfig]>, Box<Response>> {
-    let encoding = headers
-        .get(header::CONTENT_ENCODING)
-        .map(|value| value.to_str().unwrap_or("").trim().to_ascii_lowercase());
-    let decompress = match encoding.as_deref() {
-        // The usual request: the configured chain, borrowed, not copied.
-        None | Some("" | "identity") => return Ok(Cow::Borrowed(&config.interceptors)),
-        Some("gzip" | "x-gzip") => InterceptorConfig::Gzip {
-            max_decompressed: config.max_decompressed,
-        },
-        Some("zstd") => InterceptorConfig::Zstd {
-            max_decompressed: config.max_decompressed,
-        },
-        Some(other) => {
-            return Err(Box::new(error_response(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                &format!("Content-Encoding `{other}` is not supported; send gzip, zstd or none"),
-            )));
+/// Reads a body within `body_timeout` and `max_body`, taking its bytes from the server's
+/// budget: all at once for a declared length, else as they arrive.
+async fn read_body(
+    shared: &Shared,
+    body: Body,
+    declared: Option<usize>,
+) -> Result<(bytes::Bytes, Held), Response> {
+    let mut held = BodyBudget::hold_nothing();
+    if let Some(length) = declared
+        && !shared.budget.take(&mut held, length)
+    {
+        return Err(budget_refusal(shared));
+    }
+    let max_body = shared.config.max_body;
+    let reading = async {
+        let mut body = body;
+        let mut buffer = bytes::BytesMut::with_capacity(declared.unwrap_or(0));
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|error| {
+                error_response(
+                    StatusCode::BAD_REQUEST,
+                    &format!("cannot read the request body: {error}"),
+                )
+            })?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            if buffer.len() + data.len() > max_body {
+                let reason = format!("request body is larger than max_body ({max_body} bytes)");
+                return Err(error_response(StatusCode::PAYLOAD_TOO_LARGE, &reason));
+            }
+            if declared.is_none() && !shared.budget.take(&mut held, data.len()) {
+                return Err(budget_refusal(shared));
+            }
+            buffer.extend_from_slice(&data);
         }
+        Ok(buffer.freeze())
     };
-    let mut chain = Vec::with_capacity(config.interceptors.len() + 1);
-    chain.push(decompress);
-    chain.extend(config.interceptors.iter().cloned());
-    Ok(Cow::Owned(chain))
+    match tokio::time::timeout(shared.config.body_timeout, reading).await {
+        Ok(Ok(body)) => Ok((body, held)),
+        Ok(Err(response)) => Err(response),
+        Err(_elapsed) => Err(error_response(
+            StatusCode::REQUEST_TIMEOUT,
+            &format!(
+                "the request body did not arrive within body_timeout ({:?})",
+                shared.config.body_timeout
+            ),
+        )),
+    }
 }
 
+/// 503 for a body that does not fit in what is left of `max_buffered`.
+fn budget_refusal(shared: &Shared) -> Response {
+    retry_later_response(&format!(
+        "too many request bytes held at once (max_buffered is {} bytes); retry later",
+        shared.budget.max_bytes()
+    ))
+}
+
+/// Why a body could not be made ready for decoding.
+enum ExpandError {
+    Body(BodyError),
+    OverBudget,
+}
+
+/// Checks a compressed body (sound, and within `max_decompressed`) before any of it is
+/// decoded; a JSON body with no framing is expanded here (its bytes taken from the budget
+/// into `held`), to be read as an array an element at a time.
+fn expanded_body(
+    shared: &Shared,
+    encoding: Encoding,
+    body: &[u8],
+    held: &mut Held,
+) -> Result<Option<Vec<u8>>, ExpandError> {
+    let config = &shared.config;
+    let size = body::check_expansion(body, encoding, config.max_decompressed)
+        .map_err(ExpandError::Body)?;
+    if !BodyEvents::wants_expanded(encoding, config) {
+        return Ok(None);
+    }
+    if !shared.budget.take(held, size) {
+        return Err(ExpandError::OverBudget);
+    }
+    body::expand(body, encoding, config.max_decompressed)
+        .map(Some)
+        .map_err(ExpandError::Body)
+}
+
+/// Events sent on as one batch while a body is decoded. A body of at most this many events
+/// is all or nothing: a bad frame in it sends none of them.
+const SLICE_EVENTS: usize = 1024;
+
+/// Decodes `body` in bounded steps and sends its events on in slices of [`SLICE_EVENTS`] as
+/// they come, then answers once they are acknowledged (or replied to).
+///
+/// Events are decoded untracked and take the request's acknowledgement only when their
+/// slice is sent, so those dropped after a bad frame do not count against the rest.
 async fn ingest(
     shared: &Shared,
     stream: StreamId,
     fields: ObjectMap,
-    interceptors: &[InterceptorConfig],
+    encoding: Encoding,
     body: &[u8],
 ) -> Response {
-    let (ack, receipt) = Acknowledgement::new_unit();
     let mut decoder = StreamDecoder::new(
         shared.id.clone(),
         stream,
         shared.config.codec,
-        interceptors,
+        &shared.config.interceptors,
         Some(Arc::new(fields)),
     );
-    let mut events = Vec::new();
-    let mut failures = Vec::new();
-    decoder.decode(body, &ack, &mut events, &mut failures);
-    decoder.finish(&ack, &mut events, &mut failures);
-    ack.complete(AckStatus::Delivered);
-    if !failures.is_empty() {
-        drop(events);
-        let line = line_of_first_failure(body, interceptors, &failures);
-        return reject(shared, stream, failures, line).await;
+    let mut source = match BodyEvents::new(body, encoding, &shared.config) {
+        Ok(source) => source,
+        Err(error) => return reject(shared, stream, vec![body_failure(error)], None, 0).await,
+    };
+    let (ack, receipt) = Acknowledgement::new_unit();
+    let slot = shared.replies.as_ref().map(|replies| replies.open(stream));
+    let untracked = AckHandle::untracked();
+    let (mut events, mut failures, mut sent) = (Vec::new(), Vec::new(), 0);
+    let mut refused = None;
+    'body: loop {
+        let more = source.step(&mut decoder, &untracked, &mut events, &mut failures);
+        if !failures.is_empty() {
+            break;
+        }
+        while events.len() >= SLICE_EVENTS || (!more && !events.is_empty()) {
+            let rest = events.split_off(events.len().min(SLICE_EVENTS));
+            let slice: Vec<Event> = std::mem::replace(&mut events, rest)
+                .into_iter()
+                .map(|event| {
+                    let (value, meta, _untracked) = event.into_parts();
+                    Event::new(value, meta, ack.clone())
+                })
+                .collect();
+            let count = slice.len();
+            // Only the first slice may be turned away by a full pipeline; once part of the
+            // body is on its way, the rest waits for room.
+            let patience = (sent == 0).then_some(shared.config.queue_timeout);
+            if let Err(rejected) = shared.output.send_within(slice, patience).await {
+                refused = Some(rejected);
+                break 'body;
+            }
+            // Counted once taken: events refused with a 503 were never received.
+            shared.metrics.received.inc_by(count as u64);
+            shared.metrics.output.inc_by(count as u64);
+            sent += count;
+        }
+        if !more {
+            break;
+        }
     }
-    let accepted = events.len();
-    if accepted == 0 {
+    ack.complete(AckStatus::Delivered);
+    drop(events);
+    if sent == 0 {
+        drop(slot);
+        if let Some(rejected) = refused {
+            return backpressure_response(rejected);
+        }
+        if !failures.is_empty() {
+            let line = (encoding == Encoding::Identity)
+                .then(|| line_of_first_failure(body, &shared.config.interceptors, &failures))
+                .flatten();
+            return reject(shared, stream, failures, line, 0).await;
+        }
         // Nothing to deliver: a request/response server has no reply to give (204), an
         // ingest server accepted nothing.
         return match shared.replies {
@@ -243,34 +348,34 @@ async fn ingest(
             None => accepted_response(0),
         };
     }
-    let slot = shared.replies.as_ref().map(|replies| replies.open(stream));
-    let sent = shared
-        .output
-        .send_within(events, Some(shared.config.queue_timeout))
-        .await;
-    if let Err(rejected) = sent {
-        drop(slot);
-        return backpressure_response(rejected);
-    }
-    // Counted once taken: events refused with a 503 were never received.
-    shared.metrics.received.inc_by(accepted as u64);
-    shared.metrics.output.inc_by(accepted as u64);
     let timeout = match shared.replies {
         Some(_) => shared.config.reply_timeout,
         None => shared.config.ack_timeout,
     };
     let outcome = tokio::time::timeout(timeout, receipt.wait()).await;
     if let Ok(outcome) = &outcome {
-        shared.metrics.settle(accepted as u64, outcome);
+        shared.metrics.settle(sent as u64, outcome);
     }
     let replies = slot.map(OpenSlot::close);
+    if let Some(rejected) = refused {
+        return backpressure_response(rejected);
+    }
+    if !failures.is_empty() {
+        // Part of the body went on before the bad frame was reached.
+        let taken = matches!(&outcome, Ok(outcome) if outcome.status == AckStatus::Delivered);
+        let line = (encoding == Encoding::Identity)
+            .then(|| line_of_first_failure(body, &shared.config.interceptors, &failures))
+            .flatten();
+        let accepted = if taken { sent } else { 0 };
+        return reject(shared, stream, failures, line, accepted).await;
+    }
     match (outcome, replies) {
         (Err(_elapsed), _) => error_response(
             StatusCode::GATEWAY_TIMEOUT,
             "timed out waiting for the events to be acknowledged",
         ),
         (Ok(outcome), replies) => match (outcome.status, replies) {
-            (AckStatus::Delivered, None) => accepted_response(accepted),
+            (AckStatus::Delivered, None) => accepted_response(sent),
             (AckStatus::Delivered, Some(values)) => reply_response(shared, &values),
             (AckStatus::Errored, _) => retry_later_response(&format!(
                 "delivery failed and may succeed if retried: {}",
@@ -284,6 +389,14 @@ async fn ingest(
                 ),
             ),
         },
+    }
+}
+
+/// The decode failure a body that cannot be read at all stands for.
+fn body_failure(error: BodyError) -> DecodeError {
+    match error {
+        BodyError::TooLarge(reason) => DecodeError::too_large(reason, &[]),
+        BodyError::Corrupt(reason) => DecodeError::invalid(reason, &[]),
     }
 }
 
@@ -306,11 +419,15 @@ fn line_of_first_failure(
     Some(memchr::memmem::find_iter(&body[..at], delimiter.as_bytes()).count() + 1)
 }
 
+///
+/// `accepted` counts the events of the body that went on (and were delivered) before the
+/// bad frame was reached: none, for a body of at most one slice.
 async fn reject(
     shared: &Shared,
     stream: StreamId,
     failures: Vec<DecodeError>,
     line: Option<usize>,
+    accepted: usize,
 ) -> Response {
     shared.metrics.errors.inc_by(failures.len() as u64);
     let status = if failures.iter().any(|f| f.kind == DecodeErrorKind::TooLarge) {
@@ -336,7 +453,10 @@ async fn reject(
     if shared.errors.send(error_events).await.is_ok() {
         let _ = tokio::time::timeout(shared.config.ack_timeout, receipt.wait()).await;
     }
-    error_response(status, &reason)
+    json_response(
+        status,
+        serde_json::json!({ "error": reason, "accepted": accepted }),
+    )
 }
 
 fn request_fields(request: &Request, remote: SocketAddr) -> ObjectMap {
