@@ -20,10 +20,15 @@ pub(crate) struct FormatQuery {
 /// The largest config that may be pushed.
 const MAX_CONFIG_BYTES: usize = 2 * 1024 * 1024;
 
+/// How long a pushed config may take to arrive (`api.body_timeout`).
+#[derive(Clone, Copy)]
+pub(crate) struct BodyTimeout(pub(crate) std::time::Duration);
+
 /// Reads a pushed config: 413 past [`MAX_CONFIG_BYTES`], 408 when it does not arrive within
-/// [`crate::BODY_TIMEOUT`], 400 when it is not UTF-8.
+/// `timeout`, 400 when it is not UTF-8.
 async fn read_body(
     body: axum::body::Body,
+    timeout: std::time::Duration,
 ) -> Result<String, (StatusCode, axum::Json<serde_json::Value>)> {
     let refuse = |status, error: String| {
         (
@@ -32,10 +37,10 @@ async fn read_body(
         )
     };
     let reading = axum::body::to_bytes(body, MAX_CONFIG_BYTES);
-    let Ok(read) = tokio::time::timeout(crate::BODY_TIMEOUT, reading).await else {
+    let Ok(read) = tokio::time::timeout(timeout, reading).await else {
         return Err(refuse(
             StatusCode::REQUEST_TIMEOUT,
-            format!("the config did not arrive within {:?}", crate::BODY_TIMEOUT),
+            format!("the config did not arrive within body_timeout ({timeout:?})"),
         ));
     };
     let bytes = read.map_err(|error| {
@@ -65,10 +70,11 @@ async fn read_body(
 pub(crate) async fn put_config(
     State(handle): State<RuntimeHandle>,
     Query(query): Query<FormatQuery>,
+    axum::Extension(BodyTimeout(timeout)): axum::Extension<BodyTimeout>,
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> impl IntoResponse {
-    let body = match read_body(body).await {
+    let body = match read_body(body, timeout).await {
         Ok(body) => body,
         Err(refusal) => return refusal,
     };

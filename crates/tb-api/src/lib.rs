@@ -18,8 +18,9 @@ use tb_runtime::{MetricsFormat, RuntimeHandle};
 
 pub use topology::TopologyDto;
 
-/// The API's routes over a running topology.
-pub fn router(handle: RuntimeHandle) -> Router {
+/// The API's routes over a running topology; a pushed config must arrive within
+/// `body_timeout`.
+pub fn router(handle: RuntimeHandle, body_timeout: std::time::Duration) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
@@ -30,6 +31,7 @@ pub fn router(handle: RuntimeHandle) -> Router {
             get(config::get_config).put(config::put_config),
         )
         .with_state(handle)
+        .layer(axum::Extension(config::BodyTimeout(body_timeout)))
 }
 
 async fn health() -> impl IntoResponse {
@@ -80,18 +82,13 @@ async fn topology(State(handle): State<RuntimeHandle>) -> impl IntoResponse {
     axum::Json(TopologyDto::from_handle(&handle))
 }
 
-/// How long an API connection may take to send a request's headers, idle time before them
-/// included.
-pub const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// How long reading a request body (a pushed config) may take before 408.
-pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// Serves the API on `listener` until `stop` is cancelled.
+/// Serves the API on `listener`, as `api` says, until `stop` is cancelled.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     handle: RuntimeHandle,
+    api: &tb_runtime::config::ApiConfig,
     stop: tokio_util::sync::CancellationToken,
 ) {
-    tb_connectors::core::serve_http(listener, router(handle), HEADER_TIMEOUT, stop).await;
+    let router = router(handle, api.body_timeout);
+    tb_connectors::core::serve_http(listener, router, api.header_timeout, stop).await;
 }

@@ -140,7 +140,8 @@ fn run(topology: Topology, paths: Vec<PathBuf>, watch: bool) -> anyhow::Result<E
         .build()
         .context("cannot start the async runtime")?;
     let code = runtime.block_on(async move {
-        let api_address = topology.config().api.address.clone();
+        let topology_api = topology.config().api.clone();
+        let api_address = topology_api.address.clone();
         let api_listener = match &api_address {
             Some(address) => Some(
                 tokio::net::TcpListener::bind(address)
@@ -164,7 +165,8 @@ fn run(topology: Topology, paths: Vec<PathBuf>, watch: bool) -> anyhow::Result<E
                 tracing::info!(%address, "API listening.");
             }
             let stop = api_stop.clone();
-            tokio::spawn(tb_api::serve(listener, handle.clone(), stop))
+            let (api, handle) = (topology_api.clone(), handle.clone());
+            tokio::spawn(async move { tb_api::serve(listener, handle, &api, stop).await })
         });
         tracing::info!(components = handle.components().len(), "Topology running.");
         let outcome = running

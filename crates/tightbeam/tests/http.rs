@@ -607,6 +607,44 @@ inputs = ["web"]
     stop_and_expect_drained(child, LIMIT);
 }
 
+/// Issue 7: the API port has the same guards, set in `[api]`: a silent connection is
+/// closed after `header_timeout`, and a pushed config that stops short gets 408 after
+/// `body_timeout`.
+#[tokio::test]
+async fn the_api_closes_silent_connections_and_times_out_short_bodies() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let api_port = free_port();
+    let config = write(
+        dir.path(),
+        "api.toml",
+        &format!(
+            r#"[api]
+address = "127.0.0.1:{api_port}"
+header_timeout = "1s"
+body_timeout = "500ms"
+[connectors.gen]
+kind = "generator"
+rate = 1.0
+[connectors.out]
+kind = "blackhole"
+inputs = ["gen"]
+"#
+        ),
+    );
+    let mut child = start(dir.path(), &config);
+    wait_for_port(&mut child, api_port, LIMIT);
+    let silent = tokio::net::TcpStream::connect(("127.0.0.1", api_port))
+        .await
+        .expect("connect");
+    assert!(
+        closed_within(silent, Duration::from_secs(10)).await,
+        "a silent API connection is closed"
+    );
+    let short = b"PUT /api/v1/config HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n[api]\n";
+    assert_eq!(raw_status(api_port, short).await, 408);
+    stop_and_expect_drained(child, LIMIT);
+}
+
 /// Reads (and drops) what `stream` sends until the server closes it; false if it is still
 /// open after `limit`.
 async fn closed_within(mut stream: tokio::net::TcpStream, limit: Duration) -> bool {

@@ -31,6 +31,21 @@ const TOP_LEVEL_KEYS: &[&str] = &[
 pub struct ApiConfig {
     /// Where to listen; `None` when `address = "off"`.
     pub address: Option<String>,
+    /// How long a connection may take to send a request's headers, idle time after the
+    /// previous response included; past it the connection is closed.
+    pub header_timeout: Duration,
+    /// How long a pushed config may take to arrive; past it, 408.
+    pub body_timeout: Duration,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            address: Some("127.0.0.1:7878".to_owned()),
+            header_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 /// What a component is.
@@ -194,9 +209,7 @@ fn load_texts(
     let mut structural = Vec::new();
     let mut config = Config {
         data_dir: PathBuf::from("data"),
-        api: ApiConfig {
-            address: Some("127.0.0.1:7878".to_owned()),
-        },
+        api: ApiConfig::default(),
         shutdown_grace: Duration::from_secs(30),
         components: IndexMap::new(),
         sources: Vec::new(),
@@ -348,9 +361,7 @@ fn merge_file(config: &mut Config, tree: Tree, source: usize, problems: &mut Vec
 
 /// The API settings, and a problem for each key that is wrong (the default stands in).
 fn api_config(value: &Tree) -> (ApiConfig, Vec<KeyProblem>) {
-    let mut api = ApiConfig {
-        address: Some("127.0.0.1:7878".to_owned()),
-    };
+    let mut api = ApiConfig::default();
     let Tree::Object(table) = value else {
         return (api, vec![(String::new(), "api must be a table".to_owned())]);
     };
@@ -363,9 +374,19 @@ fn api_config(value: &Tree) -> (ApiConfig, Vec<KeyProblem>) {
                 key.clone(),
                 "address must be \"host:port\" or \"off\"".to_owned(),
             )),
+            (name @ ("header_timeout" | "body_timeout"), text) => {
+                match text.map(humantime::parse_duration) {
+                    Some(Ok(timeout)) if name == "header_timeout" => api.header_timeout = timeout,
+                    Some(Ok(timeout)) => api.body_timeout = timeout,
+                    _ => problems.push((
+                        key.clone(),
+                        format!("{name} must be a duration such as \"30s\" or \"500ms\""),
+                    )),
+                }
+            }
             (unknown, _) => problems.push((
                 unknown.to_owned(),
-                unknown_key_message(unknown, &["address"]),
+                unknown_key_message(unknown, &["address", "header_timeout", "body_timeout"]),
             )),
         }
     }
