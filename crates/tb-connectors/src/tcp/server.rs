@@ -11,7 +11,7 @@ use tb_event::{AckOutcome, AckStatus, StreamId};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio_util::task::TaskTracker;
+use tokio::task::JoinSet;
 
 use super::config::TcpServerConfig;
 use crate::core::{
@@ -58,11 +58,14 @@ async fn serve(
         config.write_timeout,
     );
     let shared = Arc::new((server, config));
-    let connections = TaskTracker::new();
+    // A JoinSet, not detached tasks: if this server dies (a panic, an abort by its
+    // supervisor), dropping the set aborts every connection it was serving.
+    let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             biased;
             () = shared.0.intake.cancelled() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((socket, remote)) => {
                     connections.spawn(tracing::Instrument::in_current_span(serve_connection(shared.clone(), socket, remote)));
@@ -75,8 +78,7 @@ async fn serve(
         }
     }
     drop(listener);
-    connections.close();
-    connections.wait().await;
+    while connections.join_next().await.is_some() {}
     drop(shared);
     if let Some(dispatcher) = dispatcher {
         let _ = dispatcher.await;
