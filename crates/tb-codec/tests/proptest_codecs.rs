@@ -213,6 +213,22 @@ fn chunk_sizes() -> impl Strategy<Value = Vec<usize>> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
+    /// The json codec writes values itself, not through serde: byte for byte what
+    /// serde_json writes, for any structure and any bytes in its strings.
+    #[test]
+    fn json_encoding_is_byte_for_byte_serde_json(
+        value in structured_value(),
+        raw in vec(any::<u8>(), 0..40),
+    ) {
+        // Strings decoded from JSON are VRL's `String` kind; raw bytes its `Bytes` kind.
+        let decoded: Value = serde_json::from_slice(&serde_json::to_vec(&value).expect("json")).expect("json");
+        let value = Value::Array(vec![value, decoded, Value::Bytes(raw.into())]);
+        let mut ours = Vec::new();
+        Encoder::new(CodecKind::Json, &[]).encode(&value, &mut ours).expect("encode");
+        let theirs = serde_json::to_vec(&value).expect("serde_json");
+        prop_assert_eq!(String::from_utf8_lossy(&ours), String::from_utf8_lossy(&theirs));
+    }
+
     #[test]
     fn arbitrary_bytes_never_panic_any_codec_any_chain(
         bytes in vec(any::<u8>(), 0..512),

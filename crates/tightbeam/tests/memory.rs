@@ -200,7 +200,7 @@ inputs = ["web"]
             .map(|chunk| Ok::<_, std::io::Error>(chunk.to_vec()))
             .collect::<Vec<_>>(),
     );
-    let chunked = client
+    let chunked = http_client()
         .post(&url)
         .body(reqwest::Body::wrap_stream(chunks))
         .send()
@@ -211,6 +211,9 @@ inputs = ["web"]
         503,
         "a chunked body is counted as it arrives"
     );
+    // A refused body is not read, so its connection closes: the next requests use a new
+    // client rather than racing that close on a pooled connection.
+    let client = http_client();
     for _ in 0..3 {
         let small = client
             .post(&url)

@@ -12,7 +12,13 @@ use crate::error::{DecodeError, Decoded, EncodeError};
 /// Decodes one frame. A frame of only whitespace (a `"\r"` left by CRLF line endings, padding)
 /// is skipped rather than reported.
 pub(super) fn decode_json_frame(frame: &[u8], out: &mut Decoded) {
-    match serde_json::from_slice::<Value>(frame) {
+    // UTF-8 checked once for the frame, not once for each string in it: serde_json reading
+    // a `str` skips its own check. A frame that is not UTF-8 is read as bytes, for the error.
+    let parsed = match std::str::from_utf8(frame) {
+        Ok(text) => serde_json::from_str::<Value>(text),
+        Err(_) => serde_json::from_slice::<Value>(frame),
+    };
+    match parsed {
         Ok(value) => push_value_or_elements(value, out),
         // Checked only on the error path, so valid frames pay nothing for it.
         Err(_) if frame.trim_ascii().is_empty() => {}
@@ -25,7 +31,7 @@ pub(super) fn decode_json_frame(frame: &[u8], out: &mut Decoded) {
 
 /// Appends `value` as compact JSON.
 pub(super) fn encode_json(value: &Value, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-    serde_json::to_writer(out, value)?;
+    super::json_writer::write_value(value, out);
     Ok(())
 }
 

@@ -8,6 +8,7 @@
 mod csv_table;
 mod json;
 mod json_array;
+mod json_writer;
 mod msgpack;
 mod text;
 

@@ -128,14 +128,14 @@ fn key_positions_after_a_substitution_refer_to_the_text_as_written() {
         "shift.toml",
         "api = { address = \"127.0.0.1:${PORT}\", adress = \"x\" }\n",
         &[
-            "shift.toml:1:40: unknown key `adress` (did you mean `address`?); expected one of: address",
+            "shift.toml:1:40: unknown key `adress` (did you mean `address`?); expected one of: address, header_timeout, body_timeout",
         ],
     );
     check_problems(
         "shift.yaml",
         "api: {address: \"127.0.0.1:${PORT}\", adress: x}\n",
         &[
-            "shift.yaml:1:37: unknown key `adress` (did you mean `address`?); expected one of: address",
+            "shift.yaml:1:37: unknown key `adress` (did you mean `address`?); expected one of: address, header_timeout, body_timeout",
         ],
     );
 }
