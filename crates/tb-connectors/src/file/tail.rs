@@ -270,23 +270,26 @@ pub(super) async fn follow(
         interceptors,
         sender.fields.clone(),
     );
-    let mut generations = Generations {
-        current: 0,
-        files: vec![(0, segment.identity.clone())],
+    let mut progress = Progress {
+        tracker: PositionTracker::new((0, segment.offset), TAIL_PREFETCH_EVENTS),
+        settling: FuturesUnordered::new(),
+        generations: Generations {
+            current: 0,
+            files: vec![(0, segment.identity.clone())],
+        },
+        checkpoint,
     };
-    let mut tracker = PositionTracker::new((0, segment.offset), TAIL_PREFETCH_EVENTS);
-    let mut settling: Settling = FuturesUnordered::new();
     let mut carry = Carry::new();
     let mut buffer = vec![0u8; CHUNK_SIZE];
     let mut rotation_seen = false;
     let mut result = Ok(());
     loop {
-        let may_read = tracker.has_room();
+        let may_read = progress.tracker.has_room();
         tokio::select! {
             biased;
             () = context.intake.cancelled() => break,
-            Some(settled) = settling.next(), if !settling.is_empty() => {
-                settle(&mut tracker, &mut generations, checkpoint, &sender, path, settled).await;
+            Some(settled) = progress.settling.next(), if !progress.settling.is_empty() => {
+                progress.settle(&sender, path, settled).await;
             }
             read = segment.file.read(&mut buffer), if may_read => match read {
                 Ok(0) => match look_at_path(watched, &segment) {
@@ -298,21 +301,21 @@ pub(super) async fn follow(
                         if !rest.is_empty() {
                             let mut line = rest;
                             line.extend_from_slice(&lines.delimiter);
-                            let end = (generations.current, segment.offset);
-                            send_lines(&sender, &mut decoder, &mut tracker, &mut settling, checkpoint, &mut generations, line, (segment.offset, end)).await;
+                            let end = (progress.generations.current, segment.offset);
+                            send_lines(&sender, &mut decoder, &mut progress, line, (segment.offset, end)).await;
                         }
                         match open_watched(watched).await {
                             Ok(next) => {
                                 tracing::info!(path, "The file was rotated; reading the new one from its start.");
                                 segment = next;
-                                generations.start(segment.identity.clone());
+                                progress.generations.start(segment.identity.clone());
                                 carry = Carry::new();
                             }
                             Err(error) => tracing::debug!(path, %error, "The new file cannot be opened yet."),
                         }
                     }
                     AtEnd::Truncated => {
-                        if let Err(error) = restart_truncated(&mut segment, watched, &mut generations, &mut carry).await {
+                        if let Err(error) = restart_truncated(&mut segment, watched, &mut progress.generations, &mut carry).await {
                             result = Err(error);
                             break;
                         }
@@ -328,7 +331,7 @@ pub(super) async fn follow(
                 // What was just read may come from a rewrite past the old offset: checked
                 // after the read, so such bytes are never handed on.
                 Ok(_) if matches!(look_at_path(watched, &segment), AtEnd::Truncated) => {
-                    if let Err(error) = restart_truncated(&mut segment, watched, &mut generations, &mut carry).await {
+                    if let Err(error) = restart_truncated(&mut segment, watched, &mut progress.generations, &mut carry).await {
                         result = Err(error);
                         break;
                     }
@@ -339,17 +342,15 @@ pub(super) async fn follow(
                     match carry.split(&buffer[..count], &lines, segment.offset) {
                         None => {}
                         Some(Split::Lines { bytes, end }) => {
-                            let end = (generations.current, end);
-                            send_lines(&sender, &mut decoder, &mut tracker, &mut settling, checkpoint, &mut generations, bytes, (start, end)).await;
+                            let end = (progress.generations.current, end);
+                            send_lines(&sender, &mut decoder, &mut progress, bytes, (start, end)).await;
                         }
                         Some(Split::Overlong { error, end }) => {
                             let event = decode_error_event(&sender.id, StreamId(0), &error, AckHandle::untracked());
                             sender.metrics.errors.inc();
                             let _ = sender.errors.send(vec![event]).await;
-                            let ticket = tracker.track((generations.current, end), 0);
-                            if let Some(confirmed) = tracker.settle(ticket) {
-                                checkpoint.advance(generations.position(confirmed)).await;
-                            }
+                            let end = (progress.generations.current, end);
+                            progress.pass(end).await;
                         }
                     }
                 }
@@ -360,16 +361,8 @@ pub(super) async fn follow(
             },
         }
     }
-    while let Some(settled) = settling.next().await {
-        settle(
-            &mut tracker,
-            &mut generations,
-            checkpoint,
-            &sender,
-            path,
-            settled,
-        )
-        .await;
+    while let Some(settled) = progress.settling.next().await {
+        progress.settle(&sender, path, settled).await;
     }
     result
 }
@@ -403,57 +396,63 @@ async fn open_watched(watched: &Path) -> std::io::Result<Segment> {
 type Settling =
     FuturesUnordered<std::pin::Pin<Box<dyn std::future::Future<Output = Settled> + Send>>>;
 
+/// The tail loop's place in the file: positions handed on and not yet settled, the chunks
+/// whose outcomes are awaited, the files read so far, and the checkpoint they move.
+struct Progress<'a> {
+    tracker: PositionTracker<TailPosition>,
+    settling: Settling,
+    generations: Generations,
+    checkpoint: &'a mut Checkpoint,
+}
+
+impl Progress<'_> {
+    /// Passes bytes ending at `end` that carry no events (blank lines, an overlong line
+    /// recorded elsewhere): settled at once.
+    async fn pass(&mut self, end: TailPosition) {
+        let ticket = self.tracker.track(end, 0);
+        self.advance(ticket).await;
+    }
+
+    /// Applies a chunk's final outcome: delivered moves the position; rejected is recorded
+    /// and passed; errored (only left so when stopping) keeps the position before it.
+    async fn settle(&mut self, sender: &ChunkSender, path: &str, settled: Settled) {
+        match settled.outcome.status {
+            AckStatus::Errored => return,
+            AckStatus::Rejected => sender.record_rejected(path, &settled).await,
+            AckStatus::Delivered => {}
+        }
+        self.advance(settled.ticket).await;
+    }
+
+    /// Settles `ticket` and moves the checkpoint to the new confirmed position, if any.
+    async fn advance(&mut self, ticket: Ticket) {
+        if let Some(confirmed) = self.tracker.settle(ticket) {
+            self.checkpoint
+                .advance(self.generations.position(confirmed))
+                .await;
+        }
+    }
+}
+
 /// Sends whole `lines` (from byte `start`, ending at position `end`) and tracks them.
-#[allow(
-    clippy::too_many_arguments,
-    reason = "the loop's state, passed as it is"
-)]
 async fn send_lines(
     sender: &ChunkSender,
     decoder: &mut StreamDecoder,
-    tracker: &mut PositionTracker<TailPosition>,
-    settling: &mut Settling,
-    checkpoint: &mut Checkpoint,
-    generations: &mut Generations,
+    progress: &mut Progress<'_>,
     lines: Vec<u8>,
     (start, end): (u64, TailPosition),
 ) {
     match sender.send(decoder, &lines).await {
         Some(sent) => {
-            let ticket = tracker.track(end, sent.1);
-            settling.push(Box::pin(sender.clone().settle(
+            let ticket = progress.tracker.track(end, sent.1);
+            progress.settling.push(Box::pin(sender.clone().settle(
                 ticket,
                 (start, end.1),
                 lines,
                 sent,
             )));
         }
-        None => {
-            // Nothing to deliver (blank lines): passed at once.
-            let ticket = tracker.track(end, 0);
-            if let Some(confirmed) = tracker.settle(ticket) {
-                checkpoint.advance(generations.position(confirmed)).await;
-            }
-        }
-    }
-}
-
-/// Applies a chunk's final outcome: delivered moves the position; rejected is recorded and
-/// passed; errored (only left so when stopping) keeps the position before it.
-async fn settle(
-    tracker: &mut PositionTracker<TailPosition>,
-    generations: &mut Generations,
-    checkpoint: &mut Checkpoint,
-    sender: &ChunkSender,
-    path: &str,
-    settled: Settled,
-) {
-    match settled.outcome.status {
-        AckStatus::Errored => return,
-        AckStatus::Rejected => sender.record_rejected(path, &settled).await,
-        AckStatus::Delivered => {}
-    }
-    if let Some(confirmed) = tracker.settle(settled.ticket) {
-        checkpoint.advance(generations.position(confirmed)).await;
+        // Nothing to deliver (blank lines): passed at once.
+        None => progress.pass(end).await,
     }
 }
