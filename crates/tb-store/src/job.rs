@@ -1,0 +1,168 @@
+//! What a job is: its statuses, what is stored for a new one, what a claimer gets, and how
+//! an attempt ends.
+
+use std::fmt;
+
+/// A job's id: stable across retries, so it is also the idempotency key a receiver sees.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobId(pub String);
+
+impl JobId {
+    /// A new id, time-ordered (UUID v7).
+    pub fn new() -> Self {
+        Self(uuid::Uuid::now_v7().to_string())
+    }
+}
+
+impl Default for JobId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(&self.0)
+    }
+}
+
+/// Where a job is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum JobStatus {
+    /// Waits for its time (a scheduled action's next tick, a later `run_at`).
+    Scheduled,
+    /// Ready to be claimed.
+    Available,
+    /// Claimed and being attempted, under a lease.
+    Running,
+    /// Delivered.
+    Succeeded,
+    /// Failed; will be tried again at its next attempt time.
+    Retrying,
+    /// Retries exhausted or a permanent error: a dead letter, kept until replayed or purged.
+    Discarded,
+    /// Stopped by a person.
+    Cancelled,
+}
+
+impl JobStatus {
+    /// Every status, in life order.
+    pub const ALL: [Self; 7] = [
+        Self::Scheduled,
+        Self::Available,
+        Self::Running,
+        Self::Succeeded,
+        Self::Retrying,
+        Self::Discarded,
+        Self::Cancelled,
+    ];
+
+    /// The name stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Scheduled => "scheduled",
+            Self::Available => "available",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Retrying => "retrying",
+            Self::Discarded => "discarded",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// The status named `name`, if any.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|status| status.as_str() == name)
+    }
+}
+
+/// A job to store.
+#[derive(Clone, Debug)]
+pub struct NewJob {
+    /// Its id (see [`JobId::new`]).
+    pub id: JobId,
+    /// The destination that loads it.
+    pub destination: String,
+    /// The action of that destination.
+    pub action: String,
+    /// The action's declared version, if it has one.
+    pub version: Option<String>,
+    /// What is loaded (the marshalled event).
+    pub payload: serde_json::Value,
+    /// The origin event's metadata.
+    pub context: serde_json::Value,
+    /// When it may first be attempted; `None` for at once (`available`), a later time makes
+    /// it `scheduled`.
+    pub run_at: Option<i64>,
+}
+
+/// A job as a claimer holds it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Claimed {
+    /// The job.
+    pub id: JobId,
+    /// Its action.
+    pub action: String,
+    /// What to load.
+    pub payload: serde_json::Value,
+    /// Which attempt this is (1 for the first).
+    pub attempt: u32,
+    /// The fencing token of this claim: only it can settle or extend the job.
+    pub token: u64,
+    /// When the lease ends unless a heartbeat extends it.
+    pub lease_until: i64,
+}
+
+/// How an attempt ended, as the claimer reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Settlement {
+    /// Delivered.
+    Succeeded,
+    /// Failed; try again at `at` (unless retries are exhausted: the caller decides that,
+    /// and reports [`Settlement::Discarded`] instead).
+    Retry {
+        /// The next attempt time.
+        at: i64,
+    },
+    /// Failed for good.
+    Discarded,
+}
+
+/// What happened in one attempt, kept with the job.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Attempt {
+    /// When it started.
+    pub started_at: i64,
+    /// How long it took, in milliseconds.
+    pub duration_ms: i64,
+    /// The response code, if the destination gave one.
+    pub code: Option<i64>,
+    /// The error, for an attempt that failed.
+    pub error: Option<String>,
+    /// The start of the response body.
+    pub body_excerpt: Option<String>,
+}
+
+/// A stored job, as the API shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobRecord {
+    /// Its id.
+    pub id: JobId,
+    /// Its destination.
+    pub destination: String,
+    /// Its action.
+    pub action: String,
+    /// The action's version when it was made.
+    pub version: Option<String>,
+    /// Where it is.
+    pub status: JobStatus,
+    /// Attempts made so far.
+    pub attempt: u32,
+    /// When it may next be attempted.
+    pub next_attempt_at: i64,
+    /// The last attempt's error.
+    pub last_error: Option<String>,
+    /// Every attempt, oldest first, with whether it was fenced (made by a claimer that had
+    /// lost the job, so it changed nothing).
+    pub attempts: Vec<(Attempt, bool)>,
+}

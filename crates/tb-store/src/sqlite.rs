@@ -1,0 +1,423 @@
+//! The embedded job store: one SQLite file in WAL mode, `synchronous = FULL` unless a
+//! weaker setting is chosen by name.
+//!
+//! Every operation is one transaction. Claiming is one `UPDATE .. RETURNING` over the
+//! jobs that are due (or whose lease ran out), so two claimers never hold one job at once;
+//! settling checks the claim's token in the same statement that settles, so a stale claimer
+//! changes nothing. The connection is behind a mutex and every call is synchronous and
+//! short: async callers run it on a blocking thread.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::StoreError;
+use crate::job::{Attempt, Claimed, JobId, JobRecord, JobStatus, NewJob, Settlement};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    destination TEXT NOT NULL,
+    action TEXT NOT NULL,
+    version TEXT,
+    payload TEXT NOT NULL,
+    context TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempt INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    lease_until INTEGER,
+    token INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_due ON jobs (destination, status, next_attempt_at);
+CREATE TABLE IF NOT EXISTS attempts (
+    job_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    started_at INTEGER NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    code INTEGER,
+    error TEXT,
+    body_excerpt TEXT,
+    fenced INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS attempts_by_job ON attempts (job_id);
+";
+
+/// How hard a commit waits for the disk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// `synchronous = FULL`: a committed job survives power loss. The default.
+    #[default]
+    Full,
+    /// `synchronous = NORMAL`: a committed job survives a crash of the process, but power
+    /// loss may take the last transactions before a WAL checkpoint. Opt-in, for speed.
+    Normal,
+}
+
+/// The embedded job store.
+pub struct SqliteStore {
+    connection: Mutex<Connection>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if need be) the store at `path`.
+    ///
+    /// # Errors
+    ///
+    /// The file cannot be opened or set up.
+    pub fn open(path: &Path, durability: Durability) -> Result<Self, StoreError> {
+        let connection = Connection::open(path).map_err(StoreError::sqlite("open"))?;
+        let synchronous = match durability {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+        };
+        connection
+            .busy_timeout(Duration::from_secs(5))
+            .map_err(StoreError::sqlite("set the busy timeout"))?;
+        connection
+            .pragma_update(None, "journal_mode", "WAL")
+            .map_err(StoreError::sqlite("turn on WAL"))?;
+        connection
+            .pragma_update(None, "synchronous", synchronous)
+            .map_err(StoreError::sqlite("set synchronous"))?;
+        connection
+            .execute_batch(SCHEMA)
+            .map_err(StoreError::sqlite("create the schema"))?;
+        Ok(Self {
+            connection: Mutex::new(connection),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        self.connection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Stores `jobs` in one transaction, at time `now`: all of them or none.
+    ///
+    /// # Errors
+    ///
+    /// The transaction failed (nothing is stored).
+    pub fn insert(&self, jobs: &[NewJob], now: i64) -> Result<(), StoreError> {
+        let mut connection = self.lock();
+        let transaction = connection
+            .transaction()
+            .map_err(StoreError::sqlite("begin an insert"))?;
+        {
+            let mut insert = transaction
+                .prepare_cached(
+                    "INSERT INTO jobs (id, destination, action, version, payload, context, status,
+                     next_attempt_at, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+                )
+                .map_err(StoreError::sqlite("prepare an insert"))?;
+            for job in jobs {
+                let (status, at) = match job.run_at {
+                    Some(at) if at > now => (JobStatus::Scheduled, at),
+                    _ => (JobStatus::Available, now),
+                };
+                insert
+                    .execute(params![
+                        job.id.0,
+                        job.destination,
+                        job.action,
+                        job.version,
+                        job.payload.to_string(),
+                        job.context.to_string(),
+                        status.as_str(),
+                        at,
+                        now,
+                    ])
+                    .map_err(StoreError::sqlite("insert a job"))?;
+            }
+        }
+        transaction
+            .commit()
+            .map_err(StoreError::sqlite("commit an insert"))
+    }
+
+    /// Claims up to `limit` jobs of `destination` that are due at `now`, or whose lease ran
+    /// out (their claimer died), each with a new token and a lease of `lease_ms`.
+    ///
+    /// # Errors
+    ///
+    /// The claim failed (nothing is claimed).
+    pub fn claim(
+        &self,
+        destination: &str,
+        limit: u32,
+        now: i64,
+        lease_ms: i64,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        let connection = self.lock();
+        let mut claim = connection
+            .prepare_cached(
+                "UPDATE jobs SET status = 'running', attempt = attempt + 1, token = token + 1,
+                     lease_until = ?2 + ?3, updated_at = ?2
+                 WHERE id IN (
+                     SELECT id FROM jobs WHERE destination = ?1 AND (
+                         (status IN ('available', 'retrying', 'scheduled') AND next_attempt_at <= ?2)
+                         OR (status = 'running' AND lease_until < ?2))
+                     ORDER BY next_attempt_at, id LIMIT ?4)
+                 RETURNING id, action, payload, attempt, token, lease_until",
+            )
+            .map_err(StoreError::sqlite("prepare a claim"))?;
+        let rows = claim
+            .query_map(params![destination, now, lease_ms, limit], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, u32>(3)?,
+                    row.get::<_, u64>(4)?,
+                    row.get::<_, i64>(5)?,
+                ))
+            })
+            .map_err(StoreError::sqlite("claim jobs"))?;
+        let mut claimed = Vec::new();
+        for row in rows {
+            let (id, action, payload, attempt, token, lease_until) =
+                row.map_err(StoreError::sqlite("read a claimed job"))?;
+            let payload = serde_json::from_str(&payload)
+                .map_err(|error| StoreError::Corrupt(format!("job {id} payload: {error}")))?;
+            claimed.push(Claimed {
+                id: JobId(id),
+                action,
+                payload,
+                attempt,
+                token,
+                lease_until,
+            });
+        }
+        claimed.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(claimed)
+    }
+
+    /// Extends the lease of a job its claimer still owns; false when it does not (the job
+    /// was taken up by another claimer, or cancelled).
+    ///
+    /// # Errors
+    ///
+    /// The update failed.
+    pub fn heartbeat(
+        &self,
+        claimed: &Claimed,
+        now: i64,
+        lease_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let changed = self
+            .lock()
+            .execute(
+                "UPDATE jobs SET lease_until = ?3, updated_at = ?4
+                 WHERE id = ?1 AND token = ?2 AND status = 'running'",
+                params![claimed.id.0, claimed.token, now + lease_ms, now],
+            )
+            .map_err(StoreError::sqlite("extend a lease"))?;
+        Ok(changed == 1)
+    }
+
+    /// Settles attempts in one transaction, each as its claim allows: a claim whose token
+    /// is stale (the job was taken up again, or cancelled) changes nothing but is recorded
+    /// as a fenced attempt. Returns, in order, whether each settled its job.
+    ///
+    /// # Errors
+    ///
+    /// The transaction failed (nothing is settled).
+    pub fn settle(
+        &self,
+        settled: &[(Claimed, Settlement, Attempt)],
+        now: i64,
+    ) -> Result<Vec<bool>, StoreError> {
+        let mut connection = self.lock();
+        let transaction = connection
+            .transaction()
+            .map_err(StoreError::sqlite("begin a settlement"))?;
+        let mut owned = Vec::with_capacity(settled.len());
+        {
+            let mut update = transaction
+                .prepare_cached(
+                    "UPDATE jobs SET status = ?3, next_attempt_at = ?4, lease_until = NULL,
+                         last_error = ?5, updated_at = ?6
+                     WHERE id = ?1 AND token = ?2 AND status = 'running'",
+                )
+                .map_err(StoreError::sqlite("prepare a settlement"))?;
+            let mut record = transaction
+                .prepare_cached(
+                    "INSERT INTO attempts (job_id, attempt, started_at, duration_ms, code, error,
+                     body_excerpt, fenced) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )
+                .map_err(StoreError::sqlite("prepare an attempt record"))?;
+            for (claimed, settlement, attempt) in settled {
+                let (status, next_at) = match settlement {
+                    Settlement::Succeeded => (JobStatus::Succeeded, now),
+                    Settlement::Retry { at } => (JobStatus::Retrying, *at),
+                    Settlement::Discarded => (JobStatus::Discarded, now),
+                };
+                let changed = update
+                    .execute(params![
+                        claimed.id.0,
+                        claimed.token,
+                        status.as_str(),
+                        next_at,
+                        attempt.error,
+                        now,
+                    ])
+                    .map_err(StoreError::sqlite("settle a job"))?;
+                let is_owner = changed == 1;
+                record
+                    .execute(params![
+                        claimed.id.0,
+                        claimed.attempt,
+                        attempt.started_at,
+                        attempt.duration_ms,
+                        attempt.code,
+                        attempt.error,
+                        attempt.body_excerpt,
+                        !is_owner,
+                    ])
+                    .map_err(StoreError::sqlite("record an attempt"))?;
+                owned.push(is_owner);
+            }
+        }
+        transaction
+            .commit()
+            .map_err(StoreError::sqlite("commit a settlement"))?;
+        Ok(owned)
+    }
+
+    /// Cancels a job that has not ended; a claimer still attempting it will be fenced.
+    /// False when there is no such job or it already ended.
+    ///
+    /// # Errors
+    ///
+    /// The update failed.
+    pub fn cancel(&self, id: &JobId, now: i64) -> Result<bool, StoreError> {
+        let changed = self
+            .lock()
+            .execute(
+                "UPDATE jobs SET status = 'cancelled', lease_until = NULL, updated_at = ?2
+                 WHERE id = ?1 AND status IN ('scheduled', 'available', 'running', 'retrying')",
+                params![id.0, now],
+            )
+            .map_err(StoreError::sqlite("cancel a job"))?;
+        Ok(changed == 1)
+    }
+
+    /// Replays a dead letter (discarded or cancelled): available at once, with a fresh
+    /// budget of retries (its attempt count starts again; its attempts stay on record).
+    /// False when there is no such job or it is not a dead letter.
+    ///
+    /// # Errors
+    ///
+    /// The update failed.
+    pub fn replay(&self, id: &JobId, now: i64) -> Result<bool, StoreError> {
+        let changed = self
+            .lock()
+            .execute(
+                "UPDATE jobs SET status = 'available', attempt = 0, next_attempt_at = ?2, updated_at = ?2
+                 WHERE id = ?1 AND status IN ('discarded', 'cancelled')",
+                params![id.0, now],
+            )
+            .map_err(StoreError::sqlite("replay a job"))?;
+        Ok(changed == 1)
+    }
+
+    /// The job `id` with its attempts, if it exists.
+    ///
+    /// # Errors
+    ///
+    /// The query failed, or the row is unreadable.
+    pub fn get(&self, id: &JobId) -> Result<Option<JobRecord>, StoreError> {
+        let connection = self.lock();
+        let job = connection
+            .query_row(
+                "SELECT destination, action, version, status, attempt, next_attempt_at, last_error
+                 FROM jobs WHERE id = ?1",
+                params![id.0],
+                |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, Option<String>>(2)?,
+                        row.get::<_, String>(3)?,
+                        row.get::<_, u32>(4)?,
+                        row.get::<_, i64>(5)?,
+                        row.get::<_, Option<String>>(6)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(StoreError::sqlite("read a job"))?;
+        let Some((destination, action, version, status, attempt, next_attempt_at, last_error)) =
+            job
+        else {
+            return Ok(None);
+        };
+        let status = JobStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("job {id} has status `{status}`")))?;
+        let mut query = connection
+            .prepare_cached(
+                "SELECT started_at, duration_ms, code, error, body_excerpt, fenced FROM attempts
+                 WHERE job_id = ?1 ORDER BY rowid",
+            )
+            .map_err(StoreError::sqlite("prepare an attempts query"))?;
+        let attempts = query
+            .query_map(params![id.0], |row| {
+                Ok((
+                    Attempt {
+                        started_at: row.get(0)?,
+                        duration_ms: row.get(1)?,
+                        code: row.get(2)?,
+                        error: row.get(3)?,
+                        body_excerpt: row.get(4)?,
+                    },
+                    row.get::<_, bool>(5)?,
+                ))
+            })
+            .and_then(Iterator::collect)
+            .map_err(StoreError::sqlite("read attempts"))?;
+        Ok(Some(JobRecord {
+            id: id.clone(),
+            destination,
+            action,
+            version,
+            status,
+            attempt,
+            next_attempt_at,
+            last_error,
+            attempts,
+        }))
+    }
+
+    /// How many jobs of `destination` are in each status that has any.
+    ///
+    /// # Errors
+    ///
+    /// The query failed, or a row is unreadable.
+    pub fn counts(&self, destination: &str) -> Result<Vec<(JobStatus, u64)>, StoreError> {
+        let connection = self.lock();
+        let mut query = connection
+            .prepare_cached(
+                "SELECT status, COUNT(*) FROM jobs WHERE destination = ?1 GROUP BY status",
+            )
+            .map_err(StoreError::sqlite("prepare a count"))?;
+        let rows: Vec<(String, u64)> = query
+            .query_map(params![destination], |row| Ok((row.get(0)?, row.get(1)?)))
+            .and_then(Iterator::collect)
+            .map_err(StoreError::sqlite("count jobs"))?;
+        let mut counts = rows
+            .into_iter()
+            .map(|(status, count)| {
+                JobStatus::parse(&status)
+                    .map(|status| (status, count))
+                    .ok_or_else(|| StoreError::Corrupt(format!("a job has status `{status}`")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        counts.sort_by_key(|(status, _)| JobStatus::ALL.iter().position(|s| s == status));
+        Ok(counts)
+    }
+}
