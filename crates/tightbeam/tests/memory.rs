@@ -190,6 +190,11 @@ inputs = ["web"]
         .await
         .expect("post");
     assert_eq!(declared.status(), 503);
+    assert_eq!(
+        declared.headers()["connection"],
+        "close",
+        "a refused body is not read, so its connection closes and says so: the client does not reuse it"
+    );
     assert!(declared.headers().contains_key("retry-after"));
     let reason = declared.text().await.expect("body");
     assert!(reason.contains("max_buffered"), "{reason}");
@@ -200,7 +205,7 @@ inputs = ["web"]
             .map(|chunk| Ok::<_, std::io::Error>(chunk.to_vec()))
             .collect::<Vec<_>>(),
     );
-    let chunked = http_client()
+    let chunked = client
         .post(&url)
         .body(reqwest::Body::wrap_stream(chunks))
         .send()
@@ -211,9 +216,6 @@ inputs = ["web"]
         503,
         "a chunked body is counted as it arrives"
     );
-    // A refused body is not read, so its connection closes: the next requests use a new
-    // client rather than racing that close on a pooled connection.
-    let client = http_client();
     for _ in 0..3 {
         let small = client
             .post(&url)

@@ -103,9 +103,9 @@ fn admission(shared: &Shared, router: Router) -> Router {
     router.layer(
         tower::ServiceBuilder::new()
             .layer(HandleErrorLayer::new(move |_: BoxError| {
-                std::future::ready(retry_later_response(&format!(
+                std::future::ready(closing(retry_later_response(&format!(
                     "too many requests in flight (max_requests is {max_requests}); retry later"
-                )))
+                ))))
             }))
             .load_shed()
             .concurrency_limit(max_requests),
@@ -118,10 +118,10 @@ async fn handle(
     request: Request,
 ) -> Response {
     if !matches!(*request.method(), Method::POST | Method::PUT) {
-        return error_response(
+        return closing(error_response(
             StatusCode::METHOD_NOT_ALLOWED,
             "send events with POST or PUT",
-        );
+        ));
     }
     let started = Instant::now();
     let stream = StreamId(shared.next_stream.fetch_add(1, Ordering::Relaxed));
@@ -130,7 +130,7 @@ async fn handle(
         Ok(encoding) => encoding,
         Err(reason) => {
             shared.metrics.errors.inc();
-            return error_response(StatusCode::UNSUPPORTED_MEDIA_TYPE, &reason);
+            return closing(error_response(StatusCode::UNSUPPORTED_MEDIA_TYPE, &reason));
         }
     };
     if declared_length(request.headers()).is_some_and(|length| length > shared.config.max_body) {
@@ -140,14 +140,14 @@ async fn handle(
             "Content-Length is larger than max_body ({} bytes)",
             shared.config.max_body
         );
-        return error_response(StatusCode::PAYLOAD_TOO_LARGE, &reason);
+        return closing(error_response(StatusCode::PAYLOAD_TOO_LARGE, &reason));
     }
     let declared = declared_length(request.headers());
     let (body, mut held) = match read_body(&shared, request.into_body(), declared).await {
         Ok(read) => read,
         Err(response) => {
             shared.metrics.errors.inc();
-            return response;
+            return closing(response);
         }
     };
     let response = match expanded_body(&shared, encoding, &body, &mut held) {
@@ -163,6 +163,16 @@ async fn handle(
         .metrics
         .latency
         .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Marks an answer given before the request's body was read: the connection closes after
+/// it, and says so, so that a client does not send its next request on a connection the
+/// server is closing.
+fn closing(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
     response
 }
 
