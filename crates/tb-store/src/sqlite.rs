@@ -2,7 +2,7 @@
 //! weaker setting is chosen by name.
 //!
 //! Every operation is one transaction. Claiming is one `UPDATE .. RETURNING` over the
-//! jobs that are due (or whose lease ran out), so two claimers never hold one job at once;
+//! jobs that are due (or whose lease ran out), read from index ranges, so two claimers never hold one job at once;
 //! settling checks the claim's token in the same statement that settles, so a stale claimer
 //! changes nothing. The connection is behind a mutex and every call is synchronous and
 //! short: async callers run it on a blocking thread.
@@ -33,7 +33,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     created_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS jobs_due ON jobs (destination, status, next_attempt_at);
+CREATE INDEX IF NOT EXISTS jobs_claimable ON jobs (destination, status, next_attempt_at, id);
 CREATE TABLE IF NOT EXISTS attempts (
     job_id TEXT NOT NULL,
     attempt INTEGER NOT NULL,
@@ -143,6 +143,10 @@ impl SqliteStore {
     /// Claims up to `limit` jobs of `destination` that are due at `now`, or whose lease ran
     /// out (their claimer died), each with a new token and a lease of `lease_ms`.
     ///
+    /// Due retries come first, then scheduled jobs, then new ones, each oldest first, then
+    /// expired leases. Each part is one range of the `jobs_claimable` index, so a claim reads
+    /// about `limit` rows however many jobs have ended (no scan, no sort).
+    ///
     /// # Errors
     ///
     /// The claim failed (nothing is claimed).
@@ -159,10 +163,18 @@ impl SqliteStore {
                 "UPDATE jobs SET status = 'running', attempt = attempt + 1, token = token + 1,
                      lease_until = ?2 + ?3, updated_at = ?2
                  WHERE id IN (
-                     SELECT id FROM jobs WHERE destination = ?1 AND (
-                         (status IN ('available', 'retrying', 'scheduled') AND next_attempt_at <= ?2)
-                         OR (status = 'running' AND lease_until < ?2))
-                     ORDER BY next_attempt_at, id LIMIT ?4)
+                     SELECT id FROM (SELECT id FROM jobs WHERE destination = ?1 AND status = 'retrying'
+                         AND next_attempt_at <= ?2 ORDER BY next_attempt_at, id LIMIT ?4)
+                     UNION ALL
+                     SELECT id FROM (SELECT id FROM jobs WHERE destination = ?1 AND status = 'scheduled'
+                         AND next_attempt_at <= ?2 ORDER BY next_attempt_at, id LIMIT ?4)
+                     UNION ALL
+                     SELECT id FROM (SELECT id FROM jobs WHERE destination = ?1 AND status = 'available'
+                         AND next_attempt_at <= ?2 ORDER BY next_attempt_at, id LIMIT ?4)
+                     UNION ALL
+                     SELECT id FROM (SELECT id FROM jobs WHERE destination = ?1 AND status = 'running'
+                         AND lease_until < ?2 LIMIT ?4)
+                     LIMIT ?4)
                  RETURNING id, action, payload, attempt, token, lease_until",
             )
             .map_err(StoreError::sqlite("prepare a claim"))?;
