@@ -21,6 +21,7 @@ pub(super) struct BodyBudget {
 }
 
 /// Bytes taken from the budget, given back when dropped.
+#[derive(Default)]
 pub(super) struct Held {
     permits: Vec<OwnedSemaphorePermit>,
 }
@@ -37,13 +38,6 @@ impl BodyBudget {
     /// The budget's size in bytes.
     pub(super) fn max_bytes(&self) -> usize {
         self.max_bytes
-    }
-
-    /// Nothing held yet.
-    pub(super) fn hold_nothing() -> Held {
-        Held {
-            permits: Vec::new(),
-        }
     }
 
     /// Takes `bytes` more into `held`, if the budget has them now.
@@ -73,9 +67,9 @@ mod tests {
     #[test]
     fn bytes_held_are_given_back_when_dropped() {
         let budget = BodyBudget::new(10 * UNIT);
-        let mut first = BodyBudget::hold_nothing();
+        let mut first = Held::default();
         assert!(budget.take(&mut first, 6 * UNIT));
-        let mut second = BodyBudget::hold_nothing();
+        let mut second = Held::default();
         assert!(!budget.take(&mut second, 6 * UNIT), "only 4 units are left");
         assert!(budget.take(&mut second, 4 * UNIT));
         drop(first);

@@ -194,7 +194,7 @@ async fn read_body(
     body: Body,
     declared: Option<usize>,
 ) -> Result<(bytes::Bytes, Held), Response> {
-    let mut held = BodyBudget::hold_nothing();
+    let mut held = Held::default();
     if let Some(length) = declared
         && !shared.budget.take(&mut held, length)
     {
@@ -313,9 +313,8 @@ async fn ingest(
             break;
         }
         while events.len() >= SLICE_EVENTS || (!more && !events.is_empty()) {
-            let rest = events.split_off(events.len().min(SLICE_EVENTS));
-            let slice: Vec<Event> = std::mem::replace(&mut events, rest)
-                .into_iter()
+            let slice: Vec<Event> = events
+                .drain(..events.len().min(SLICE_EVENTS))
                 .map(|event| {
                     let (value, meta, _untracked) = event.into_parts();
                     Event::new(value, meta, ack.clone())
@@ -340,15 +339,19 @@ async fn ingest(
     }
     ack.complete(AckStatus::Delivered);
     drop(events);
+    // Lines of the body are known only for a body read as it came (not decompressed).
+    let failure_line = |failures: &[DecodeError]| {
+        (encoding == Encoding::Identity)
+            .then(|| line_of_first_failure(body, &shared.config.interceptors, failures))
+            .flatten()
+    };
     if sent == 0 {
         drop(slot);
         if let Some(rejected) = refused {
             return backpressure_response(rejected);
         }
         if !failures.is_empty() {
-            let line = (encoding == Encoding::Identity)
-                .then(|| line_of_first_failure(body, &shared.config.interceptors, &failures))
-                .flatten();
+            let line = failure_line(&failures);
             return reject(shared, stream, failures, line, 0).await;
         }
         // Nothing to deliver: a request/response server has no reply to give (204), an
@@ -373,9 +376,7 @@ async fn ingest(
     if !failures.is_empty() {
         // Part of the body went on before the bad frame was reached.
         let taken = matches!(&outcome, Ok(outcome) if outcome.status == AckStatus::Delivered);
-        let line = (encoding == Encoding::Identity)
-            .then(|| line_of_first_failure(body, &shared.config.interceptors, &failures))
-            .flatten();
+        let line = failure_line(&failures);
         let accepted = if taken { sent } else { 0 };
         return reject(shared, stream, failures, line, accepted).await;
     }
