@@ -162,7 +162,35 @@ pub struct JobRecord {
     pub next_attempt_at: i64,
     /// The last attempt's error.
     pub last_error: Option<String>,
+    /// What is loaded.
+    pub payload: serde_json::Value,
+    /// The origin event's metadata.
+    pub context: serde_json::Value,
+    /// When it was stored.
+    pub created_at: i64,
+    /// When it last changed.
+    pub updated_at: i64,
     /// Every attempt, oldest first, with whether it was fenced (made by a claimer that had
-    /// lost the job, so it changed nothing).
+    /// lost the job, so it changed nothing). Empty in a listing.
     pub attempts: Vec<(Attempt, bool)>,
+}
+
+/// Which jobs a listing, a bulk replay or a count is about; `None` matches every value.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct JobFilter {
+    /// Only this destination's.
+    pub destination: Option<String>,
+    /// Only this action's.
+    pub action: Option<String>,
+    /// Only jobs in this status.
+    pub status: Option<JobStatus>,
+}
+
+/// One page of a listing: jobs in id order (oldest first), after `cursor` when given.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobPage {
+    /// The jobs, without their attempts.
+    pub jobs: Vec<JobRecord>,
+    /// The cursor for the next page, when there may be one.
+    pub next_cursor: Option<String>,
 }

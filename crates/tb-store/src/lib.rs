@@ -12,9 +12,13 @@
 
 mod job;
 mod sqlite;
+mod store;
 
-pub use job::{Attempt, Claimed, JobId, JobRecord, JobStatus, NewJob, Settlement};
+pub use job::{
+    Attempt, Claimed, JobFilter, JobId, JobPage, JobRecord, JobStatus, NewJob, Settlement,
+};
 pub use sqlite::{Durability, SqliteStore};
+pub use store::{Store, StoreLocation, now_ms};
 
 /// What the store could not do.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +31,9 @@ pub enum StoreError {
         /// The driver's error.
         source: rusqlite::Error,
     },
+    /// A file, folder or task the store needs failed.
+    #[error("job store: {0}")]
+    Io(String),
     /// A stored row held something the store never writes.
     #[error("job store holds an unreadable row: {0}")]
     Corrupt(String),

@@ -14,7 +14,9 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::StoreError;
-use crate::job::{Attempt, Claimed, JobId, JobRecord, JobStatus, NewJob, Settlement};
+use crate::job::{
+    Attempt, Claimed, JobFilter, JobId, JobPage, JobRecord, JobStatus, NewJob, Settlement,
+};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS jobs (
@@ -34,6 +36,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     updated_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_claimable ON jobs (destination, status, next_attempt_at, id);
+CREATE INDEX IF NOT EXISTS jobs_ended ON jobs (status, updated_at);
 CREATE TABLE IF NOT EXISTS attempts (
     job_id TEXT NOT NULL,
     attempt INTEGER NOT NULL,
@@ -347,37 +350,23 @@ impl SqliteStore {
         let connection = self.lock();
         let job = connection
             .query_row(
-                "SELECT destination, action, version, status, attempt, next_attempt_at, last_error
-                 FROM jobs WHERE id = ?1",
+                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
                 params![id.0],
-                |row| {
-                    Ok((
-                        row.get::<_, String>(0)?,
-                        row.get::<_, String>(1)?,
-                        row.get::<_, Option<String>>(2)?,
-                        row.get::<_, String>(3)?,
-                        row.get::<_, u32>(4)?,
-                        row.get::<_, i64>(5)?,
-                        row.get::<_, Option<String>>(6)?,
-                    ))
-                },
+                read_job,
             )
             .optional()
             .map_err(StoreError::sqlite("read a job"))?;
-        let Some((destination, action, version, status, attempt, next_attempt_at, last_error)) =
-            job
-        else {
+        let Some(job) = job else {
             return Ok(None);
         };
-        let status = JobStatus::parse(&status)
-            .ok_or_else(|| StoreError::Corrupt(format!("job {id} has status `{status}`")))?;
+        let mut job = job.into_record()?;
         let mut query = connection
             .prepare_cached(
                 "SELECT started_at, duration_ms, code, error, body_excerpt, fenced FROM attempts
                  WHERE job_id = ?1 ORDER BY rowid",
             )
             .map_err(StoreError::sqlite("prepare an attempts query"))?;
-        let attempts = query
+        job.attempts = query
             .query_map(params![id.0], |row| {
                 Ok((
                     Attempt {
@@ -392,17 +381,150 @@ impl SqliteStore {
             })
             .and_then(Iterator::collect)
             .map_err(StoreError::sqlite("read attempts"))?;
-        Ok(Some(JobRecord {
-            id: id.clone(),
-            destination,
-            action,
-            version,
-            status,
-            attempt,
-            next_attempt_at,
-            last_error,
-            attempts,
-        }))
+        Ok(Some(job))
+    }
+
+    /// Up to `limit` jobs matching `filter`, in id order (oldest first), after `cursor`.
+    ///
+    /// # Errors
+    ///
+    /// The query failed, or a row is unreadable.
+    pub fn list(
+        &self,
+        filter: &JobFilter,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<JobPage, StoreError> {
+        let connection = self.lock();
+        let mut query = connection
+            .prepare_cached(&format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE {FILTER} AND id > ?4 ORDER BY id LIMIT ?5"
+            ))
+            .map_err(StoreError::sqlite("prepare a listing"))?;
+        let (destination, action, status) = filter_params(filter);
+        let rows: Vec<StoredJob> = query
+            .query_map(
+                params![destination, action, status, cursor.unwrap_or(""), limit],
+                read_job,
+            )
+            .and_then(Iterator::collect)
+            .map_err(StoreError::sqlite("list jobs"))?;
+        let jobs = rows
+            .into_iter()
+            .map(StoredJob::into_record)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next_cursor = (jobs.len() == limit as usize)
+            .then(|| jobs.last().map(|job| job.id.0.clone()))
+            .flatten();
+        Ok(JobPage { jobs, next_cursor })
+    }
+
+    /// Deletes the job `id` and its attempts; false when there is none, or it is running
+    /// (cancel it first).
+    ///
+    /// # Errors
+    ///
+    /// The transaction failed.
+    pub fn delete(&self, id: &JobId) -> Result<bool, StoreError> {
+        let mut connection = self.lock();
+        let transaction = connection
+            .transaction()
+            .map_err(StoreError::sqlite("begin a delete"))?;
+        let changed = transaction
+            .execute(
+                "DELETE FROM jobs WHERE id = ?1 AND status <> 'running'",
+                params![id.0],
+            )
+            .map_err(StoreError::sqlite("delete a job"))?;
+        if changed == 1 {
+            transaction
+                .execute("DELETE FROM attempts WHERE job_id = ?1", params![id.0])
+                .map_err(StoreError::sqlite("delete a job's attempts"))?;
+        }
+        transaction
+            .commit()
+            .map_err(StoreError::sqlite("commit a delete"))?;
+        Ok(changed == 1)
+    }
+
+    /// Replays every dead letter (discarded or cancelled job) matching `filter`, as
+    /// [`SqliteStore::replay`] does one; returns how many.
+    ///
+    /// # Errors
+    ///
+    /// The update failed (nothing is replayed).
+    pub fn replay_matching(&self, filter: &JobFilter, now: i64) -> Result<u64, StoreError> {
+        let (destination, action, status) = filter_params(filter);
+        let changed = self
+            .lock()
+            .execute(
+                &format!(
+                    "UPDATE jobs SET status = 'available', attempt = 0, next_attempt_at = ?4,
+                         updated_at = ?4
+                     WHERE {FILTER} AND status IN ('discarded', 'cancelled')"
+                ),
+                params![destination, action, status, now],
+            )
+            .map_err(StoreError::sqlite("replay jobs"))?;
+        Ok(changed as u64)
+    }
+
+    /// Deletes up to `limit` jobs that succeeded before `before`, with their attempts;
+    /// returns how many. Called in small batches, so the store is never locked for long.
+    ///
+    /// # Errors
+    ///
+    /// The transaction failed (nothing is deleted).
+    pub fn prune_succeeded(&self, before: i64, limit: u32) -> Result<u64, StoreError> {
+        let mut connection = self.lock();
+        let transaction = connection
+            .transaction()
+            .map_err(StoreError::sqlite("begin a prune"))?;
+        const CHOSEN: &str = "SELECT id FROM jobs WHERE status = 'succeeded' AND updated_at < ?1
+            ORDER BY updated_at, id LIMIT ?2";
+        transaction
+            .execute(
+                &format!("DELETE FROM attempts WHERE job_id IN ({CHOSEN})"),
+                params![before, limit],
+            )
+            .map_err(StoreError::sqlite("prune attempts"))?;
+        let pruned = transaction
+            .execute(
+                &format!("DELETE FROM jobs WHERE id IN ({CHOSEN})"),
+                params![before, limit],
+            )
+            .map_err(StoreError::sqlite("prune jobs"))?;
+        transaction
+            .commit()
+            .map_err(StoreError::sqlite("commit a prune"))?;
+        Ok(pruned as u64)
+    }
+
+    /// How many jobs there are of each (destination, action, status) that has any.
+    ///
+    /// # Errors
+    ///
+    /// The query failed, or a row is unreadable.
+    pub fn tally(&self) -> Result<Vec<(String, String, JobStatus, u64)>, StoreError> {
+        let connection = self.lock();
+        let mut query = connection
+            .prepare_cached(
+                "SELECT destination, action, status, COUNT(*) FROM jobs
+                 GROUP BY destination, action, status",
+            )
+            .map_err(StoreError::sqlite("prepare a tally"))?;
+        let rows: Vec<(String, String, String, u64)> = query
+            .query_map([], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            })
+            .and_then(Iterator::collect)
+            .map_err(StoreError::sqlite("tally jobs"))?;
+        rows.into_iter()
+            .map(|(destination, action, status, count)| {
+                let status = parse_status(&status)?;
+                Ok((destination, action, status, count))
+            })
+            .collect()
     }
 
     /// How many jobs of `destination` are in each status that has any.
@@ -423,13 +545,87 @@ impl SqliteStore {
             .map_err(StoreError::sqlite("count jobs"))?;
         let mut counts = rows
             .into_iter()
-            .map(|(status, count)| {
-                JobStatus::parse(&status)
-                    .map(|status| (status, count))
-                    .ok_or_else(|| StoreError::Corrupt(format!("a job has status `{status}`")))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|(status, count)| Ok((parse_status(&status)?, count)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
         counts.sort_by_key(|(status, _)| JobStatus::ALL.iter().position(|s| s == status));
         Ok(counts)
+    }
+}
+
+/// The columns [`read_job`] reads, in its order.
+const JOB_COLUMNS: &str = "id, destination, action, version, status, attempt, next_attempt_at,
+    last_error, payload, context, created_at, updated_at";
+
+/// A [`JobFilter`] as SQL over parameters 1 to 3 ([`filter_params`]).
+const FILTER: &str = "(?1 IS NULL OR destination = ?1) AND (?2 IS NULL OR action = ?2)
+    AND (?3 IS NULL OR status = ?3)";
+
+fn filter_params(filter: &JobFilter) -> (Option<&str>, Option<&str>, Option<&'static str>) {
+    (
+        filter.destination.as_deref(),
+        filter.action.as_deref(),
+        filter.status.map(JobStatus::as_str),
+    )
+}
+
+fn parse_status(status: &str) -> Result<JobStatus, StoreError> {
+    JobStatus::parse(status)
+        .ok_or_else(|| StoreError::Corrupt(format!("a job has status `{status}`")))
+}
+
+/// A job row as stored, before its JSON and status are read.
+struct StoredJob {
+    id: String,
+    destination: String,
+    action: String,
+    version: Option<String>,
+    status: String,
+    attempt: u32,
+    next_attempt_at: i64,
+    last_error: Option<String>,
+    payload: String,
+    context: String,
+    created_at: i64,
+    updated_at: i64,
+}
+
+fn read_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredJob> {
+    Ok(StoredJob {
+        id: row.get(0)?,
+        destination: row.get(1)?,
+        action: row.get(2)?,
+        version: row.get(3)?,
+        status: row.get(4)?,
+        attempt: row.get(5)?,
+        next_attempt_at: row.get(6)?,
+        last_error: row.get(7)?,
+        payload: row.get(8)?,
+        context: row.get(9)?,
+        created_at: row.get(10)?,
+        updated_at: row.get(11)?,
+    })
+}
+
+impl StoredJob {
+    fn into_record(self) -> Result<JobRecord, StoreError> {
+        let json = |text: &str, what: &str| {
+            serde_json::from_str(text)
+                .map_err(|error| StoreError::Corrupt(format!("job {} {what}: {error}", self.id)))
+        };
+        Ok(JobRecord {
+            status: parse_status(&self.status)?,
+            payload: json(&self.payload, "payload")?,
+            context: json(&self.context, "context")?,
+            id: JobId(self.id),
+            destination: self.destination,
+            action: self.action,
+            version: self.version,
+            attempt: self.attempt,
+            next_attempt_at: self.next_attempt_at,
+            last_error: self.last_error,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            attempts: Vec::new(),
+        })
     }
 }

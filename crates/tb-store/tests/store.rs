@@ -2,7 +2,9 @@
 //! once, leases taken up after a claimer dies, stale claimers fenced, retries, dead letters
 //! and replay, and jobs still there after the store is opened again.
 
-use tb_store::{Attempt, Claimed, Durability, JobId, JobStatus, NewJob, Settlement, SqliteStore};
+use tb_store::{
+    Attempt, Claimed, Durability, JobFilter, JobId, JobStatus, NewJob, Settlement, SqliteStore,
+};
 
 const LEASE: i64 = 1_000;
 
@@ -260,4 +262,81 @@ fn stored_and_running_jobs_are_there_after_the_store_is_opened_again() {
     for id in &ids {
         assert!(store.get(id).expect("get").is_some());
     }
+}
+
+#[test]
+fn listings_page_by_cursor_and_filter_and_dead_letters_replay_in_bulk() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = store(&dir);
+    let batch: Vec<NewJob> = (0..5).map(|n| job(n, None)).collect();
+    store.insert(&batch, 0).expect("insert");
+    for claimed in store.claim("crm", 3, 0, LEASE).expect("claim") {
+        assert!(settle_one(&store, &claimed, Settlement::Discarded, 10));
+    }
+    let discarded = JobFilter {
+        destination: Some("crm".to_owned()),
+        status: Some(JobStatus::Discarded),
+        ..JobFilter::default()
+    };
+    let first = store.list(&discarded, 2, None).expect("list");
+    assert_eq!(first.jobs.len(), 2);
+    let cursor = first.next_cursor.expect("a full page has a cursor");
+    let second = store.list(&discarded, 2, Some(&cursor)).expect("list");
+    assert_eq!(second.jobs.len(), 1);
+    assert!(second.next_cursor.is_none());
+    assert!(first.jobs[1].id < second.jobs[0].id, "in id order");
+    assert_eq!(
+        second.jobs[0].payload["n"].as_u64().map(|n| n < 5),
+        Some(true)
+    );
+    assert_eq!(second.jobs[0].context["connector"], "web");
+
+    assert_eq!(store.replay_matching(&discarded, 20).expect("replay"), 3);
+    assert_eq!(count(&store, JobStatus::Available), 5);
+    assert!(
+        store
+            .list(&discarded, 10, None)
+            .expect("list")
+            .jobs
+            .is_empty()
+    );
+}
+
+#[test]
+fn succeeded_jobs_are_pruned_in_batches_and_a_deleted_job_is_gone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = store(&dir);
+    let batch: Vec<NewJob> = (0..5).map(|n| job(n, None)).collect();
+    store.insert(&batch, 0).expect("insert");
+    for claimed in store.claim("crm", 4, 0, LEASE).expect("claim") {
+        assert!(settle_one(&store, &claimed, Settlement::Succeeded, 100));
+    }
+    assert_eq!(
+        store.prune_succeeded(100, 10).expect("prune"),
+        0,
+        "not yet old enough"
+    );
+    assert_eq!(
+        store.prune_succeeded(101, 3).expect("prune"),
+        3,
+        "a batch at most"
+    );
+    assert_eq!(store.prune_succeeded(101, 3).expect("prune"), 1);
+    assert_eq!(count(&store, JobStatus::Succeeded), 0);
+    assert_eq!(count(&store, JobStatus::Available), 1, "pending jobs stay");
+
+    let tally = store.tally().expect("tally");
+    assert_eq!(
+        tally,
+        vec![(
+            "crm".to_owned(),
+            "identify".to_owned(),
+            JobStatus::Available,
+            1
+        )]
+    );
+    let last = &batch[4].id;
+    assert!(store.delete(last).expect("delete"));
+    assert!(store.get(last).expect("get").is_none());
+    assert!(!store.delete(last).expect("delete"), "already gone");
 }
