@@ -20,6 +20,7 @@
 
 mod config;
 mod error;
+mod expression;
 mod functions;
 mod pipeline;
 mod program;
@@ -28,5 +29,6 @@ mod steps;
 
 pub use config::{PipelineConfig, StepConfig};
 pub use error::{BuildError, VrlDiagnostic};
+pub use expression::{Expression, ExpressionRuntime};
 pub use functions::{RESTRICTED_FUNCTIONS, function_registry};
 pub use pipeline::{OutputPorts, Outputs, Pipeline, PipelineCounts, PortId};

@@ -105,6 +105,9 @@ pub struct Claimed {
     pub action: String,
     /// What to load.
     pub payload: serde_json::Value,
+    /// Where it came from, and what the action worked out when it was stored (such as the
+    /// request path).
+    pub context: serde_json::Value,
     /// Which attempt this is (1 for the first).
     pub attempt: u32,
     /// The fencing token of this claim: only it can settle or extend the job.

@@ -178,7 +178,7 @@ impl SqliteStore {
                      SELECT id FROM (SELECT id FROM jobs WHERE destination = ?1 AND status = 'running'
                          AND lease_until < ?2 LIMIT ?4)
                      LIMIT ?4)
-                 RETURNING id, action, payload, attempt, token, lease_until",
+                 RETURNING id, action, payload, attempt, token, lease_until, context",
             )
             .map_err(StoreError::sqlite("prepare a claim"))?;
         let rows = claim
@@ -190,19 +190,25 @@ impl SqliteStore {
                     row.get::<_, u32>(3)?,
                     row.get::<_, u64>(4)?,
                     row.get::<_, i64>(5)?,
+                    row.get::<_, String>(6)?,
                 ))
             })
             .map_err(StoreError::sqlite("claim jobs"))?;
         let mut claimed = Vec::new();
         for row in rows {
-            let (id, action, payload, attempt, token, lease_until) =
+            let (id, action, payload, attempt, token, lease_until, context) =
                 row.map_err(StoreError::sqlite("read a claimed job"))?;
-            let payload = serde_json::from_str(&payload)
-                .map_err(|error| StoreError::Corrupt(format!("job {id} payload: {error}")))?;
+            let json = |text: &str, what: &str| {
+                serde_json::from_str(text)
+                    .map_err(|error| StoreError::Corrupt(format!("job {id} {what}: {error}")))
+            };
+            let payload = json(&payload, "payload")?;
+            let context = json(&context, "context")?;
             claimed.push(Claimed {
                 id: JobId(id),
                 action,
                 payload,
+                context,
                 attempt,
                 token,
                 lease_until,
