@@ -74,6 +74,10 @@ mod tests {
         let error = Expression::compile(".user_id = 1", "marshal".to_owned())
             .err()
             .expect("read-only");
-        assert!(error.message.contains("cannot change it"), "{}", error.message);
+        assert!(
+            error.message.contains("cannot change it"),
+            "{}",
+            error.message
+        );
     }
 }

@@ -1,0 +1,687 @@
+//! A destination's run: its intake turns each batch of events into jobs stored in one
+//! transaction, then acknowledges the events (delivered: durably stored); its loader claims
+//! due jobs, loads them with at most `concurrency` loads at once, renews their leases while
+//! they run, and settles each with its verdict (retry with backoff, discard, chained jobs).
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tb_connectors::InputQueue;
+use tb_event::{AckStatus, Event};
+use tb_pipeline::ExpressionRuntime;
+use tb_store::{Attempt, Claimed, JobId, NewJob, Settlement, Store, now_ms};
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::action::{Action, KeyProblem, Target};
+use crate::breaker::{Allowance, Breaker};
+use crate::config::DestinationConfig;
+use crate::http::{HttpLoader, LoadResult};
+use crate::metrics::DeliveryMetrics;
+use crate::retry::{Verdict, backoff};
+use crate::schedule::Schedule;
+
+/// How long a claim holds a job unless renewed; a job whose loader died is taken up again
+/// this long after its last renewal.
+pub const LEASE: Duration = Duration::from_secs(15);
+/// How often a running load renews its jobs' leases.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+/// How often the loader looks for due retries and expired leases when nothing wakes it.
+const POLL: Duration = Duration::from_secs(1);
+/// How often succeeded jobs past their retention are pruned, and how many at a time.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+const PRUNE_BATCH: u32 = 1_000;
+
+/// A destination, built and checked.
+pub struct Destination {
+    id: String,
+    config: DestinationConfig,
+    actions: Vec<Action>,
+    /// For each of [`DestinationConfig::inputs`], the actions that read it.
+    routes: Vec<Vec<usize>>,
+    loader: HttpLoader,
+    schedule: Schedule,
+    quota: Option<Quota>,
+}
+
+/// What a destination's run is given by the runtime.
+pub struct DestinationContext {
+    /// The job store.
+    pub store: Store,
+    /// Its input queue (none when nothing feeds it).
+    pub input: Option<InputQueue>,
+    /// Cancelled when the destination must stop loading (shutdown, reload).
+    pub intake: CancellationToken,
+    /// Delivery metrics.
+    pub metrics: DeliveryMetrics,
+    /// Its circuit breaker, shared with the API.
+    pub breaker: Breaker,
+}
+
+impl Destination {
+    /// Builds destination `id` from its config.
+    ///
+    /// # Errors
+    ///
+    /// Every problem, each with the path of its key.
+    pub fn build(id: &str, config: DestinationConfig) -> Result<Self, Vec<KeyProblem>> {
+        let mut problems = Vec::new();
+        if config.kind != "http" {
+            problems.push((
+                "kind".to_owned(),
+                format!(
+                    "unknown destination kind `{}`; known kinds: http",
+                    config.kind
+                ),
+            ));
+        }
+        let loader = HttpLoader::new(&config)
+            .map_err(|problem| problems.push(problem))
+            .ok();
+        let schedule = Schedule::parse(&config.schedule)
+            .map_err(|message| problems.push(("schedule".to_owned(), message)))
+            .ok();
+        let quota = match config.rate_limit.as_deref().map(parse_rate) {
+            None => None,
+            Some(Ok(quota)) => Some(quota),
+            Some(Err(message)) => {
+                problems.push(("rate_limit".to_owned(), message));
+                None
+            }
+        };
+        if config.concurrency == 0 {
+            problems.push((
+                "concurrency".to_owned(),
+                "concurrency must be at least 1".to_owned(),
+            ));
+        }
+        if config.batch_size == 0 {
+            problems.push((
+                "batch_size".to_owned(),
+                "batch_size must be at least 1".to_owned(),
+            ));
+        }
+        if let Some(breaker) = &config.circuit_breaker
+            && breaker.consecutive_failures == 0
+        {
+            problems.push((
+                "circuit_breaker.consecutive_failures".to_owned(),
+                "consecutive_failures must be at least 1".to_owned(),
+            ));
+        }
+        let mut actions = Vec::new();
+        for (name, action) in &config.actions {
+            match Action::build(id, name, action) {
+                Ok(action) => actions.push(action),
+                Err(found) => problems.extend(found),
+            }
+        }
+        let (Some(loader), Some(schedule), true) = (loader, schedule, problems.is_empty()) else {
+            return Err(problems);
+        };
+        let routes = config
+            .inputs()
+            .iter()
+            .map(|input| {
+                config
+                    .actions
+                    .values()
+                    .enumerate()
+                    .filter(|(_, action)| action.inputs.contains(input))
+                    .map(|(index, _)| index)
+                    .collect()
+            })
+            .collect();
+        Ok(Self {
+            id: id.to_owned(),
+            config,
+            actions,
+            routes,
+            loader,
+            schedule,
+            quota,
+        })
+    }
+
+    /// Every chained action this destination names, with the key that names it.
+    pub fn targets(&self) -> Vec<(String, Target)> {
+        self.actions
+            .iter()
+            .flat_map(|action| {
+                let prefix = if action.name == crate::DEFAULT_ACTION {
+                    String::new()
+                } else {
+                    format!("actions.{}.", action.name)
+                };
+                action
+                    .targets()
+                    .into_iter()
+                    .map(move |(key, target)| (format!("{prefix}{key}"), target.clone()))
+            })
+            .collect()
+    }
+
+    /// Its actions' names.
+    pub fn action_names(&self) -> Vec<String> {
+        self.actions
+            .iter()
+            .map(|action| action.name.clone())
+            .collect()
+    }
+
+    /// Runs until its input has closed and nothing is due, or until `intake` is cancelled
+    /// and the loads in flight have settled.
+    ///
+    /// # Errors
+    ///
+    /// Never at present; a store that fails is retried, and its jobs are taken up again
+    /// when their leases end.
+    pub async fn run(self, context: DestinationContext) -> Result<(), String> {
+        let DestinationContext {
+            store,
+            input,
+            intake,
+            metrics,
+            breaker,
+        } = context;
+        let destination = Arc::new(self);
+        let wake = Arc::new(Notify::new());
+        let input_closed = CancellationToken::new();
+        let storing = {
+            let destination = destination.clone();
+            let store = store.clone();
+            let wake = wake.clone();
+            let metrics = metrics.clone();
+            let input_closed = input_closed.clone();
+            async move {
+                if let Some(input) = input {
+                    destination.store_jobs(input, &store, &wake, &metrics).await;
+                }
+                input_closed.cancel();
+            }
+        };
+        let loading = Loader {
+            limiter: destination
+                .quota
+                .map(|quota| Arc::new(RateLimiter::direct(quota))),
+            destination,
+            store,
+            wake,
+            metrics,
+            breaker,
+            loads: JoinSet::new(),
+        }
+        .run(intake, input_closed);
+        tokio::join!(storing, loading);
+        Ok(())
+    }
+
+    /// The intake: each batch of events becomes jobs, stored in one transaction; then the
+    /// events are acknowledged. An event no action can make a job of is rejected with the
+    /// reason (its source sees it, and it counts); a store that fails errors the batch, so
+    /// its source tries again.
+    async fn store_jobs(
+        &self,
+        mut input: InputQueue,
+        store: &Store,
+        wake: &Notify,
+        metrics: &DeliveryMetrics,
+    ) {
+        let mut runtime = ExpressionRuntime::default();
+        while let Some(batch) = input.recv_from().await {
+            let actions = self
+                .routes
+                .get(batch.input)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let mut jobs = Vec::with_capacity(batch.events.len() * actions.len());
+            let mut stored: Vec<Event> = Vec::with_capacity(batch.events.len());
+            for event in batch.events {
+                let made: Result<Vec<NewJob>, String> = actions
+                    .iter()
+                    .map(|index| self.actions[*index].job(&self.id, &event, &mut runtime))
+                    .collect();
+                match made {
+                    Ok(made) => {
+                        jobs.extend(made);
+                        stored.push(event);
+                    }
+                    Err(reason) => {
+                        tracing::warn!(destination = %self.id, %reason, "An event could not become a job; it is rejected.");
+                        event.complete_with(
+                            AckStatus::Rejected,
+                            format!("destination {}: {reason}", self.id),
+                        );
+                    }
+                }
+            }
+            if jobs.is_empty() {
+                continue;
+            }
+            let counts = count_by_action(&jobs);
+            match store.insert(jobs, now_ms()).await {
+                Ok(()) => {
+                    for (action, count) in counts {
+                        metrics.jobs(&self.id, &action, "available", count);
+                    }
+                    wake.notify_one();
+                    for event in stored {
+                        event.complete(AckStatus::Delivered);
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(destination = %self.id, %error, "Jobs could not be stored; their events are errored.");
+                    let reason: Arc<str> = Arc::from(format!("destination {}: {error}", self.id));
+                    for event in stored {
+                        event.complete_with(AckStatus::Errored, reason.clone());
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn count_by_action(jobs: &[NewJob]) -> Vec<(String, u64)> {
+    let mut counts: Vec<(String, u64)> = Vec::new();
+    for job in jobs {
+        match counts.iter_mut().find(|(action, _)| *action == job.action) {
+            Some((_, count)) => *count += 1,
+            None => counts.push((job.action.clone(), 1)),
+        }
+    }
+    counts
+}
+
+/// `200/s`, `1000/m`, `10/h`.
+fn parse_rate(text: &str) -> Result<Quota, String> {
+    let wrong = || {
+        format!("rate_limit `{text}` must be a count per second, minute or hour, such as \"200/s\"")
+    };
+    let (count, unit) = text.split_once('/').ok_or_else(wrong)?;
+    let count: NonZeroU32 = count.trim().parse().map_err(|_| wrong())?;
+    match unit.trim() {
+        "s" | "sec" | "second" => Ok(Quota::per_second(count)),
+        "m" | "min" | "minute" => Ok(Quota::per_minute(count)),
+        "h" | "hour" => Ok(Quota::per_hour(count)),
+        _ => Err(wrong()),
+    }
+}
+
+/// One load: jobs of one action going to one path.
+struct Load {
+    action: usize,
+    path: String,
+    jobs: Vec<Claimed>,
+    started_at: i64,
+}
+
+/// The loading half of a destination's run.
+struct Loader {
+    destination: Arc<Destination>,
+    store: Store,
+    wake: Arc<Notify>,
+    metrics: DeliveryMetrics,
+    breaker: Breaker,
+    limiter: Option<Arc<DefaultDirectRateLimiter>>,
+    loads: JoinSet<(Load, LoadResult)>,
+}
+
+impl Loader {
+    async fn run(mut self, intake: CancellationToken, input_closed: CancellationToken) {
+        let id = self.destination.id.clone();
+        let concurrency = self.destination.config.concurrency as usize;
+        let mut next_tick = self.destination.schedule.next_tick(chrono::Utc::now());
+        let mut ticking = matches!(self.destination.schedule, Schedule::Realtime);
+        let mut next_prune = Instant::now();
+        loop {
+            if intake.is_cancelled() {
+                break;
+            }
+            if next_prune <= Instant::now() {
+                self.prune().await;
+                next_prune = Instant::now() + PRUNE_EVERY;
+            }
+            let mut wait = POLL;
+            let mut claimed_all = false;
+            if ticking && self.loads.len() < concurrency {
+                let room = concurrency - self.loads.len();
+                let loads = match self.breaker.allowance(Instant::now(), self.loads.len()) {
+                    Allowance::Any => room,
+                    Allowance::Probe => 1,
+                    Allowance::Wait(pause) => {
+                        wait = wait.min(pause);
+                        0
+                    }
+                };
+                if loads > 0 {
+                    let limit = loads as u32 * self.destination.config.batch_size;
+                    match self.claim(limit).await {
+                        Ok(count) => {
+                            claimed_all = count == limit as usize
+                                && !matches!(
+                                    self.breaker.allowance(Instant::now(), usize::MAX),
+                                    Allowance::Wait(_)
+                                )
+                        }
+                        Err(error) => {
+                            tracing::error!(destination = %id, %error, "Could not claim jobs; trying again.")
+                        }
+                    }
+                    if !claimed_all && next_tick.is_some() && self.loads.is_empty() {
+                        // A scheduled destination has loaded what was due at this tick.
+                        ticking = false;
+                    }
+                }
+            }
+            if input_closed.is_cancelled()
+                && self.loads.is_empty()
+                && !claimed_all
+                && (ticking || next_tick.is_none())
+            {
+                // Nothing feeds it and nothing more is due now: what waits for a later retry
+                // stays stored for the next run.
+                break;
+            }
+            if claimed_all && self.loads.len() < concurrency {
+                continue;
+            }
+            if let Some(tick) = next_tick.filter(|_| !ticking) {
+                let until = (tick - chrono::Utc::now()).to_std().unwrap_or_default();
+                wait = wait
+                    .max(Duration::ZERO)
+                    .min(until.max(Duration::from_millis(1)));
+                if until.is_zero() {
+                    ticking = true;
+                    next_tick = self.destination.schedule.next_tick(chrono::Utc::now());
+                    continue;
+                }
+            }
+            tokio::select! {
+                Some(done) = self.loads.join_next(), if !self.loads.is_empty() => {
+                    if let Ok((load, result)) = done {
+                        self.settle(load, result).await;
+                    }
+                }
+                () = self.wake.notified(), if next_tick.is_none() => {}
+                () = tokio::time::sleep(wait) => {}
+                () = intake.cancelled() => {}
+                () = input_closed.cancelled(), if !input_closed.is_cancelled() => {}
+            }
+        }
+        // Stopping: loads in flight finish and settle; nothing new is claimed.
+        while let Some(done) = self.loads.join_next().await {
+            if let Ok((load, result)) = done {
+                self.settle(load, result).await;
+            }
+        }
+    }
+
+    /// Claims up to `limit` due jobs and starts their loads; returns how many it claimed.
+    async fn claim(&mut self, limit: u32) -> Result<usize, tb_store::StoreError> {
+        let claimed = self
+            .store
+            .claim(
+                &self.destination.id,
+                limit,
+                now_ms(),
+                LEASE.as_millis() as i64,
+            )
+            .await?;
+        let count = claimed.len();
+        for load in self.group(claimed) {
+            self.start(load);
+        }
+        Ok(count)
+    }
+
+    /// Groups claimed jobs into loads of one action and path, `batch_size` at most each.
+    fn group(&self, claimed: Vec<Claimed>) -> Vec<Load> {
+        let batch = self.destination.config.batch_size as usize;
+        let mut loads: Vec<Load> = Vec::new();
+        let mut runtime = ExpressionRuntime::default();
+        for job in claimed {
+            let Some(action) = self
+                .destination
+                .actions
+                .iter()
+                .position(|action| action.name == job.action)
+            else {
+                // An action removed from the config: its jobs wait, and show in the API.
+                tracing::warn!(destination = %self.destination.id, action = %job.action, "A job's action is no longer configured; it is discarded.");
+                loads.push(Load {
+                    action: usize::MAX,
+                    path: String::new(),
+                    jobs: vec![job],
+                    started_at: now_ms(),
+                });
+                continue;
+            };
+            let path = self.path_of(action, &job, &mut runtime);
+            match loads
+                .iter_mut()
+                .find(|load| load.action == action && load.path == path && load.jobs.len() < batch)
+            {
+                Some(load) => load.jobs.push(job),
+                None => loads.push(Load {
+                    action,
+                    path,
+                    jobs: vec![job],
+                    started_at: now_ms(),
+                }),
+            }
+        }
+        loads
+    }
+
+    /// The path a job goes to: rendered when it was stored, or (for a chained job) from its
+    /// payload now.
+    fn path_of(&self, action: usize, job: &Claimed, runtime: &mut ExpressionRuntime) -> String {
+        if let Some(path) = job.context.get("path").and_then(serde_json::Value::as_str) {
+            return path.to_owned();
+        }
+        let value = vrl::value::Value::from(job.payload.clone());
+        match self.destination.actions[action].path_for(&value, runtime) {
+            Ok(path) => path,
+            Err(error) => {
+                tracing::warn!(destination = %self.destination.id, job = %job.id, %error, "A chained job's path could not be filled; it goes to the URL itself.");
+                String::new()
+            }
+        }
+    }
+
+    fn start(&mut self, load: Load) {
+        let destination = self.destination.clone();
+        let store = self.store.clone();
+        let limiter = self.limiter.clone();
+        self.loads.spawn(async move {
+            if load.action == usize::MAX {
+                let result = LoadResult {
+                    verdict: Verdict::Discard,
+                    code: None,
+                    error: Some("its action is no longer in the config".to_owned()),
+                    body_excerpt: None,
+                    duration: Duration::ZERO,
+                };
+                return (load, result);
+            }
+            let action = &destination.actions[load.action];
+            let sending = async {
+                if let Some(limiter) = &limiter {
+                    limiter.until_ready().await;
+                }
+                destination
+                    .loader
+                    .load(&action.method, &load.path, &load.jobs, &action.retry_on)
+                    .await
+            };
+            let result = with_heartbeat(sending, &store, &load.jobs).await;
+            (load, result)
+        });
+    }
+
+    /// Settles a finished load: each job succeeded, retries later, or is discarded; chained
+    /// actions get their jobs; the breaker and the metrics hear of it.
+    async fn settle(&mut self, load: Load, result: LoadResult) {
+        let id = self.destination.id.clone();
+        let now = now_ms();
+        let retry = &self.destination.config.retry;
+        let failed = matches!(result.verdict, Verdict::Retry { .. });
+        if self.breaker.record(failed, Instant::now()) {
+            self.metrics.circuit(
+                &id,
+                self.breaker.state() != crate::breaker::CircuitState::Closed,
+            );
+            tracing::warn!(destination = %id, state = self.breaker.state().as_str(), "The destination's circuit changed.");
+        }
+        let settled: Vec<(Claimed, Settlement, Attempt)> = load
+            .jobs
+            .iter()
+            .map(|job| {
+                let settlement = match &result.verdict {
+                    Verdict::Succeeded => Settlement::Succeeded,
+                    Verdict::Discard => Settlement::Discarded,
+                    Verdict::Retry { .. } if job.attempt > retry.max_retries => {
+                        Settlement::Discarded
+                    }
+                    Verdict::Retry { after } => {
+                        let wait = backoff(retry, job.attempt).max(after.unwrap_or_default());
+                        Settlement::Retry {
+                            at: now + wait.as_millis() as i64,
+                        }
+                    }
+                };
+                let attempt = Attempt {
+                    started_at: load.started_at,
+                    duration_ms: result.duration.as_millis() as i64,
+                    code: result.code.map(i64::from),
+                    error: result.error.clone(),
+                    body_excerpt: result.body_excerpt.clone(),
+                };
+                (job.clone(), settlement, attempt)
+            })
+            .collect();
+        let action_name = load
+            .jobs
+            .first()
+            .map(|job| job.action.clone())
+            .unwrap_or_default();
+        let owned = loop {
+            match self.store.settle(settled.clone(), now).await {
+                Ok(owned) => break owned,
+                Err(error) => {
+                    // Its leases run out meanwhile and the jobs are loaded again: at least once.
+                    tracing::error!(destination = %id, %error, "Could not settle jobs; trying again.");
+                    tokio::time::sleep(POLL).await;
+                    if now_ms() - now > LEASE.as_millis() as i64 {
+                        return;
+                    }
+                }
+            }
+        };
+        self.metrics
+            .attempt(&id, &action_name, result.duration.as_secs_f64());
+        let mut chained = Vec::new();
+        for ((job, settlement, _), owned) in settled.iter().zip(owned) {
+            if !owned {
+                tracing::warn!(destination = %id, job = %job.id, "A job was settled by a claimer that no longer held it; its attempt is recorded as fenced.");
+                continue;
+            }
+            let status = match settlement {
+                Settlement::Succeeded => "succeeded",
+                Settlement::Retry { .. } => "retrying",
+                Settlement::Discarded => "discarded",
+            };
+            self.metrics.jobs(&id, &job.action, status, 1);
+            if let Some(action) = self.destination.actions.get(load.action) {
+                let targets = match settlement {
+                    Settlement::Succeeded => &action.on_succeeded,
+                    Settlement::Retry { .. } => &action.on_failed,
+                    Settlement::Discarded => &action.on_discarded,
+                };
+                chained.extend(
+                    targets
+                        .iter()
+                        .map(|target| chained_job(target, job, status, &result)),
+                );
+            }
+        }
+        if !chained.is_empty() {
+            let counts: Vec<(String, String)> = chained
+                .iter()
+                .map(|job| (job.destination.clone(), job.action.clone()))
+                .collect();
+            match self.store.insert(chained, now_ms()).await {
+                Ok(()) => {
+                    for (destination, action) in counts {
+                        self.metrics.jobs(&destination, &action, "available", 1);
+                    }
+                    self.wake.notify_one();
+                }
+                Err(error) => {
+                    tracing::error!(destination = %id, %error, "Could not store chained jobs.")
+                }
+            }
+        }
+    }
+
+    async fn prune(&self) {
+        let before = now_ms() - self.destination.config.retention.as_millis() as i64;
+        for _ in 0..10 {
+            match self.store.prune_succeeded(before, PRUNE_BATCH).await {
+                Ok(pruned) if pruned == u64::from(PRUNE_BATCH) => {}
+                Ok(_) => return,
+                Err(error) => {
+                    tracing::warn!(destination = %self.destination.id, %error, "Could not prune succeeded jobs.");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// A job for a chained action: the original payload and the outcome.
+fn chained_job(target: &Target, job: &Claimed, status: &str, result: &LoadResult) -> NewJob {
+    NewJob {
+        id: JobId::new(),
+        destination: target.destination.clone(),
+        action: target.action.clone(),
+        version: None,
+        payload: serde_json::json!({
+            "payload": job.payload,
+            "outcome": {
+                "job_id": job.id.to_string(),
+                "action": job.action,
+                "status": status,
+                "attempt": job.attempt,
+                "code": result.code,
+                "error": result.error,
+                "body": result.body_excerpt,
+            },
+        }),
+        context: serde_json::json!({ "chained_from": job.id.to_string() }),
+        run_at: None,
+    }
+}
+
+/// Runs `sending` while renewing the leases of `jobs` every [`HEARTBEAT`].
+async fn with_heartbeat(
+    sending: impl Future<Output = LoadResult>,
+    store: &Store,
+    jobs: &[Claimed],
+) -> LoadResult {
+    tokio::pin!(sending);
+    let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
+    loop {
+        tokio::select! {
+            result = &mut sending => return result,
+            _ = beat.tick() => {
+                if let Err(error) = store.heartbeat(jobs.to_vec(), now_ms(), LEASE.as_millis() as i64).await {
+                    tracing::warn!(%error, "Could not renew the leases of jobs being loaded.");
+                }
+            }
+        }
+    }
+}
