@@ -53,6 +53,10 @@ impl TopologyDto {
                         "dropped": counters.dropped.get(),
                         "err": counters.errors.get(),
                     }),
+                    ComponentMetrics::Destination { actions, breaker } => serde_json::json!({
+                        "actions": actions,
+                        "circuit": breaker.state().as_str(),
+                    }),
                 };
                 if let Some(fill) = component.queue_fill() {
                     metrics["queue_fill"] = fill.into();
@@ -63,6 +67,7 @@ impl TopologyDto {
                     component_type: match component.component_type {
                         ComponentType::Connector => "connector",
                         ComponentType::Pipeline => "pipeline",
+                        ComponentType::Destination => "destination",
                     },
                     kind: component.kind.clone(),
                     status: record.status.as_str(),

@@ -18,6 +18,8 @@ pub(crate) enum Body {
     },
     /// A compiled pipeline.
     Pipeline(Pipeline),
+    /// A destination, built and checked.
+    Destination(Box<tb_delivery::Destination>),
 }
 
 /// One component of the graph.
@@ -60,6 +62,7 @@ impl Topology {
         // Checks of the whole graph run on what did build, so one bad component does not
         // hide the rest; inputs naming a component already reported are not reported again.
         resolve_inputs(&config, &mut nodes, &broken, &mut problems);
+        check_chains(&config, &nodes, &broken, &mut problems);
         find_cycles(&config, &nodes, &mut problems);
         if problems.is_empty() {
             Ok(Self {
@@ -122,6 +125,7 @@ impl Topology {
             let (shape, label) = match &node.body {
                 Body::Connector { kind, .. } => ("box", format!("{}\\n({kind})", node.id)),
                 Body::Pipeline(_) => ("ellipse", format!("{}\\n(pipeline)", node.id)),
+                Body::Destination(_) => ("cylinder", format!("{}\\n(destination)", node.id)),
             };
             dot.push_str(&format!(
                 "  \"{}\" [shape={shape}, label=\"{label}\"];\n",
@@ -227,6 +231,69 @@ fn build_node(
                 ports,
                 inputs: Vec::new(),
             })
+        }
+        ComponentClass::Destination(destination_config) => {
+            let destination =
+                tb_delivery::Destination::build(&spec.id, (**destination_config).clone()).map_err(
+                    |found| {
+                        found
+                            .into_iter()
+                            .map(|(path, message)| {
+                                let message = format!("destination {}: {message}", spec.id);
+                                config.problem_at(spec, &path, message)
+                            })
+                            .collect::<Vec<_>>()
+                    },
+                )?;
+            Ok(Node {
+                id,
+                body: Body::Destination(Box::new(destination)),
+                ports: Vec::new(),
+                inputs: Vec::new(),
+            })
+        }
+    }
+}
+
+/// Every chained action (`on_succeeded` and the rest) must name an action of a destination.
+fn check_chains(
+    config: &Config,
+    nodes: &[Node],
+    broken: &std::collections::BTreeSet<String>,
+    problems: &mut Vec<Problem>,
+) {
+    let actions_of = |id: &str| {
+        nodes.iter().find_map(|node| match &node.body {
+            Body::Destination(destination) if node.id.as_str() == id => {
+                Some(destination.action_names())
+            }
+            _ => None,
+        })
+    };
+    for node in nodes {
+        let Body::Destination(destination) = &node.body else {
+            continue;
+        };
+        let spec = &config.components[node.id.as_str()];
+        for (key, target) in destination.targets() {
+            if broken.contains(&target.destination) {
+                continue;
+            }
+            let message = match actions_of(&target.destination) {
+                None => format!(
+                    "destination {}: `{}.{}` names no destination `{}`",
+                    spec.id, target.destination, target.action, target.destination
+                ),
+                Some(actions) if !actions.contains(&target.action) => format!(
+                    "destination {}: destination `{}` has no action `{}`; its actions: {}",
+                    spec.id,
+                    target.destination,
+                    target.action,
+                    actions.join(", ")
+                ),
+                Some(_) => continue,
+            };
+            problems.push(config.problem_at(spec, &key, message));
         }
     }
 }

@@ -37,6 +37,7 @@ pub struct MetricsRegistry {
     queue_fill: Family<Labels, Gauge>,
     restarts: Family<Labels, Counter>,
     status: Family<Labels, Gauge>,
+    delivery: tb_delivery::DeliveryMetrics,
 }
 
 fn new_latency_histogram() -> Histogram {
@@ -89,7 +90,10 @@ impl MetricsRegistry {
             "Batches waiting in a component's input queue",
             queue_fill.clone(),
         );
+        let delivery = tb_delivery::DeliveryMetrics::default();
+        delivery.register(&mut registry);
         Self {
+            delivery,
             registry: Arc::new(registry),
             connector_events,
             pipeline_events,
@@ -98,6 +102,11 @@ impl MetricsRegistry {
             restarts,
             status,
         }
+    }
+
+    /// Durable delivery's metrics.
+    pub fn delivery(&self) -> tb_delivery::DeliveryMetrics {
+        self.delivery.clone()
     }
 
     /// The counters of connector `id`.

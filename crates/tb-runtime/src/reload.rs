@@ -255,10 +255,14 @@ impl FileWatch {
 pub(crate) fn masked_config(config: &Config) -> serde_json::Value {
     let mut connectors = serde_json::Map::new();
     let mut pipelines = serde_json::Map::new();
+    let mut destinations = serde_json::Map::new();
     for spec in config.components.values() {
         match spec.class {
             ComponentClass::Connector { .. } => {
                 connectors.insert(spec.id.clone(), mask(&spec.raw, None))
+            }
+            ComponentClass::Destination(_) => {
+                destinations.insert(spec.id.clone(), mask(&spec.raw, None))
             }
             ComponentClass::Pipeline(_) => pipelines.insert(spec.id.clone(), spec.raw.clone()),
         };
@@ -267,8 +271,16 @@ pub(crate) fn masked_config(config: &Config) -> serde_json::Value {
         "data_dir": config.data_dir.display().to_string(),
         "shutdown_grace": humantime::format_duration(config.shutdown_grace).to_string(),
         "api": { "address": config.api.address.clone().unwrap_or_else(|| "off".to_owned()) },
+        "store": {
+            "url": config.store.url.as_deref().map(redact_url),
+            "durability": match config.store.durability {
+                tb_store::Durability::Full => "full",
+                tb_store::Durability::Normal => "normal",
+            },
+        },
         "connectors": connectors,
         "pipelines": pipelines,
+        "destinations": destinations,
     })
 }
 

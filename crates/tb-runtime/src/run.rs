@@ -25,7 +25,7 @@ use crate::config::{ComponentClass, ComponentSpec, Config};
 use crate::graph::{Body, Node, Topology};
 use crate::metrics::MetricsRegistry;
 use crate::reload::{ReloadRequest, ReloadSummary, masked_config};
-use crate::supervise::{Blueprint, Builders, InputSlot, Run, Unit, supervise};
+use crate::supervise::{Blueprint, Builders, Delivery, InputSlot, Run, Unit, supervise};
 use crate::view::{
     ComponentMetrics, ComponentType, ComponentView, EdgeView, RuntimeHandle, TopologyView,
 };
@@ -85,6 +85,8 @@ pub(crate) struct Engine {
     intake: CancellationToken,
     tasks: TaskTracker,
     pub(crate) handle: RuntimeHandle,
+    /// The job store, opened when the first destination is configured.
+    store: Option<tb_store::Store>,
 }
 
 /// A started topology.
@@ -201,6 +203,31 @@ impl Engine {
                 let metrics = ComponentMetrics::Connector(metrics);
                 (ComponentType::Connector, kind.clone(), metrics, blueprint)
             }
+            ComponentClass::Destination(config) => {
+                let breaker = tb_delivery::Breaker::new(config.circuit_breaker.clone());
+                let metrics = ComponentMetrics::Destination {
+                    actions: config.actions.keys().cloned().collect(),
+                    breaker: breaker.clone(),
+                };
+                let delivery = Delivery {
+                    store: self
+                        .store
+                        .clone()
+                        .expect("the store is opened before any destination is created"),
+                    metrics: self.metrics.delivery(),
+                    breaker,
+                };
+                let blueprint = Blueprint::Destination {
+                    config: config.clone(),
+                    delivery,
+                };
+                (
+                    ComponentType::Destination,
+                    config.kind.clone(),
+                    metrics,
+                    blueprint,
+                )
+            }
             ComponentClass::Pipeline(config) => {
                 let metrics = self.metrics.pipeline(&spec.id);
                 let blueprint = Blueprint::Pipeline {
@@ -241,7 +268,7 @@ impl Engine {
         let (view, blueprint) = self.view_and_blueprint(spec, input.clone());
         let errors_port = match &node.body {
             Body::Pipeline(pipeline) => Some(pipeline.ports().errors()),
-            Body::Connector { .. } => None,
+            Body::Connector { .. } | Body::Destination(_) => None,
         };
         let mut outputs = Vec::new();
         let mut ports = Vec::new();
@@ -277,6 +304,7 @@ impl Engine {
             Ok(input) => match node.body {
                 Body::Connector { connector, .. } => unit.start_connector(connector, input).await,
                 Body::Pipeline(pipeline) => Ok(unit.pipeline_run(pipeline, input)),
+                Body::Destination(destination) => unit.destination_run(*destination, input),
             },
             Err(error) => Err(error),
         }
@@ -308,6 +336,30 @@ impl Engine {
                 error,
             })),
         }
+    }
+
+    /// Opens the job store when `config` has a destination and it is not open yet.
+    async fn open_store_if_needed(&mut self, config: &Config) -> Result<(), StartError> {
+        let has_destination = config
+            .components
+            .values()
+            .any(|spec| matches!(spec.class, ComponentClass::Destination(_)));
+        if self.store.is_some() || !has_destination {
+            return Ok(());
+        }
+        let failed = |message: String| StartError {
+            component: "store".to_owned(),
+            message,
+        };
+        let location =
+            tb_store::StoreLocation::parse(config.store.url.as_deref(), &config.data_dir)
+                .map_err(failed)?;
+        let store = tb_store::Store::open(&location, config.store.durability)
+            .await
+            .map_err(|error| failed(error.to_string()))?;
+        self.handle.set_store(store.clone());
+        self.store = Some(store);
+        Ok(())
     }
 
     fn spawn(&mut self, created: NewComponent) {
@@ -374,6 +426,11 @@ impl Engine {
         let _busy = self.tasks.token();
         let Topology { config, nodes, .. } = topology;
         let mut summary = ReloadSummary::default();
+        if let Err(error) = self.open_store_if_needed(&config).await {
+            // Destinations cannot run without their store: nothing of this config is applied.
+            tracing::error!(%error, "The job store could not be opened; the reload is not applied.");
+            return summary;
+        }
         let mut queues = Queues::default();
         // Classify, and give each component that will read a queue.
         let mut replaced = Vec::new();
@@ -545,7 +602,9 @@ impl Topology {
             intake: intake.clone(),
             tasks: tasks.clone(),
             handle: handle.clone(),
+            store: None,
         };
+        engine.open_store_if_needed(&config).await?;
         let mut queues = Queues::default();
         for spec in config.components.values() {
             if !spec.inputs.is_empty() {

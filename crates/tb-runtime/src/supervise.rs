@@ -91,6 +91,19 @@ pub(crate) enum Blueprint {
         config: tb_pipeline::PipelineConfig,
         metrics: PipelineMetrics,
     },
+    /// A destination: built again from its config, run on the process's job store.
+    Destination {
+        config: Box<tb_delivery::DestinationConfig>,
+        delivery: Delivery,
+    },
+}
+
+/// What a destination's runs share: the job store, the delivery metrics, its breaker.
+#[derive(Clone)]
+pub(crate) struct Delivery {
+    pub(crate) store: tb_store::Store,
+    pub(crate) metrics: tb_delivery::DeliveryMetrics,
+    pub(crate) breaker: tb_delivery::Breaker,
 }
 
 /// Everything a supervisor needs to run (and run again) one component.
@@ -147,7 +160,45 @@ impl Unit {
                 let input = self.take_input(None).await?;
                 Ok(self.pipeline_run(pipeline, input))
             }
+            Blueprint::Destination { config, .. } => {
+                let destination = tb_delivery::Destination::build(
+                    self.id.as_str(),
+                    (**config).clone(),
+                )
+                .map_err(|problems| {
+                    RunStartError::Build(format!("destination does not build: {problems:?}"))
+                })?;
+                let input = self.take_input(None).await?;
+                self.destination_run(destination, input)
+            }
         }
+    }
+
+    /// A run of a destination that is already built, on `input`.
+    pub(crate) fn destination_run(
+        &self,
+        destination: tb_delivery::Destination,
+        input: Option<InputQueue>,
+    ) -> Result<Run, RunStartError> {
+        let Blueprint::Destination { delivery, .. } = &self.blueprint else {
+            return Err(RunStartError::Build("not a destination".to_owned()));
+        };
+        let context = tb_delivery::DestinationContext {
+            store: delivery.store.clone(),
+            input,
+            intake: self.intake.clone(),
+            metrics: delivery.metrics.clone(),
+            breaker: delivery.breaker.clone(),
+        };
+        Ok(Box::pin(async move {
+            destination
+                .run(context)
+                .await
+                .map_err(|error| tb_connectors::ConnectorError::Io {
+                    context: "destination".to_owned(),
+                    source: std::io::Error::other(error),
+                })
+        }))
     }
 
     /// Takes the input queue for a run, waiting for the previous run to let go of it (at
@@ -202,7 +253,9 @@ impl Unit {
     pub(crate) fn pipeline_run(&self, pipeline: Pipeline, input: Option<InputQueue>) -> Run {
         let metrics = match &self.blueprint {
             Blueprint::Pipeline { metrics, .. } => metrics.clone(),
-            Blueprint::Connector { .. } => PipelineMetrics::default(),
+            Blueprint::Connector { .. } | Blueprint::Destination { .. } => {
+                PipelineMetrics::default()
+            }
         };
         let outputs = self.outputs.clone();
         Box::pin(async move {

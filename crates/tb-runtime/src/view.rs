@@ -23,6 +23,8 @@ pub enum ComponentType {
     Connector,
     /// Runs VRL steps.
     Pipeline,
+    /// Loads jobs durably.
+    Destination,
 }
 
 /// A component's live counters.
@@ -32,6 +34,13 @@ pub enum ComponentMetrics {
     Connector(ConnectorMetrics),
     /// A pipeline's.
     Pipeline(PipelineMetrics),
+    /// A destination's: its actions and its circuit breaker.
+    Destination {
+        /// Its actions' names.
+        actions: Vec<String>,
+        /// Its circuit breaker.
+        breaker: tb_delivery::Breaker,
+    },
 }
 
 /// One component as the API shows it.
@@ -104,6 +113,7 @@ pub struct RuntimeHandle {
 
 struct HandleInner {
     view: RwLock<Arc<TopologyView>>,
+    store: RwLock<Option<tb_store::Store>>,
     metrics: MetricsRegistry,
     reloads: mpsc::Sender<ReloadRequest>,
 }
@@ -117,6 +127,7 @@ impl RuntimeHandle {
         Self {
             inner: Arc::new(HandleInner {
                 view: RwLock::new(Arc::new(view)),
+                store: RwLock::new(None),
                 metrics,
                 reloads,
             }),
@@ -134,6 +145,23 @@ impl RuntimeHandle {
     fn view(&self) -> Arc<TopologyView> {
         self.inner
             .view
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn set_store(&self, store: tb_store::Store) {
+        *self
+            .inner
+            .store
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(store);
+    }
+
+    /// The job store, once a destination has opened it.
+    pub fn store(&self) -> Option<tb_store::Store> {
+        self.inner
+            .store
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
@@ -171,7 +199,7 @@ impl RuntimeHandle {
             .iter()
             .map(|component| match &component.metrics {
                 ComponentMetrics::Connector(metrics) => metrics.unconfirmed.get(),
-                ComponentMetrics::Pipeline(_) => 0,
+                ComponentMetrics::Pipeline(_) | ComponentMetrics::Destination { .. } => 0,
             })
             .sum()
     }
@@ -200,7 +228,7 @@ impl RuntimeHandle {
                 ComponentMetrics::Connector(metrics) => {
                     metrics.output.get().saturating_sub(metrics.settled.get())
                 }
-                ComponentMetrics::Pipeline(_) => 0,
+                ComponentMetrics::Pipeline(_) | ComponentMetrics::Destination { .. } => 0,
             })
             .sum()
     }

@@ -22,9 +22,20 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "data_dir",
     "api",
     "shutdown_grace",
+    "store",
     "connectors",
     "pipelines",
+    "destinations",
 ];
+
+/// `[store]`: where durable delivery keeps its jobs.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StoreConfig {
+    /// `sqlite://PATH`; `None` for `tightbeam.db` in `data_dir`.
+    pub url: Option<String>,
+    /// `full` (the default: a stored job survives power loss) or `normal`.
+    pub durability: tb_store::Durability,
+}
 
 /// The API listener.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,6 +71,8 @@ pub enum ComponentClass {
     },
     /// A pipeline.
     Pipeline(PipelineConfig),
+    /// A destination of durable delivery.
+    Destination(Box<tb_delivery::DestinationConfig>),
 }
 
 /// One connector or pipeline as configured.
@@ -84,6 +97,7 @@ impl ComponentSpec {
         match self.class {
             ComponentClass::Connector { .. } => "connectors",
             ComponentClass::Pipeline(_) => "pipelines",
+            ComponentClass::Destination(_) => "destinations",
         }
     }
 }
@@ -95,6 +109,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The HTTP API.
     pub api: ApiConfig,
+    /// The job store.
+    pub store: StoreConfig,
     /// How long shutdown waits for in-flight events before giving up on them.
     pub shutdown_grace: Duration,
     /// Every component, in file order.
@@ -210,6 +226,7 @@ fn load_texts(
     let mut config = Config {
         data_dir: PathBuf::from("data"),
         api: ApiConfig::default(),
+        store: StoreConfig::default(),
         shutdown_grace: Duration::from_secs(30),
         components: IndexMap::new(),
         sources: Vec::new(),
@@ -321,7 +338,14 @@ fn merge_file(config: &mut Config, tree: Tree, source: usize, problems: &mut Vec
                     problems.push(at(&format!("api.{path}"), message));
                 }
             }
-            "connectors" | "pipelines" => match value {
+            "store" => {
+                let (store, found) = store_config(&value);
+                config.store = store;
+                for (path, message) in found {
+                    problems.push(at(&format!("store.{path}"), message));
+                }
+            }
+            "connectors" | "pipelines" | "destinations" => match value {
                 Tree::Object(components) => specs.extend(
                     components
                         .into_iter()
@@ -336,10 +360,10 @@ fn merge_file(config: &mut Config, tree: Tree, source: usize, problems: &mut Vec
         let (spec, found) = component_spec(&section, &id, table, source);
         for (path, message) in found {
             // A connector's messages name it already; a pipeline's come from serde.
-            let message = if section == "pipelines" {
-                format!("pipeline {id}: {message}")
-            } else {
-                message
+            let message = match section.as_str() {
+                "pipelines" => format!("pipeline {id}: {message}"),
+                "destinations" => format!("destination {id}: {message}"),
+                _ => message,
             };
             problems.push(at(&format!("{section}.{id}.{path}"), message));
         }
@@ -393,6 +417,38 @@ fn api_config(value: &Tree) -> (ApiConfig, Vec<KeyProblem>) {
     (api, problems)
 }
 
+/// The store settings, and a problem for each key that is wrong.
+fn store_config(value: &Tree) -> (StoreConfig, Vec<KeyProblem>) {
+    let mut store = StoreConfig::default();
+    let Tree::Object(table) = value else {
+        return (
+            store,
+            vec![(String::new(), "store must be a table".to_owned())],
+        );
+    };
+    let mut problems = Vec::new();
+    for (key, value) in table {
+        match (key.as_str(), value.as_str()) {
+            ("url", Some(url)) => store.url = Some(url.to_owned()),
+            ("durability", Some("full")) => store.durability = tb_store::Durability::Full,
+            ("durability", Some("normal")) => store.durability = tb_store::Durability::Normal,
+            ("url", _) => problems.push((
+                key.clone(),
+                "url must be a string such as \"sqlite://data/tightbeam.db\"".to_owned(),
+            )),
+            ("durability", _) => problems.push((
+                key.clone(),
+                "durability must be \"full\" (a stored job survives power loss) or \"normal\" (faster; the last transactions may be lost to power loss, not to a crash)".to_owned(),
+            )),
+            (unknown, _) => problems.push((
+                unknown.to_owned(),
+                unknown_key_message(unknown, &["url", "durability"]),
+            )),
+        }
+    }
+    (store, problems)
+}
+
 /// A component's spec, or `None` when there can be none, and every problem found in its
 /// table. A pipeline whose steps have problems still has a spec, so that its other steps are
 /// checked too; a config with problems never runs.
@@ -436,6 +492,23 @@ fn component_spec(
         };
         let settings = Tree::Object(table);
         (ComponentClass::Connector { kind, settings }, Vec::new())
+    } else if section == "destinations" {
+        match read_every_key(&Tree::Object(table), "", &[], |tree| {
+            tb_delivery::DestinationConfig::read(&tree)
+        }) {
+            Ok(config) => {
+                let inputs = config.inputs();
+                let spec = ComponentSpec {
+                    id: id.to_owned(),
+                    class: ComponentClass::Destination(Box::new(config)),
+                    inputs,
+                    source,
+                    raw,
+                };
+                return (Some(spec), Vec::new());
+            }
+            Err(problems) => return (None, problems),
+        }
     } else {
         match pipeline_config(table) {
             (Some(config), problems) => (ComponentClass::Pipeline(config), problems),
