@@ -406,7 +406,8 @@ impl Loader {
                     }
                 }
                 () = self.wake.notified(), if next_tick.is_none() => {}
-                () = tokio::time::sleep(wait) => {}
+                // Another node's new jobs (PostgreSQL's NOTIFY); on SQLite, a plain wait.
+                _ = self.store.wait_for_jobs(&id, wait) => {}
                 () = intake.cancelled() => {}
                 () = input_closed.cancelled(), if !input_closed.is_cancelled() => {}
             }

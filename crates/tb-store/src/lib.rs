@@ -7,18 +7,26 @@
 //! owns: its late result is recorded as a fenced attempt and changes nothing.
 //!
 //! Times are milliseconds since the Unix epoch, passed in by the caller, so that the rules
-//! are tested without clocks. [`SqliteStore`] is the embedded store; PostgreSQL, for several
-//! nodes sharing work, will keep the same operations.
+//! are tested without clocks.
+//!
+//! Two databases keep the same operations and rules: [`SqliteStore`], the embedded store of
+//! a single node (synchronous, one file), and [`PgStore`], PostgreSQL, for several nodes
+//! sharing the work of one set of destinations (async, a small pool, claims that skip rows
+//! other nodes are claiming, and `LISTEN`/`NOTIFY` to wake idle nodes when jobs arrive).
+//! [`Store`] is the async face the engine uses over whichever one the config names; one
+//! test suite runs against both through it.
 
 mod job;
+mod postgres;
 mod sqlite;
 mod store;
 
 pub use job::{
     Attempt, Claimed, JobFilter, JobId, JobPage, JobRecord, JobStatus, NewJob, Settlement,
 };
+pub use postgres::PgStore;
 pub use sqlite::{Durability, SqliteStore};
-pub use store::{Store, StoreLocation, now_ms};
+pub use store::{Store, StoreLocation, Wake, now_ms};
 
 /// What the store could not do.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +39,30 @@ pub enum StoreError {
         /// The driver's error.
         source: rusqlite::Error,
     },
+    /// PostgreSQL refused an operation, or the connection was lost during it (twice: a
+    /// lost connection is retried once on a new one).
+    #[error("job store {context}: {}", postgres::with_causes(.error))]
+    Postgres {
+        /// What was being done.
+        context: &'static str,
+        /// The driver's error. Its message is in this one's, with its causes, which
+        /// tokio-postgres shows only through `source`.
+        error: tokio_postgres::Error,
+    },
+    /// No connection to PostgreSQL could be had.
+    #[error(
+        "job store cannot connect to PostgreSQL at {target}: {}",
+        postgres::with_causes(.error.as_ref())
+    )]
+    PostgresUnreachable {
+        /// The URL, without its password.
+        target: String,
+        /// Why (its message and causes are in this one's).
+        error: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The store URL cannot be used (shown without its password).
+    #[error("job store: {0}")]
+    InvalidUrl(String),
     /// A file, folder or task the store needs failed.
     #[error("job store: {0}")]
     Io(String),

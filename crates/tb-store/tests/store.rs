@@ -1,21 +1,186 @@
-//! The SQLite job store against real files: batches stored whole, each due job claimed
-//! once, leases taken up after a claimer dies, stale claimers fenced, retries, dead letters
-//! and replay, and jobs still there after the store is opened again.
+//! The job store through [`Store`], once per database: SQLite (a file in a temporary folder)
+//! and PostgreSQL (a fresh schema per test, dropped at its end). Batches stored whole, each
+//! due job claimed once, leases taken up after a claimer dies, stale claimers fenced,
+//! retries, dead letters and replay, and jobs still there after the store is opened again;
+//! then what only PostgreSQL does: two nodes claiming at once, connections killed under
+//! load, and idle nodes woken by other nodes' inserts.
+//!
+//! PostgreSQL is `TIGHTBEAM_TEST_POSTGRES_URL`, by default
+//! `postgres://postgres@127.0.0.1:5432/test`. When it is unreachable its tests print why and
+//! pass, unless `TIGHTBEAM_REQUIRE_SERVICES=1`: then they fail.
+
+use std::collections::HashSet;
+use std::pin::pin;
+use std::time::{Duration, Instant};
 
 use tb_store::{
-    Attempt, Claimed, Durability, JobFilter, JobId, JobStatus, NewJob, Settlement, SqliteStore,
+    Attempt, Claimed, Durability, JobFilter, JobId, JobStatus, NewJob, Settlement, Store,
+    StoreLocation, Wake,
 };
 
 const LEASE: i64 = 1_000;
 
-fn store(dir: &tempfile::TempDir) -> SqliteStore {
-    SqliteStore::open(&dir.path().join("jobs.db"), Durability::Full).expect("open")
+/// Where a test's store lives, and how to clean up after it.
+struct Backend {
+    location: StoreLocation,
+    /// The application name of a PostgreSQL store's connections, to find them.
+    application_name: Option<String>,
+    _dir: Option<tempfile::TempDir>,
+    _schema: Option<SchemaGuard>,
 }
 
+impl Backend {
+    fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self {
+            location: StoreLocation::Sqlite(dir.path().join("jobs.db")),
+            application_name: None,
+            _dir: Some(dir),
+            _schema: None,
+        }
+    }
+
+    /// A fresh schema in the test database, or `None` (with the reason printed) when the
+    /// server is unreachable and services are not required.
+    async fn postgres() -> Option<Self> {
+        let base = postgres_url();
+        if let Err(reason) = admin_client().await {
+            assert!(
+                std::env::var("TIGHTBEAM_REQUIRE_SERVICES").as_deref() != Ok("1"),
+                "PostgreSQL is required (TIGHTBEAM_REQUIRE_SERVICES=1) but {reason}"
+            );
+            eprintln!("skipping: {reason}; set TIGHTBEAM_REQUIRE_SERVICES=1 to fail instead");
+            return None;
+        }
+        let schema = format!("tb_test_{}", JobId::new().0.replace('-', ""));
+        let separator = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{separator}schema={schema}&application_name={schema}");
+        Some(Self {
+            location: StoreLocation::parse(Some(&url), std::path::Path::new("."))
+                .expect("a valid URL"),
+            application_name: Some(schema.clone()),
+            _dir: None,
+            _schema: Some(SchemaGuard(schema)),
+        })
+    }
+
+    async fn open(&self) -> Store {
+        Store::open(&self.location, Durability::Full)
+            .await
+            .expect("open")
+    }
+}
+
+fn postgres_url() -> String {
+    std::env::var("TIGHTBEAM_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// A connection of the test's own, outside any store.
+async fn admin_client() -> Result<tokio_postgres::Client, String> {
+    let url = postgres_url();
+    let mut config: tokio_postgres::Config = url
+        .parse()
+        .map_err(|error| format!("TIGHTBEAM_TEST_POSTGRES_URL is invalid: {error}"))?;
+    config.connect_timeout(Duration::from_secs(5));
+    let (client, connection) = config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map_err(|error| {
+            let hosts: Vec<String> = config
+                .get_hosts()
+                .iter()
+                .zip(config.get_ports())
+                .map(|(host, port)| match host {
+                    tokio_postgres::config::Host::Tcp(name) => format!("{name}:{port}"),
+                    tokio_postgres::config::Host::Unix(path) => format!("{}", path.display()),
+                })
+                .collect();
+            let cause = std::error::Error::source(&error)
+                .map(|cause| format!(": {cause}"))
+                .unwrap_or_default();
+            format!(
+                "PostgreSQL at {} is unreachable ({error}{cause})",
+                hosts.join(",")
+            )
+        })?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+/// Drops the test's schema, even when the test failed. Runs on a thread of its own, as
+/// `Drop` cannot await on the test's runtime.
+struct SchemaGuard(String);
+
+impl Drop for SchemaGuard {
+    fn drop(&mut self) {
+        let schema = self.0.clone();
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                let client = admin_client().await?;
+                client
+                    .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+                    .await
+                    .map_err(|error| error.to_string())
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop schema {}: {dropped:?}", self.0);
+        }
+    }
+}
+
+/// Runs each test body (an `async fn(Backend)`) once per database, as
+/// `sqlite::NAME` and `postgres::NAME`.
+macro_rules! for_each_store {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::sqlite()).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(backend) = super::Backend::postgres().await {
+                        super::$name(backend).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+for_each_store!(
+    a_batch_is_stored_whole_or_not_at_all,
+    each_due_job_is_claimed_once_and_a_later_one_when_its_time_comes,
+    a_job_whose_claimer_died_is_taken_up_and_the_stale_claimer_is_fenced,
+    a_failed_job_waits_for_its_retry_time_then_is_discarded_and_replayed,
+    cancelling_a_running_job_fences_its_claimer,
+    stored_and_running_jobs_are_there_after_the_store_is_opened_again,
+    listings_page_by_cursor_and_filter_and_dead_letters_replay_in_bulk,
+    succeeded_jobs_are_pruned_in_batches_and_a_deleted_job_is_gone,
+    a_batch_settling_one_claim_twice_settles_it_once_and_fences_the_second,
+    payloads_come_back_as_they_were_stored,
+);
+
 fn job(n: u64, run_at: Option<i64>) -> NewJob {
+    job_for("crm", n, run_at)
+}
+
+fn job_for(destination: &str, n: u64, run_at: Option<i64>) -> NewJob {
     NewJob {
         id: JobId::new(),
-        destination: "crm".to_owned(),
+        destination: destination.to_owned(),
         action: "identify".to_owned(),
         version: Some("2".to_owned()),
         payload: serde_json::json!({ "n": n }),
@@ -24,57 +189,63 @@ fn job(n: u64, run_at: Option<i64>) -> NewJob {
     }
 }
 
-fn settle_one(store: &SqliteStore, claimed: &Claimed, settlement: Settlement, now: i64) -> bool {
-    let attempt = Attempt {
+fn attempt_for(settlement: &Settlement, now: i64) -> Attempt {
+    Attempt {
         started_at: now,
         duration_ms: 3,
-        error: (settlement != Settlement::Succeeded).then(|| "503 from the receiver".to_owned()),
+        error: (*settlement != Settlement::Succeeded).then(|| "503 from the receiver".to_owned()),
         ..Attempt::default()
-    };
+    }
+}
+
+async fn settle_one(store: &Store, claimed: &Claimed, settlement: Settlement, now: i64) -> bool {
+    let attempt = attempt_for(&settlement, now);
     store
-        .settle(&[(claimed.clone(), settlement, attempt)], now)
+        .settle(vec![(claimed.clone(), settlement, attempt)], now)
+        .await
         .expect("settle")[0]
 }
 
-fn count(store: &SqliteStore, status: JobStatus) -> u64 {
+async fn count(store: &Store, status: JobStatus) -> u64 {
     store
         .counts("crm")
+        .await
         .expect("counts")
         .into_iter()
         .find_map(|(found, count)| (found == status).then_some(count))
         .unwrap_or(0)
 }
 
-#[test]
-fn a_batch_is_stored_whole_or_not_at_all() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = store(&dir);
+async fn claim(store: &Store, limit: u32, now: i64) -> Vec<Claimed> {
+    store.claim("crm", limit, now, LEASE).await.expect("claim")
+}
+
+async fn a_batch_is_stored_whole_or_not_at_all(backend: Backend) {
+    let store = backend.open().await;
     let mut batch: Vec<NewJob> = (0..5).map(|n| job(n, None)).collect();
     batch[4].id = batch[0].id.clone();
     assert!(
-        store.insert(&batch, 0).is_err(),
+        store.insert(batch.clone(), 0).await.is_err(),
         "a duplicate id fails the batch"
     );
     assert!(
-        store.counts("crm").expect("counts").is_empty(),
+        store.counts("crm").await.expect("counts").is_empty(),
         "and nothing of it is stored"
     );
     batch.pop();
-    store.insert(&batch, 0).expect("insert");
-    assert_eq!(count(&store, JobStatus::Available), 4);
+    store.insert(batch, 0).await.expect("insert");
+    assert_eq!(count(&store, JobStatus::Available).await, 4);
 }
 
-#[test]
-fn each_due_job_is_claimed_once_and_a_later_one_when_its_time_comes() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = store(&dir);
+async fn each_due_job_is_claimed_once_and_a_later_one_when_its_time_comes(backend: Backend) {
+    let store = backend.open().await;
     let mut batch: Vec<NewJob> = (0..10).map(|n| job(n, None)).collect();
     batch.push(job(10, Some(5_000)));
-    store.insert(&batch, 0).expect("insert");
-    assert_eq!(count(&store, JobStatus::Scheduled), 1);
+    store.insert(batch, 0).await.expect("insert");
+    assert_eq!(count(&store, JobStatus::Scheduled).await, 1);
 
-    let first = store.claim("crm", 4, 10, LEASE).expect("claim");
-    let rest = store.claim("crm", 100, 10, LEASE).expect("claim");
+    let first = claim(&store, 4, 10).await;
+    let rest = claim(&store, 100, 10).await;
     assert_eq!((first.len(), rest.len()), (4, 6));
     let mut numbers: Vec<u64> = first
         .iter()
@@ -83,20 +254,16 @@ fn each_due_job_is_claimed_once_and_a_later_one_when_its_time_comes() {
         .collect();
     numbers.sort_unstable();
     assert_eq!(numbers, (0..10).collect::<Vec<_>>(), "every due job once");
-    assert!(
-        store
-            .claim("crm", 100, 10, LEASE)
-            .expect("claim")
-            .is_empty()
-    );
+    assert!(claim(&store, 100, 10).await.is_empty());
     assert!(
         store
             .claim("other", 100, 10, LEASE)
+            .await
             .expect("claim")
             .is_empty()
     );
 
-    let later = store.claim("crm", 100, 5_000, LEASE).expect("claim");
+    let later = claim(&store, 100, 5_000).await;
     let numbers: Vec<_> = later
         .iter()
         .map(|claimed| claimed.payload["n"].clone())
@@ -107,47 +274,51 @@ fn each_due_job_is_claimed_once_and_a_later_one_when_its_time_comes() {
     );
 }
 
-#[test]
-fn a_job_whose_claimer_died_is_taken_up_and_the_stale_claimer_is_fenced() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = store(&dir);
-    store.insert(&[job(1, None)], 0).expect("insert");
-    let stale = store.claim("crm", 1, 0, LEASE).expect("claim").remove(0);
-    assert!(
-        store.claim("crm", 1, 500, LEASE).expect("claim").is_empty(),
-        "leased"
-    );
-    assert!(
-        store.heartbeat(&stale, 900, LEASE).expect("heartbeat"),
+async fn a_job_whose_claimer_died_is_taken_up_and_the_stale_claimer_is_fenced(backend: Backend) {
+    let store = backend.open().await;
+    store.insert(vec![job(1, None)], 0).await.expect("insert");
+    let stale = claim(&store, 1, 0).await.remove(0);
+    assert!(claim(&store, 1, 500).await.is_empty(), "leased");
+    assert_eq!(
+        store
+            .heartbeat(vec![stale.clone()], 900, LEASE)
+            .await
+            .expect("heartbeat"),
+        vec![true],
         "the owner extends"
     );
     assert!(
-        store
-            .claim("crm", 1, 1_500, LEASE)
-            .expect("claim")
-            .is_empty(),
+        claim(&store, 1, 1_500).await.is_empty(),
         "extended to 1,900"
     );
 
-    let taken = store
-        .claim("crm", 1, 2_000, LEASE)
-        .expect("claim")
-        .remove(0);
+    let taken = claim(&store, 1, 2_000).await.remove(0);
     assert_eq!(taken.id, stale.id);
     assert_eq!((taken.attempt, taken.token), (2, stale.token + 1));
-    assert!(!store.heartbeat(&stale, 2_100, LEASE).expect("heartbeat"));
+    assert_eq!(
+        store
+            .heartbeat(vec![stale.clone(), taken.clone()], 2_100, LEASE)
+            .await
+            .expect("heartbeat"),
+        vec![false, true],
+        "only the current claim extends"
+    );
     assert!(
-        !settle_one(&store, &stale, Settlement::Succeeded, 2_200),
+        !settle_one(&store, &stale, Settlement::Succeeded, 2_200).await,
         "a claimer paused past its lease cannot settle the job"
     );
     assert_eq!(
-        count(&store, JobStatus::Running),
+        count(&store, JobStatus::Running).await,
         1,
         "the stale settlement changed nothing"
     );
-    assert!(settle_one(&store, &taken, Settlement::Succeeded, 2_300));
+    assert!(settle_one(&store, &taken, Settlement::Succeeded, 2_300).await);
 
-    let record = store.get(&taken.id).expect("get").expect("job");
+    let record = store
+        .get(taken.id.clone())
+        .await
+        .expect("get")
+        .expect("job");
     assert_eq!(record.status, JobStatus::Succeeded);
     assert_eq!(record.version.as_deref(), Some("2"));
     let fenced: Vec<bool> = record.attempts.iter().map(|(_, fenced)| *fenced).collect();
@@ -158,59 +329,51 @@ fn a_job_whose_claimer_died_is_taken_up_and_the_stale_claimer_is_fenced() {
     );
 }
 
-#[test]
-fn a_failed_job_waits_for_its_retry_time_then_is_discarded_and_replayed() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = store(&dir);
-    store.insert(&[job(1, None)], 0).expect("insert");
-    let first = store.claim("crm", 1, 0, LEASE).expect("claim").remove(0);
-    assert!(settle_one(
-        &store,
-        &first,
-        Settlement::Retry { at: 5_000 },
-        10
-    ));
-    let record = store.get(&first.id).expect("get").expect("job");
+async fn a_failed_job_waits_for_its_retry_time_then_is_discarded_and_replayed(backend: Backend) {
+    let store = backend.open().await;
+    store.insert(vec![job(1, None)], 0).await.expect("insert");
+    let first = claim(&store, 1, 0).await.remove(0);
+    assert!(settle_one(&store, &first, Settlement::Retry { at: 5_000 }, 10).await);
+    let record = store
+        .get(first.id.clone())
+        .await
+        .expect("get")
+        .expect("job");
     assert_eq!(
         (record.status, record.next_attempt_at),
         (JobStatus::Retrying, 5_000)
     );
     assert_eq!(record.last_error.as_deref(), Some("503 from the receiver"));
-    assert!(
-        store
-            .claim("crm", 1, 4_999, LEASE)
-            .expect("claim")
-            .is_empty()
-    );
+    assert!(claim(&store, 1, 4_999).await.is_empty());
 
-    let second = store
-        .claim("crm", 1, 5_000, LEASE)
-        .expect("claim")
-        .remove(0);
+    let second = claim(&store, 1, 5_000).await.remove(0);
     assert_eq!(second.attempt, 2);
-    assert!(settle_one(&store, &second, Settlement::Discarded, 5_010));
-    assert_eq!(count(&store, JobStatus::Discarded), 1);
+    assert!(settle_one(&store, &second, Settlement::Discarded, 5_010).await);
+    assert_eq!(count(&store, JobStatus::Discarded).await, 1);
     assert!(
-        store
-            .claim("crm", 1, 99_999, LEASE)
-            .expect("claim")
-            .is_empty(),
+        claim(&store, 1, 99_999).await.is_empty(),
         "a dead letter waits"
     );
 
-    assert!(store.replay(&second.id, 6_000).expect("replay"));
     assert!(
-        !store.replay(&second.id, 6_000).expect("replay"),
+        store
+            .replay(second.id.clone(), 6_000)
+            .await
+            .expect("replay")
+    );
+    assert!(
+        !store
+            .replay(second.id.clone(), 6_000)
+            .await
+            .expect("replay"),
         "only a dead letter replays"
     );
-    let third = store
-        .claim("crm", 1, 6_000, LEASE)
-        .expect("claim")
-        .remove(0);
+    let third = claim(&store, 1, 6_000).await.remove(0);
     assert_eq!(third.attempt, 1, "a replay gets a fresh budget of retries");
     assert_eq!(
         store
-            .get(&third.id)
+            .get(third.id.clone())
+            .await
             .expect("get")
             .expect("job")
             .attempts
@@ -219,69 +382,62 @@ fn a_failed_job_waits_for_its_retry_time_then_is_discarded_and_replayed() {
     );
 }
 
-#[test]
-fn cancelling_a_running_job_fences_its_claimer() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = store(&dir);
-    store.insert(&[job(1, None)], 0).expect("insert");
-    let claimed = store.claim("crm", 1, 0, LEASE).expect("claim").remove(0);
-    assert!(store.cancel(&claimed.id, 10).expect("cancel"));
+async fn cancelling_a_running_job_fences_its_claimer(backend: Backend) {
+    let store = backend.open().await;
+    store.insert(vec![job(1, None)], 0).await.expect("insert");
+    let claimed = claim(&store, 1, 0).await.remove(0);
+    assert!(store.cancel(claimed.id.clone(), 10).await.expect("cancel"));
     assert!(
-        !store.cancel(&claimed.id, 10).expect("cancel"),
+        !store.cancel(claimed.id.clone(), 10).await.expect("cancel"),
         "already ended"
     );
-    assert!(!settle_one(&store, &claimed, Settlement::Succeeded, 20));
-    assert_eq!(count(&store, JobStatus::Cancelled), 1);
-    assert!(
-        store
-            .claim("crm", 1, 99_999, LEASE)
-            .expect("claim")
-            .is_empty()
-    );
+    assert!(!settle_one(&store, &claimed, Settlement::Succeeded, 20).await);
+    assert_eq!(count(&store, JobStatus::Cancelled).await, 1);
+    assert!(claim(&store, 1, 99_999).await.is_empty());
 }
 
-#[test]
-fn stored_and_running_jobs_are_there_after_the_store_is_opened_again() {
-    let dir = tempfile::tempdir().expect("tempdir");
+async fn stored_and_running_jobs_are_there_after_the_store_is_opened_again(backend: Backend) {
     let ids: Vec<JobId> = {
-        let store = store(&dir);
+        let store = backend.open().await;
         let batch: Vec<NewJob> = (0..100).map(|n| job(n, None)).collect();
-        store.insert(&batch, 0).expect("insert");
-        store.claim("crm", 10, 0, LEASE).expect("claim");
-        batch.into_iter().map(|job| job.id).collect()
+        let ids = batch.iter().map(|job| job.id.clone()).collect();
+        store.insert(batch, 0).await.expect("insert");
+        claim(&store, 10, 0).await;
+        ids
     };
-    let store = store(&dir);
-    assert_eq!(count(&store, JobStatus::Available), 90);
-    assert_eq!(count(&store, JobStatus::Running), 10);
-    let taken_up = store.claim("crm", 1_000, 2_000, LEASE).expect("claim");
+    let store = backend.open().await;
+    assert_eq!(count(&store, JobStatus::Available).await, 90);
+    assert_eq!(count(&store, JobStatus::Running).await, 10);
+    let taken_up = claim(&store, 1_000, 2_000).await;
     assert_eq!(
         taken_up.len(),
         100,
         "the running ones come back once their lease is out"
     );
     for id in &ids {
-        assert!(store.get(id).expect("get").is_some());
+        assert!(store.get(id.clone()).await.expect("get").is_some());
     }
 }
 
-#[test]
-fn listings_page_by_cursor_and_filter_and_dead_letters_replay_in_bulk() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = store(&dir);
+async fn listings_page_by_cursor_and_filter_and_dead_letters_replay_in_bulk(backend: Backend) {
+    let store = backend.open().await;
     let batch: Vec<NewJob> = (0..5).map(|n| job(n, None)).collect();
-    store.insert(&batch, 0).expect("insert");
-    for claimed in store.claim("crm", 3, 0, LEASE).expect("claim") {
-        assert!(settle_one(&store, &claimed, Settlement::Discarded, 10));
+    store.insert(batch, 0).await.expect("insert");
+    for claimed in claim(&store, 3, 0).await {
+        assert!(settle_one(&store, &claimed, Settlement::Discarded, 10).await);
     }
     let discarded = JobFilter {
         destination: Some("crm".to_owned()),
         status: Some(JobStatus::Discarded),
         ..JobFilter::default()
     };
-    let first = store.list(&discarded, 2, None).expect("list");
+    let first = store.list(discarded.clone(), 2, None).await.expect("list");
     assert_eq!(first.jobs.len(), 2);
     let cursor = first.next_cursor.expect("a full page has a cursor");
-    let second = store.list(&discarded, 2, Some(&cursor)).expect("list");
+    let second = store
+        .list(discarded.clone(), 2, Some(cursor))
+        .await
+        .expect("list");
     assert_eq!(second.jobs.len(), 1);
     assert!(second.next_cursor.is_none());
     assert!(first.jobs[1].id < second.jobs[0].id, "in id order");
@@ -291,41 +447,51 @@ fn listings_page_by_cursor_and_filter_and_dead_letters_replay_in_bulk() {
     );
     assert_eq!(second.jobs[0].context["connector"], "web");
 
-    assert_eq!(store.replay_matching(&discarded, 20).expect("replay"), 3);
-    assert_eq!(count(&store, JobStatus::Available), 5);
+    assert_eq!(
+        store
+            .replay_matching(discarded.clone(), 20)
+            .await
+            .expect("replay"),
+        3
+    );
+    assert_eq!(count(&store, JobStatus::Available).await, 5);
     assert!(
         store
-            .list(&discarded, 10, None)
+            .list(discarded, 10, None)
+            .await
             .expect("list")
             .jobs
             .is_empty()
     );
 }
 
-#[test]
-fn succeeded_jobs_are_pruned_in_batches_and_a_deleted_job_is_gone() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = store(&dir);
+async fn succeeded_jobs_are_pruned_in_batches_and_a_deleted_job_is_gone(backend: Backend) {
+    let store = backend.open().await;
     let batch: Vec<NewJob> = (0..5).map(|n| job(n, None)).collect();
-    store.insert(&batch, 0).expect("insert");
-    for claimed in store.claim("crm", 4, 0, LEASE).expect("claim") {
-        assert!(settle_one(&store, &claimed, Settlement::Succeeded, 100));
+    let last = batch[4].id.clone();
+    store.insert(batch, 0).await.expect("insert");
+    for claimed in claim(&store, 4, 0).await {
+        assert!(settle_one(&store, &claimed, Settlement::Succeeded, 100).await);
     }
     assert_eq!(
-        store.prune_succeeded(100, 10).expect("prune"),
+        store.prune_succeeded(100, 10).await.expect("prune"),
         0,
         "not yet old enough"
     );
     assert_eq!(
-        store.prune_succeeded(101, 3).expect("prune"),
+        store.prune_succeeded(101, 3).await.expect("prune"),
         3,
         "a batch at most"
     );
-    assert_eq!(store.prune_succeeded(101, 3).expect("prune"), 1);
-    assert_eq!(count(&store, JobStatus::Succeeded), 0);
-    assert_eq!(count(&store, JobStatus::Available), 1, "pending jobs stay");
+    assert_eq!(store.prune_succeeded(101, 3).await.expect("prune"), 1);
+    assert_eq!(count(&store, JobStatus::Succeeded).await, 0);
+    assert_eq!(
+        count(&store, JobStatus::Available).await,
+        1,
+        "pending jobs stay"
+    );
 
-    let tally = store.tally().expect("tally");
+    let tally = store.tally().await.expect("tally");
     assert_eq!(
         tally,
         vec![(
@@ -335,8 +501,400 @@ fn succeeded_jobs_are_pruned_in_batches_and_a_deleted_job_is_gone() {
             1
         )]
     );
-    let last = &batch[4].id;
-    assert!(store.delete(last).expect("delete"));
-    assert!(store.get(last).expect("get").is_none());
-    assert!(!store.delete(last).expect("delete"), "already gone");
+    assert!(store.delete(last.clone()).await.expect("delete"));
+    assert!(store.get(last.clone()).await.expect("get").is_none());
+    assert!(!store.delete(last).await.expect("delete"), "already gone");
+}
+
+async fn a_batch_settling_one_claim_twice_settles_it_once_and_fences_the_second(backend: Backend) {
+    let store = backend.open().await;
+    store
+        .insert(vec![job(1, None), job(2, None)], 0)
+        .await
+        .expect("insert");
+    let claims = claim(&store, 2, 0).await;
+    let retry = Settlement::Retry { at: 500 };
+    let owned = store
+        .settle(
+            vec![
+                (
+                    claims[0].clone(),
+                    Settlement::Succeeded,
+                    attempt_for(&Settlement::Succeeded, 10),
+                ),
+                (claims[0].clone(), retry.clone(), attempt_for(&retry, 11)),
+                (claims[1].clone(), retry.clone(), attempt_for(&retry, 12)),
+            ],
+            20,
+        )
+        .await
+        .expect("settle");
+    assert_eq!(owned, vec![true, false, true]);
+    let record = store
+        .get(claims[0].id.clone())
+        .await
+        .expect("get")
+        .expect("job");
+    assert_eq!(record.status, JobStatus::Succeeded, "the first one counts");
+    let attempts: Vec<(i64, bool)> = record
+        .attempts
+        .iter()
+        .map(|(attempt, fenced)| (attempt.started_at, *fenced))
+        .collect();
+    assert_eq!(
+        attempts,
+        vec![(10, false), (11, true)],
+        "both on record, in order"
+    );
+    assert_eq!(count(&store, JobStatus::Retrying).await, 1);
+}
+
+async fn payloads_come_back_as_they_were_stored(backend: Backend) {
+    let store = backend.open().await;
+    let mut stored = job(1, None);
+    stored.payload = serde_json::json!({
+        "text": "nul \u{0} and emoji \u{1F680} and quote \" and backslash \\",
+        "big": u64::MAX,
+        "negative": i64::MIN,
+        "float": 0.1,
+        "nested": { "list": [1, null, true, "x"] },
+    });
+    stored.context = serde_json::json!(["not", "an", "object"]);
+    stored.version = None;
+    store.insert(vec![stored.clone()], 0).await.expect("insert");
+    let record = store
+        .get(stored.id.clone())
+        .await
+        .expect("get")
+        .expect("job");
+    assert_eq!(record.payload, stored.payload);
+    assert_eq!(record.context, stored.context);
+    assert_eq!(record.version, None);
+    assert_eq!(claim(&store, 1, 0).await[0].payload, stored.payload);
+}
+
+#[tokio::test]
+async fn the_sqlite_store_waits_out_the_timeout() {
+    let store = Backend::sqlite().open().await;
+    assert_eq!(
+        store.wait_for_jobs("crm", Duration::from_millis(10)).await,
+        Wake::TimedOut
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_named_without_the_password() {
+    let location = StoreLocation::parse(
+        Some("postgres://tightbeam:s3cret-pw@127.0.0.1:1/jobs?connect_timeout=2"),
+        std::path::Path::new("."),
+    )
+    .expect("a valid URL");
+    assert!(!format!("{location:?} {location}").contains("s3cret-pw"));
+    let error = match Store::open(&location, Durability::Full).await {
+        Ok(_) => panic!("nothing listens on port 1"),
+        Err(error) => error.to_string(),
+    };
+    assert!(error.contains("127.0.0.1:1"), "names the server: {error}");
+    assert!(!error.contains("s3cret-pw"), "hides the password: {error}");
+
+    let refused = StoreLocation::parse(
+        Some("postgres://tightbeam:s3cret-pw@db/jobs?schema=No-Such"),
+        std::path::Path::new("."),
+    )
+    .expect_err("an invalid schema");
+    assert!(!refused.contains("s3cret-pw"), "{refused}");
+}
+
+/// Two nodes (two stores, two pools) claim 2,000 jobs at once, several claimers each: every
+/// job is claimed, and settled, exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_claiming_at_once_take_each_job_exactly_once() {
+    let Some(backend) = Backend::postgres().await else {
+        return;
+    };
+    const JOBS: u64 = 2_000;
+    let nodes = [backend.open().await, backend.open().await];
+    for start in (0..JOBS).step_by(250) {
+        let batch = (start..start + 250).map(|n| job(n, None)).collect();
+        nodes[0].insert(batch, 0).await.expect("insert");
+    }
+
+    let mut claimers = tokio::task::JoinSet::new();
+    for (node_index, node) in nodes.iter().enumerate() {
+        for _ in 0..4 {
+            let node = node.clone();
+            claimers.spawn(async move {
+                let mut numbers = Vec::new();
+                // Bounded: each round claims at least one job, or ends the loop.
+                for _ in 0..JOBS {
+                    let claims = node.claim("crm", 25, 10, 60_000).await.expect("claim");
+                    if claims.is_empty() {
+                        break;
+                    }
+                    numbers.extend(claims.iter().map(|claimed| claimed.payload["n"].clone()));
+                    let settled = claims
+                        .into_iter()
+                        .map(|claimed| {
+                            let attempt = attempt_for(&Settlement::Succeeded, 20);
+                            (claimed, Settlement::Succeeded, attempt)
+                        })
+                        .collect();
+                    let owned = node.settle(settled, 20).await.expect("settle");
+                    assert!(
+                        owned.iter().all(|owned| *owned),
+                        "a claimer owns its claims"
+                    );
+                }
+                (node_index, numbers)
+            });
+        }
+    }
+    let mut per_node = [0_usize; 2];
+    let mut all = Vec::new();
+    let joined = tokio::time::timeout(Duration::from_secs(120), async {
+        while let Some(result) = claimers.join_next().await {
+            let (node_index, numbers) = result.expect("a claimer task");
+            per_node[node_index] += numbers.len();
+            all.extend(numbers);
+        }
+    })
+    .await;
+    assert!(joined.is_ok(), "the claimers finished within 120 s");
+    eprintln!(
+        "node 0 claimed {} jobs, node 1 claimed {}",
+        per_node[0], per_node[1]
+    );
+    let distinct: HashSet<String> = all.iter().map(ToString::to_string).collect();
+    assert_eq!(all.len() as u64, JOBS, "no job claimed twice");
+    assert_eq!(distinct.len() as u64, JOBS, "every job claimed");
+    assert_eq!(count(&nodes[1], JobStatus::Succeeded).await, JOBS);
+    assert_eq!(count(&nodes[1], JobStatus::Available).await, 0);
+    assert!(claim(&nodes[0], 100, 10).await.is_empty());
+}
+
+const KILL: &str = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+    WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_name = $1";
+
+/// Ends every connection of a store (the pool's and the listener's); returns how many.
+async fn kill_connections(admin: &tokio_postgres::Client, application_name: &str) -> usize {
+    admin
+        .query(KILL, &[&application_name])
+        .await
+        .expect("pg_terminate_backend")
+        .len()
+}
+
+/// The pids of a store's `LISTEN` connections.
+async fn listener_pids(admin: &tokio_postgres::Client, application_name: &str) -> Vec<i32> {
+    admin
+        .query(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()
+             AND application_name = $1 AND query = 'LISTEN tightbeam_jobs'",
+            &[&application_name],
+        )
+        .await
+        .expect("pg_stat_activity")
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+/// A failure under `pg_terminate_backend` is a lost connection (twice: it is retried once).
+fn assert_connection_lost(error: &tb_store::StoreError) {
+    let message = error.to_string();
+    assert!(
+        [
+            "terminating connection",
+            "connection closed",
+            "cannot connect"
+        ]
+        .iter()
+        .any(|lost| message.contains(lost)),
+        "only a lost connection fails an operation: {message}"
+    );
+}
+
+/// Every connection of a store is ended between operations, again and again, and while
+/// inserts and claims are in flight: each next operation succeeds on a new connection,
+/// nothing stored is lost, and the listener comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_connections_are_replaced_and_nothing_stored_is_lost() {
+    let Some(backend) = Backend::postgres().await else {
+        return;
+    };
+    let application_name = backend.application_name.clone().expect("postgres");
+    let admin = admin_client().await.expect("admin connection");
+    let store = backend.open().await;
+    let mut stored: Vec<JobId> = Vec::new();
+    let mut claimed = 0_usize;
+
+    // Between operations: every one must succeed.
+    for round in 0..8_u64 {
+        let batches: Vec<Vec<NewJob>> = (0..3)
+            .map(|part| {
+                (0..20)
+                    .map(|n| job(round * 100 + part * 20 + n, None))
+                    .collect()
+            })
+            .collect();
+        stored.extend(batches.iter().flatten().map(|job| job.id.clone()));
+        let inserts = batches.into_iter().map(|batch| store.insert(batch, 0));
+        for result in futures::future::join_all(inserts).await {
+            result.expect("an insert right after the connections were killed");
+        }
+        claimed += claim(&store, 10, 0).await.len();
+        let killed = kill_connections(&admin, &application_name).await;
+        assert!(
+            killed >= 1,
+            "round {round}: the store had connections to kill"
+        );
+    }
+
+    // While operations are in flight: a failure may only be a lost connection, reported as
+    // an error (never a panic), and whatever was reported stored must be there.
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut stored = Vec::new();
+            let mut failed = 0_usize;
+            for round in 0..40_u64 {
+                let batch: Vec<NewJob> = (0..10)
+                    .map(|n| job(10_000 + round * 10 + n, None))
+                    .collect();
+                let ids: Vec<JobId> = batch.iter().map(|job| job.id.clone()).collect();
+                match store.insert(batch, 0).await {
+                    Ok(()) => stored.extend(ids),
+                    Err(error) => {
+                        assert_connection_lost(&error);
+                        failed += 1;
+                    }
+                }
+                if let Err(error) = store.claim("crm", 5, 0, 60_000).await {
+                    assert_connection_lost(&error);
+                    failed += 1;
+                }
+            }
+            (stored, failed)
+        })
+    };
+    // Bounded: at most 200 kills, 10 ms apart, while the writer runs.
+    let mut kills = 0_usize;
+    while !writer.is_finished() && kills < 200 {
+        kill_connections(&admin, &application_name).await;
+        kills += 1;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (stored_in_flight, failed) = tokio::time::timeout(Duration::from_secs(60), writer)
+        .await
+        .expect("the writer finished within 60 s")
+        .expect("the writer did not panic");
+    eprintln!(
+        "in flight: {kills} kills, {} jobs stored, {failed} of 80 operations failed",
+        stored_in_flight.len()
+    );
+    assert!(
+        !stored_in_flight.is_empty(),
+        "inserts went on through the kills"
+    );
+    stored.extend(stored_in_flight);
+
+    // After the kills: the next operations succeed, and every stored job is there.
+    kill_connections(&admin, &application_name).await;
+    store
+        .insert(vec![job(99_999, None)], 0)
+        .await
+        .expect("an insert after the last kill");
+    claimed += claim(&store, 10, 0).await.len();
+    assert!(claimed > 0);
+    for id in &stored {
+        assert!(
+            store.get(id.clone()).await.expect("get").is_some(),
+            "job {id} was stored and is still there"
+        );
+    }
+    let total: u64 = store
+        .counts("crm")
+        .await
+        .expect("counts")
+        .iter()
+        .map(|(_, count)| count)
+        .sum();
+    assert_eq!(total, stored.len() as u64 + 1, "nothing more, nothing less");
+
+    // The listener reconnected (a new LISTEN session), and wakes waiters again.
+    let before = listener_pids(&admin, &application_name).await;
+    kill_connections(&admin, &application_name).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now_listening = listener_pids(&admin, &application_name).await;
+        if now_listening.iter().any(|pid| !before.contains(pid)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the listener reconnected within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let destination = format!("crm-{}", JobId::new());
+    let mut waiting = pin!(store.wait_for_jobs(&destination, Duration::from_secs(10)));
+    assert!(futures::poll!(waiting.as_mut()).is_pending());
+    store
+        .insert(vec![job_for(&destination, 1, None)], 0)
+        .await
+        .expect("insert");
+    assert_eq!(waiting.await, Wake::Notified);
+}
+
+/// An idle node is woken by another node's insert for its destination, soon, and not by
+/// inserts for other destinations.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_node_is_woken_by_another_nodes_insert_for_its_destination() {
+    let Some(backend) = Backend::postgres().await else {
+        return;
+    };
+    let idle = backend.open().await;
+    let busy = backend.open().await;
+    let mine = format!("crm-{}", JobId::new());
+    let other = format!("erp-{}", JobId::new());
+
+    let started = Instant::now();
+    let mut waiting = pin!(idle.wait_for_jobs(&mine, Duration::from_secs(10)));
+    assert!(futures::poll!(waiting.as_mut()).is_pending());
+    busy.insert(vec![job_for(&mine, 1, None)], 0)
+        .await
+        .expect("insert");
+    assert_eq!(waiting.await, Wake::Notified);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "woken well before the 10 s timeout ({:?})",
+        started.elapsed()
+    );
+
+    let mut waiting = pin!(idle.wait_for_jobs(&mine, Duration::from_millis(500)));
+    assert!(futures::poll!(waiting.as_mut()).is_pending());
+    busy.insert(vec![job_for(&other, 1, None)], 0)
+        .await
+        .expect("insert");
+    assert_eq!(
+        waiting.await,
+        Wake::TimedOut,
+        "another destination's jobs do not wake it"
+    );
+
+    // A replay is news too.
+    let claimed = busy
+        .claim(&mine, 1, 0, LEASE)
+        .await
+        .expect("claim")
+        .remove(0);
+    let discarded = Settlement::Discarded;
+    let attempt = attempt_for(&discarded, 0);
+    busy.settle(vec![(claimed.clone(), discarded, attempt)], 0)
+        .await
+        .expect("settle");
+    let mut waiting = pin!(idle.wait_for_jobs(&mine, Duration::from_secs(10)));
+    assert!(futures::poll!(waiting.as_mut()).is_pending());
+    assert!(busy.replay(claimed.id, 10).await.expect("replay"));
+    assert_eq!(waiting.await, Wake::Notified);
 }
