@@ -1,19 +1,21 @@
 //! Tightbeam's HTTP API: `/health` (liveness), `/ready` (every component running),
 //! `/metrics` (Prometheus text), `/api/v1/topology`, and `/api/v1/config` (read the running
-//! config with secrets masked; replace it with a live reload).
+//! config with secrets masked; replace it with a live reload), `/api/v1/destinations` and
+//! `/api/v1/jobs` (durable delivery's jobs and dead letters).
 //!
 //! This is the only crate that turns runtime types into JSON: the runtime exposes a narrow
 //! read-only [`RuntimeHandle`], and the shapes clients see are defined here.
 #![deny(missing_docs)]
 
 mod config;
+mod jobs;
 mod topology;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use tb_runtime::{MetricsFormat, RuntimeHandle};
 
 pub use topology::TopologyDto;
@@ -26,6 +28,12 @@ pub fn router(handle: RuntimeHandle, body_timeout: std::time::Duration) -> Route
         .route("/metrics", get(metrics))
         .route("/ready", get(ready))
         .route("/api/v1/topology", get(topology))
+        .route("/api/v1/destinations", get(jobs::destinations))
+        .route("/api/v1/jobs", get(jobs::list))
+        .route("/api/v1/jobs/retry", post(jobs::retry_matching))
+        .route("/api/v1/jobs/{id}", get(jobs::show).delete(jobs::delete))
+        .route("/api/v1/jobs/{id}/retry", post(jobs::retry))
+        .route("/api/v1/jobs/{id}/cancel", post(jobs::cancel))
         .route(
             "/api/v1/config",
             get(config::get_config).put(config::put_config),

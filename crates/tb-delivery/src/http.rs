@@ -89,7 +89,7 @@ impl HttpLoader {
                 Some(Signer::new(&secrets).map_err(|error| ("signing".to_owned(), error))?)
             }
         };
-        let client = reqwest::Client::builder()
+        let client = tb_connectors::core::http_client_builder()
             .timeout(config.timeout)
             .redirect(reqwest::redirect::Policy::none())
             .build()

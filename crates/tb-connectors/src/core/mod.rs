@@ -22,6 +22,7 @@ mod status;
 mod stream_server;
 mod streams;
 mod tasks;
+mod tls;
 mod traits;
 
 pub use backoff::{Backoff, connect_with_backoff, pause};
@@ -49,4 +50,5 @@ pub use status::{ComponentStatus, StatusCell, StatusRecord};
 pub use stream_server::{StreamServer, bind, serve_router};
 pub use streams::{LAG_GRACE, StreamWriters, fail_outgoing};
 pub use tasks::{OwnedTask, spawn_owned};
+pub use tls::http_client_builder;
 pub use traits::{Connector, ConnectorBuilder, Roles, RunningConnector, StartFuture};

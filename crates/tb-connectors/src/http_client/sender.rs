@@ -26,9 +26,7 @@ impl HttpClient {
 impl Connector for HttpClient {
     fn start(self: Box<Self>, context: ConnectorContext) -> StartFuture {
         Box::pin(async move {
-            // reqwest is built with rustls and no default crypto provider; VRL uses ring.
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            let client = reqwest::Client::builder()
+            let client = crate::core::http_client_builder()
                 .timeout(self.config.request_timeout)
                 .build()
                 .map_err(|error| crate::ConnectorError::Io {

@@ -1,0 +1,427 @@
+//! Durable delivery end to end, against the real binary and a local receiver that can be
+//! told to fail: retries then success, a permanent failure dead-lettered and replayed through
+//! the API, Standard Webhooks signatures checked by the `standardwebhooks` library, and a
+//! kill -9 with jobs pending whose restart delivers every one.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+
+const LIMIT: Duration = Duration::from_secs(60);
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// One request as the receiver saw it.
+#[derive(Clone, Debug)]
+struct Received {
+    method: String,
+    path: String,
+    headers: BTreeMap<String, String>,
+    body: String,
+    answered: u16,
+}
+
+/// A receiver that answers each path with the next code of its script (then 200), and
+/// records every request.
+#[derive(Clone, Default)]
+struct Receiver {
+    scripts: Arc<Mutex<BTreeMap<String, Vec<u16>>>>,
+    received: Arc<Mutex<Vec<Received>>>,
+}
+
+impl Receiver {
+    fn script(&self, path: &str, codes: &[u16]) {
+        self.scripts
+            .lock()
+            .expect("lock")
+            .insert(path.to_owned(), codes.iter().rev().copied().collect());
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.received.lock().expect("lock").clone()
+    }
+
+    fn to(&self, path: &str) -> Vec<Received> {
+        self.received()
+            .into_iter()
+            .filter(|request| request.path == path)
+            .collect()
+    }
+
+    async fn serve(&self) -> u16 {
+        self.serve_on(0).await
+    }
+
+    async fn serve_on(&self, port: u16) -> u16 {
+        let receiver = self.clone();
+        let app = axum::Router::new().fallback(
+            move |method: axum::http::Method,
+                  uri: axum::http::Uri,
+                  headers: axum::http::HeaderMap,
+                  body: String| {
+                let receiver = receiver.clone();
+                async move {
+                    let path = uri.path().to_owned();
+                    let code = receiver
+                        .scripts
+                        .lock()
+                        .expect("lock")
+                        .get_mut(&path)
+                        .and_then(Vec::pop)
+                        .unwrap_or(200);
+                    let headers = headers
+                        .iter()
+                        .map(|(name, value)| {
+                            (
+                                name.to_string(),
+                                value.to_str().unwrap_or_default().to_owned(),
+                            )
+                        })
+                        .collect();
+                    receiver.received.lock().expect("lock").push(Received {
+                        method: method.to_string(),
+                        path,
+                        headers,
+                        body,
+                        answered: code,
+                    });
+                    let status = axum::http::StatusCode::from_u16(code).expect("code");
+                    (status, format!("answer {code}"))
+                }
+            },
+        );
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        port
+    }
+}
+
+/// The engine under test, started on a config sending to `receiver_port`.
+struct Engine {
+    dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    child: std::process::Child,
+    http_port: u16,
+    api_port: u16,
+}
+
+impl Engine {
+    fn start(receiver_port: u16) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (http_port, api_port) = (free_port(), free_port());
+        let text = config(http_port, api_port, receiver_port, "");
+        let path = write(dir.path(), "crm.toml", &text);
+        let mut child = start(dir.path(), &path);
+        wait_for_port(&mut child, http_port, LIMIT);
+        Self {
+            dir,
+            path,
+            child,
+            http_port,
+            api_port,
+        }
+    }
+}
+
+fn config(http_port: u16, api_port: u16, receiver: u16, extra: &str) -> String {
+    format!(
+        r#"data_dir = "data"
+shutdown_grace = "5s"
+
+[api]
+address = "127.0.0.1:{api_port}"
+
+[connectors.web]
+kind = "http_server"
+address = "127.0.0.1:{http_port}"
+
+[destinations.crm]
+kind = "http"
+url = "http://127.0.0.1:{receiver}"
+retry = {{ max_retries = 3, initial_backoff = "200ms", max_backoff = "1s", jitter = false }}
+signing = {{ secret = "{SECRET}" }}
+{extra}
+[destinations.crm.actions.identify]
+inputs = ["web"]
+marshal = '{{ "id": .user_id, "traits": .traits }}'
+method = "PUT"
+path = "/users/{{{{ .user_id }}}}"
+"#
+    )
+}
+
+async fn post(client: &reqwest::Client, port: u16, body: String) -> u16 {
+    client
+        .post(format!("http://127.0.0.1:{port}/"))
+        .body(body)
+        .send()
+        .await
+        .expect("post")
+        .status()
+        .as_u16()
+}
+
+async fn api_post(
+    client: &reqwest::Client,
+    api_port: u16,
+    path: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let response = client
+        .post(format!("http://127.0.0.1:{api_port}{path}"))
+        .json(&body)
+        .send()
+        .await
+        .expect("api post");
+    let status = response.status().as_u16();
+    (
+        status,
+        response.json().await.unwrap_or(serde_json::Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn a_job_is_retried_until_it_succeeds_and_a_dead_letter_is_replayed_through_the_api() {
+    let receiver = Receiver::default();
+    receiver.script("/users/1", &[503, 500]);
+    receiver.script("/users/2", &[422]);
+    let receiver_port = receiver.serve().await;
+    let Engine {
+        dir: _dir,
+        path: _path,
+        child,
+        http_port,
+        api_port,
+    } = Engine::start(receiver_port);
+    let client = http_client();
+
+    let body = r#"[{"user_id": 1, "traits": {"plan": "pro"}}, {"user_id": 2, "traits": {}}]"#;
+    assert_eq!(
+        post(&client, http_port, body.to_owned()).await,
+        200,
+        "stored, so acknowledged"
+    );
+
+    let attempts = wait_until("user 1 is delivered on its third attempt", LIMIT, || {
+        let found = receiver.to("/users/1");
+        async move { (found.last().map(|last| last.answered) == Some(200)).then_some(found) }
+    })
+    .await;
+    let codes: Vec<u16> = attempts.iter().map(|request| request.answered).collect();
+    assert_eq!(codes, vec![503, 500, 200]);
+    let first = &attempts[0];
+    assert_eq!(first.method, "PUT");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&first.body).expect("json"),
+        serde_json::json!({"id": 1, "traits": {"plan": "pro"}})
+    );
+    let keys: BTreeSet<&String> = attempts
+        .iter()
+        .map(|request| &request.headers["idempotency-key"])
+        .collect();
+    assert_eq!(keys.len(), 1, "one idempotency key across retries");
+    assert_eq!(
+        attempts[2].headers["webhook-id"],
+        attempts[0].headers["webhook-id"]
+    );
+
+    // User 2 was refused for good (422): a dead letter, with its attempt on record.
+    let api = format!("http://127.0.0.1:{api_port}");
+    let (_, page) = get_json(
+        &client,
+        &format!("{api}/api/v1/jobs?destination=crm&status=discarded"),
+    )
+    .await;
+    let dead = page["jobs"].as_array().expect("jobs").clone();
+    assert_eq!(dead.len(), 1, "{page}");
+    let id = dead[0]["id"].as_str().expect("id").to_owned();
+    let (status, job) = get_json(&client, &format!("{api}/api/v1/jobs/{id}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(job["context"]["path"], "/users/2");
+    assert_eq!(job["attempts"][0]["code"], 422);
+    assert_eq!(job["attempts"][0]["body_excerpt"], "answer 422");
+    assert_eq!(receiver.to("/users/2").len(), 1, "a 422 is not retried");
+
+    // Retrying a job that is not a dead letter is refused; the dead letter goes again.
+    let (_, succeeded) = get_json(&client, &format!("{api}/api/v1/jobs?status=succeeded")).await;
+    let done_id = succeeded["jobs"][0]["id"]
+        .as_str()
+        .expect("a succeeded job")
+        .to_owned();
+    let (status, _) = api_post(
+        &client,
+        api_port,
+        &format!("/api/v1/jobs/{done_id}/retry"),
+        serde_json::json!({}),
+    )
+    .await;
+    assert_eq!(status, 409);
+    let (status, _) = api_post(
+        &client,
+        api_port,
+        &format!("/api/v1/jobs/{id}/retry"),
+        serde_json::json!({}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    wait_until("the replayed job is delivered", LIMIT, || {
+        let delivered = receiver
+            .to("/users/2")
+            .iter()
+            .any(|request| request.answered == 200);
+        async move { delivered.then_some(()) }
+    })
+    .await;
+    let (_, destinations) = get_json(&client, &format!("{api}/api/v1/destinations")).await;
+    let crm = &destinations["destinations"][0];
+    assert_eq!(crm["circuit"], "closed");
+    wait_until("both jobs show as succeeded", LIMIT, || {
+        let client = client.clone();
+        let api = api.clone();
+        async move {
+            let (_, destinations) = get_json(&client, &format!("{api}/api/v1/destinations")).await;
+            (destinations["destinations"][0]["jobs"]["succeeded"] == 2).then_some(())
+        }
+    })
+    .await;
+    let metrics = metrics_text(&client, api_port).await;
+    assert!(
+        metrics.contains(
+            r#"tightbeam_jobs_total{destination="crm",action="identify",status="retrying"} 2"#
+        ),
+        "{metrics}"
+    );
+    stop_and_expect_drained(child, LIMIT);
+}
+
+#[tokio::test]
+async fn signatures_verify_with_the_standard_webhooks_library() {
+    let check = std::process::Command::new("python3")
+        .args(["-c", "import standardwebhooks"])
+        .output();
+    if !check.is_ok_and(|output| output.status.success()) {
+        assert!(
+            std::env::var("TIGHTBEAM_REQUIRE_SERVICES").as_deref() != Ok("1"),
+            "the Python package standardwebhooks is missing (pip install standardwebhooks)"
+        );
+        println!("skipping: the Python package standardwebhooks is not installed");
+        return;
+    }
+    let receiver = Receiver::default();
+    let receiver_port = receiver.serve().await;
+    let Engine {
+        dir: _dir,
+        path: _path,
+        child,
+        http_port,
+        ..
+    } = Engine::start(receiver_port);
+    let client = http_client();
+    let body = r#"{"user_id": "a b/ü", "traits": {"x": "\u00e9\"q"}}"#;
+    assert_eq!(post(&client, http_port, body.to_owned()).await, 200);
+    let request = wait_until("the receiver has the request", LIMIT, || {
+        let found = receiver.received().into_iter().next();
+        async move { found }
+    })
+    .await;
+    assert_eq!(
+        request.path, "/users/a%20b%2F%C3%BC",
+        "the value stays in its segment"
+    );
+    let script = r#"
+import json, sys
+from standardwebhooks.webhooks import Webhook
+request = json.load(sys.stdin)
+Webhook(request["secret"]).verify(request["body"], request["headers"])
+try:
+    Webhook("whsec_" + "QUJD" * 8).verify(request["body"], request["headers"])
+except Exception:
+    print("verified; a wrong secret fails")
+"#;
+    let input =
+        serde_json::json!({ "secret": SECRET, "body": request.body, "headers": request.headers });
+    let mut python = std::process::Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    use std::io::Write;
+    python
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.to_string().as_bytes())
+        .expect("write");
+    let output = wait_with_limit(python, LIMIT);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("verified; a wrong secret fails"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stop_and_expect_drained(child, LIMIT);
+}
+
+#[tokio::test]
+async fn jobs_pending_at_a_kill_9_are_all_delivered_after_a_restart() {
+    // The receiver is down at first: jobs are stored (and acknowledged) and wait.
+    let receiver_port = free_port();
+    let Engine {
+        dir,
+        path,
+        mut child,
+        http_port,
+        ..
+    } = Engine::start(receiver_port);
+    let client = http_client();
+    const EVENTS: u64 = 3_000;
+    for chunk in 0..(EVENTS / 500) {
+        let body: Vec<String> = (chunk * 500..(chunk + 1) * 500)
+            .map(|n| format!(r#"{{"user_id": {n}, "traits": {{}}}}"#))
+            .collect();
+        let body = format!("[{}]", body.join(","));
+        assert_eq!(post(&client, http_port, body).await, 200);
+    }
+    child.kill().expect("kill -9");
+    child.wait().expect("reap");
+
+    let receiver = Receiver::default();
+    let listener_port = receiver.serve_on(receiver_port).await;
+    assert_eq!(listener_port, receiver_port);
+    let started = std::time::Instant::now();
+    let mut child = start(dir.path(), &path);
+    wait_for_port(&mut child, http_port, LIMIT);
+    let delivered = wait_until(
+        "every acknowledged job is delivered after the restart",
+        Duration::from_secs(90),
+        || {
+            let paths: BTreeSet<String> = receiver
+                .received()
+                .into_iter()
+                .filter(|request| request.answered == 200)
+                .map(|request| request.path)
+                .collect();
+            async move { (paths.len() as u64 == EVENTS).then_some(paths) }
+        },
+    )
+    .await;
+    let requests = receiver.received().len() as u64;
+    println!(
+        "kill -9 with {EVENTS} jobs pending: {} distinct delivered, {} duplicates, {:.1} s after the restart",
+        delivered.len(),
+        requests - EVENTS,
+        started.elapsed().as_secs_f64()
+    );
+    for n in 0..EVENTS {
+        assert!(delivered.contains(&format!("/users/{n}")), "job {n} lost");
+    }
+    stop_and_expect_drained(child, LIMIT);
+}
