@@ -10,6 +10,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use tb_runtime::{RunOutcome, RunningTopology, Topology};
 
+mod jobs;
+
 /// mimalloc instead of glibc malloc: events are allocated on one thread (the decoding
 /// source) and freed on another (the sink), and glibc's arena locks made that cross-thread
 /// traffic 40% of W1's time (perf, 200k events).
@@ -20,7 +22,9 @@ const EXAMPLES: &str = "Examples:
   tightbeam run -c examples/quickstart.toml
   tightbeam run -c base.toml -c local.yaml
   tightbeam validate -c examples/quickstart.toml
-  tightbeam graph -c examples/quickstart.toml | dot -Tsvg > topology.svg";
+  tightbeam graph -c examples/quickstart.toml | dot -Tsvg > topology.svg
+  tightbeam jobs list --status discarded
+  tightbeam jobs retry --all --destination crm";
 
 /// Tightbeam moves events between systems, in real time, without losing any.
 #[derive(Parser)]
@@ -67,6 +71,14 @@ enum Command {
         #[arg(short, long = "config", required = true)]
         config: Vec<PathBuf>,
     },
+    /// List, show, retry and cancel durable delivery's jobs, through a running process's API.
+    Jobs {
+        /// The API's address.
+        #[arg(long, default_value = "127.0.0.1:7878", global = true)]
+        api: String,
+        #[command(subcommand)]
+        command: jobs::JobsCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -102,6 +114,10 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
+        Command::Jobs { api, command } => jobs::run(&api, command).unwrap_or_else(|error| {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }),
         Command::Run { config, watch } => match build(&config) {
             Ok(topology) => match run(topology, config, watch) {
                 Ok(code) => code,

@@ -249,6 +249,30 @@ async fn a_job_is_retried_until_it_succeeds_and_a_dead_letter_is_replayed_throug
     assert_eq!(receiver.to("/users/2").len(), 1, "a 422 is not retried");
 
     // Retrying a job that is not a dead letter is refused; the dead letter goes again.
+    // The CLI calls the same API.
+    let api_address = format!("127.0.0.1:{api_port}");
+    let listed = run_to_end(
+        std::path::Path::new("."),
+        &[
+            "jobs",
+            "list",
+            "--status",
+            "discarded",
+            "--api",
+            &api_address,
+        ],
+        LIMIT,
+    );
+    assert!(listed.status.success());
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("json");
+    assert_eq!(listed["jobs"][0]["id"], id.as_str());
+    let shown = run_to_end(
+        std::path::Path::new("."),
+        &["jobs", "show", &id, "--api", &api_address],
+        LIMIT,
+    );
+    let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).expect("json");
+    assert_eq!(shown["attempts"][0]["code"], 422);
     let (_, succeeded) = get_json(&client, &format!("{api}/api/v1/jobs?status=succeeded")).await;
     let done_id = succeeded["jobs"][0]["id"]
         .as_str()
@@ -262,6 +286,16 @@ async fn a_job_is_retried_until_it_succeeds_and_a_dead_letter_is_replayed_throug
     )
     .await;
     assert_eq!(status, 409);
+    let refused = run_to_end(
+        std::path::Path::new("."),
+        &["jobs", "retry", &done_id, "--api", &api_address],
+        LIMIT,
+    );
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("409"),
+        "{refused:?}"
+    );
     let (status, _) = api_post(
         &client,
         api_port,
