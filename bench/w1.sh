@@ -7,15 +7,9 @@
 #   TIGHTBEAM_BIN=/other/build/tightbeam bench/w1.sh         # another build, for before/after
 #
 # Prints events/s (1,000,000 / wall), CPU seconds (user + sys) and peak RSS for each.
-set -euo pipefail
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/events.sh"
 runs=${1:-3}
-shared=${SHARED_BENCH:-../shared/bench}
-data=bench/data
-events=$data/events.ndjson
 count=1000000
-mkdir -p "$data"
-[ -f "$events" ] || python3 "$shared/gen_events.py" "$count" > "$events"
 
 config=${W1_CONFIG:-examples/file-pipeline.toml}
 tightbeam=${TIGHTBEAM_BIN:-target/release/tightbeam}

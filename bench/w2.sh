@@ -6,14 +6,8 @@
 #   RELOADS=20 bench/w2.sh # also reconciles one changed transform 20 times under the load,
 #                          # printing the reconcile time (p50, p99) from PUT /api/v1/config
 #   TIGHTBEAM_BIN=/other/build/tightbeam LOADGEN_BIN=... bench/w2.sh   # another build
-set -euo pipefail
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/events.sh"
 runs=${1:-3}
-shared=${SHARED_BENCH:-../shared/bench}
-data=bench/data
-events=$data/events.ndjson
-mkdir -p "$data"
-[ -f "$events" ] || python3 "$shared/gen_events.py" 1000000 > "$events"
 tightbeam=${TIGHTBEAM_BIN:-target/release/tightbeam}
 loadgen=${LOADGEN_BIN:-target/release/tb-loadgen}
 [ -n "${TIGHTBEAM_BIN:-}" ] || cargo build --release -q -p tightbeam -p tb-loadgen

@@ -27,6 +27,32 @@ struct Args {
     /// Requests in flight.
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
+    /// Events per second to send at (paced per request); as fast as acknowledged without it.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Stamp each event with `"sent_us"` (Unix microseconds when its request is sent), for
+    /// the W3 receiver's ingest-to-receipt latency.
+    #[arg(long)]
+    stamp: bool,
+}
+
+/// `body` with `"sent_us":now` put first in each line's object.
+fn stamped(body: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_micros());
+    let mut out = String::with_capacity(body.len() + body.len() / 8);
+    for line in body.lines() {
+        match line.strip_prefix('{') {
+            Some(rest) => {
+                out.push_str(&format!("{{\"sent_us\":{now},"));
+                out.push_str(rest);
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
 }
 
 #[tokio::main]
@@ -55,14 +81,20 @@ async fn main() -> anyhow::Result<()> {
             next.clone(),
             args.url.clone(),
         );
+        let (rate, stamp, batch) = (args.rate, args.stamp, args.batch.max(1));
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut refused = 0usize;
             loop {
                 let index = next.fetch_add(1, Ordering::Relaxed);
                 let Some(body) = bodies.get(index) else { break };
+                if let Some(rate) = rate {
+                    let due = started + Duration::from_secs_f64((index * batch) as f64 / rate);
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                let body = if stamp { stamped(body) } else { body.clone() };
                 let sent = Instant::now();
-                let response = client.post(&url).body(body.clone()).send().await;
+                let response = client.post(&url).body(body).send().await;
                 match response {
                     Ok(response) if response.status().is_success() => {
                         let _ = response.bytes().await;

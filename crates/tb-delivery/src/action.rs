@@ -28,6 +28,8 @@ pub struct Action {
     pub method: reqwest::Method,
     /// The version its jobs record.
     pub version: Option<String>,
+    /// When that version stops being supported.
+    pub deprecated_after: Option<chrono::DateTime<chrono::Utc>>,
     /// 4xx codes retried rather than discarded.
     pub retry_on: Vec<u16>,
     /// Chained actions, by outcome.
@@ -82,6 +84,18 @@ impl Action {
                 ))
             })
             .ok();
+        let deprecated_after = match config.deprecated_after.as_deref().map(parse_date) {
+            None => None,
+            Some(Ok(at)) => Some(at),
+            Some(Err(())) => {
+                problems.push((
+                    format!("{prefix}deprecated_after"),
+                    "deprecated_after must be a date such as \"2026-12-31\" or an RFC 3339 time"
+                        .to_owned(),
+                ));
+                None
+            }
+        };
         let mut targets = |key: &str, names: &[String]| {
             names
                 .iter()
@@ -117,6 +131,7 @@ impl Action {
             path,
             method,
             version: config.version.clone(),
+            deprecated_after,
             retry_on: config.retry_on.clone(),
             on_succeeded,
             on_failed,
@@ -194,6 +209,18 @@ impl Action {
             run_at: None,
         })
     }
+}
+
+/// `2026-12-31` (midnight UTC) or an RFC 3339 time.
+fn parse_date(text: &str) -> Result<chrono::DateTime<chrono::Utc>, ()> {
+    if let Ok(time) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(time.with_timezone(&chrono::Utc));
+    }
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|date| date.and_hms_opt(0, 0, 0))
+        .map(|time| time.and_utc())
+        .ok_or(())
 }
 
 /// A VRL value as JSON (bytes as text, timestamps as RFC 3339).

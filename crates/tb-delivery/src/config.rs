@@ -51,6 +51,10 @@ pub struct DestinationConfig {
     /// A batch's body: `ndjson` (one payload per line) or `array` (a JSON array).
     #[serde(default)]
     pub batch_body: BatchBody,
+    /// How long a claim holds a job unless renewed (every third of it while the load runs);
+    /// a job whose process died is taken up again this long after its last renewal.
+    #[serde(default = "default_lease", with = "humantime_serde")]
+    pub lease: Duration,
     /// How long a succeeded job is kept before it is pruned.
     #[serde(default = "default_retention", with = "humantime_serde")]
     pub retention: Duration,
@@ -187,6 +191,10 @@ fn default_timeout() -> Duration {
 
 fn default_batch_size() -> u32 {
     1
+}
+
+fn default_lease() -> Duration {
+    Duration::from_secs(15)
 }
 
 fn default_retention() -> Duration {

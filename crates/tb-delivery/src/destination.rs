@@ -24,11 +24,11 @@ use crate::metrics::DeliveryMetrics;
 use crate::retry::{Verdict, backoff};
 use crate::schedule::Schedule;
 
-/// How long a claim holds a job unless renewed; a job whose loader died is taken up again
-/// this long after its last renewal.
-pub const LEASE: Duration = Duration::from_secs(15);
-/// How often a running load renews its jobs' leases.
-const HEARTBEAT: Duration = Duration::from_secs(5);
+/// The shortest lease: a load renews its leases every third of it, and renewals must not
+/// become a load of their own.
+const MIN_LEASE: Duration = Duration::from_secs(1);
+/// How often the pending-jobs gauge is counted again.
+const COUNT_EVERY: Duration = Duration::from_secs(5);
 /// How often the loader looks for due retries and expired leases when nothing wakes it.
 const POLL: Duration = Duration::from_secs(1);
 /// How often succeeded jobs past their retention are pruned, and how many at a time.
@@ -92,6 +92,9 @@ impl Destination {
                 None
             }
         };
+        if config.lease < MIN_LEASE {
+            problems.push(("lease".to_owned(), "lease must be at least 1s".to_owned()));
+        }
         if config.concurrency == 0 {
             problems.push((
                 "concurrency".to_owned(),
@@ -164,6 +167,30 @@ impl Destination {
             .collect()
     }
 
+    /// Actions whose version is deprecated at `now`, each with the key to point at and a
+    /// warning.
+    pub fn deprecations(&self, now: chrono::DateTime<chrono::Utc>) -> Vec<(String, String)> {
+        self.actions
+            .iter()
+            .filter_map(|action| {
+                let after = action.deprecated_after.filter(|after| *after <= now)?;
+                let key = if action.name == crate::DEFAULT_ACTION {
+                    "deprecated_after".to_owned()
+                } else {
+                    format!("actions.{}.deprecated_after", action.name)
+                };
+                let version = action.version.as_deref().unwrap_or("(unversioned)");
+                let message = format!(
+                    "destination {}: action {} version {version} is deprecated since {}; its jobs still run, but move to a newer version",
+                    self.id,
+                    action.name,
+                    after.format("%Y-%m-%d")
+                );
+                Some((key, message))
+            })
+            .collect()
+    }
+
     /// Its actions' names.
     pub fn action_names(&self) -> Vec<String> {
         self.actions
@@ -197,10 +224,12 @@ impl Destination {
             let metrics = metrics.clone();
             let input_closed = input_closed.clone();
             async move {
+                // A destination nothing feeds (one that only chained actions reach) runs
+                // until it is stopped, as a source does.
                 if let Some(input) = input {
                     destination.store_jobs(input, &store, &wake, &metrics).await;
+                    input_closed.cancel();
                 }
-                input_closed.cancel();
             }
         };
         let loading = Loader {
@@ -336,6 +365,7 @@ impl Loader {
         let mut next_tick = self.destination.schedule.next_tick(chrono::Utc::now());
         let mut ticking = matches!(self.destination.schedule, Schedule::Realtime);
         let mut next_prune = Instant::now();
+        let mut next_count = Instant::now();
         loop {
             if intake.is_cancelled() {
                 break;
@@ -343,6 +373,10 @@ impl Loader {
             if next_prune <= Instant::now() {
                 self.prune().await;
                 next_prune = Instant::now() + PRUNE_EVERY;
+            }
+            if next_count <= Instant::now() {
+                self.count_pending().await;
+                next_count = Instant::now() + COUNT_EVERY;
             }
             let mut wait = POLL;
             let mut claimed_all = false;
@@ -424,12 +458,7 @@ impl Loader {
     async fn claim(&mut self, limit: u32) -> Result<usize, tb_store::StoreError> {
         let claimed = self
             .store
-            .claim(
-                &self.destination.id,
-                limit,
-                now_ms(),
-                LEASE.as_millis() as i64,
-            )
+            .claim(&self.destination.id, limit, now_ms(), self.lease_ms())
             .await?;
         let count = claimed.len();
         for load in self.group(claimed) {
@@ -518,7 +547,8 @@ impl Loader {
                     .load(&action.method, &load.path, &load.jobs, &action.retry_on)
                     .await
             };
-            let result = with_heartbeat(sending, &store, &load.jobs).await;
+            let result =
+                with_heartbeat(sending, &store, &load.jobs, destination.config.lease).await;
             (load, result)
         });
     }
@@ -529,8 +559,16 @@ impl Loader {
         let id = self.destination.id.clone();
         let now = now_ms();
         let retry = &self.destination.config.retry;
-        let failed = matches!(result.verdict, Verdict::Retry { .. });
-        if self.breaker.record(failed, Instant::now()) {
+        // A 4xx (a discard) says the destination is up but refuses this payload: it neither
+        // counts as a failure nor breaks a run of them.
+        let failed = match result.verdict {
+            Verdict::Succeeded => Some(false),
+            Verdict::Retry { .. } => Some(true),
+            Verdict::Discard => None,
+        };
+        if let Some(failed) = failed
+            && self.breaker.record(failed, Instant::now())
+        {
             self.metrics.circuit(
                 &id,
                 self.breaker.state() != crate::breaker::CircuitState::Closed,
@@ -576,7 +614,7 @@ impl Loader {
                     // Its leases run out meanwhile and the jobs are loaded again: at least once.
                     tracing::error!(destination = %id, %error, "Could not settle jobs; trying again.");
                     tokio::time::sleep(POLL).await;
-                    if now_ms() - now > LEASE.as_millis() as i64 {
+                    if now_ms() - now > self.lease_ms() {
                         return;
                     }
                 }
@@ -628,6 +666,29 @@ impl Loader {
         }
     }
 
+    fn lease_ms(&self) -> i64 {
+        i64::try_from(self.destination.config.lease.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// Sets the pending-jobs gauge of each action from the store.
+    async fn count_pending(&self) {
+        match self.store.pending(&self.destination.id).await {
+            Ok(pending) => {
+                for action in &self.destination.actions {
+                    let count = pending
+                        .iter()
+                        .find_map(|(name, count)| (*name == action.name).then_some(*count))
+                        .unwrap_or(0);
+                    self.metrics
+                        .pending(&self.destination.id, &action.name, count);
+                }
+            }
+            Err(error) => {
+                tracing::warn!(destination = %self.destination.id, %error, "Could not count pending jobs.")
+            }
+        }
+    }
+
     async fn prune(&self) {
         let before = now_ms() - self.destination.config.retention.as_millis() as i64;
         for _ in 0..10 {
@@ -667,19 +728,21 @@ fn chained_job(target: &Target, job: &Claimed, status: &str, result: &LoadResult
     }
 }
 
-/// Runs `sending` while renewing the leases of `jobs` every [`HEARTBEAT`].
+/// Runs `sending` while renewing the leases of `jobs` every third of `lease`.
 async fn with_heartbeat(
     sending: impl Future<Output = LoadResult>,
     store: &Store,
     jobs: &[Claimed],
+    lease: Duration,
 ) -> LoadResult {
     tokio::pin!(sending);
-    let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
+    let every = lease / 3;
+    let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     loop {
         tokio::select! {
             result = &mut sending => return result,
             _ = beat.tick() => {
-                if let Err(error) = store.heartbeat(jobs.to_vec(), now_ms(), LEASE.as_millis() as i64).await {
+                if let Err(error) = store.heartbeat(jobs.to_vec(), now_ms(), lease.as_millis() as i64).await {
                     tracing::warn!(%error, "Could not renew the leases of jobs being loaded.");
                 }
             }

@@ -24,5 +24,5 @@ pub mod template;
 
 pub use breaker::{Breaker, CircuitState};
 pub use config::{DEFAULT_ACTION, DestinationConfig};
-pub use destination::{Destination, DestinationContext, LEASE};
+pub use destination::{Destination, DestinationContext};
 pub use metrics::DeliveryMetrics;

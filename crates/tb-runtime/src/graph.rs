@@ -102,6 +102,26 @@ impl Topology {
         }
     }
 
+    /// What is allowed but deserves a warning: actions whose version is deprecated.
+    pub fn warnings(&self) -> Vec<Problem> {
+        let now = chrono::Utc::now();
+        self.nodes
+            .iter()
+            .filter_map(|node| match &node.body {
+                Body::Destination(destination) => Some((node, destination)),
+                _ => None,
+            })
+            .flat_map(|(node, destination)| {
+                let spec = &self.config.components[node.id.as_str()];
+                destination
+                    .deprecations(now)
+                    .into_iter()
+                    .map(|(key, message)| self.config.problem_at(spec, &key, message))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
     /// The config this topology was built from.
     pub fn config(&self) -> &Config {
         &self.config

@@ -239,6 +239,10 @@ GROUP BY destination, action, status";
 const COUNTS: &str = "
 SELECT status, count(*) FROM {schema}.jobs WHERE destination = $1 GROUP BY status";
 
+const PENDING: &str = "
+SELECT action, count(*) FROM {schema}.jobs WHERE destination = $1
+    AND status IN ('scheduled', 'available', 'running', 'retrying') GROUP BY action";
+
 /// A PostgreSQL URL, read: the connection settings, the schema, and the URL to show.
 pub(crate) struct PgTarget {
     config: tokio_postgres::Config,
@@ -955,6 +959,20 @@ impl PgStore {
             .collect::<Result<Vec<_>, StoreError>>()?;
         counts.sort_by_key(|(status, _)| JobStatus::ALL.iter().position(|s| s == status));
         Ok(counts)
+    }
+
+    /// How many jobs of each action of `destination` have not ended.
+    ///
+    /// # Errors
+    ///
+    /// The query failed.
+    pub async fn pending(&self, destination: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows = self
+            .query("count pending jobs", &self.sql(PENDING), &[&destination])
+            .await?;
+        rows.iter()
+            .map(|row| Ok((get::<String>(row, 0)?, get::<i64>(row, 1)?.unsigned_abs())))
+            .collect()
     }
 
     /// Returns when `destination` may have new jobs (a node inserted or replayed some, or the

@@ -506,6 +506,26 @@ impl SqliteStore {
         Ok(pruned as u64)
     }
 
+    /// How many jobs of each action of `destination` have not ended (scheduled, available,
+    /// running, retrying): ranges of the claim index, not a scan of ended jobs.
+    ///
+    /// # Errors
+    ///
+    /// The query failed.
+    pub fn pending(&self, destination: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let connection = self.lock();
+        let mut query = connection
+            .prepare_cached(
+                "SELECT action, COUNT(*) FROM jobs WHERE destination = ?1
+                 AND status IN ('scheduled', 'available', 'running', 'retrying') GROUP BY action",
+            )
+            .map_err(StoreError::sqlite("prepare a pending count"))?;
+        query
+            .query_map(params![destination], |row| Ok((row.get(0)?, row.get(1)?)))
+            .and_then(Iterator::collect)
+            .map_err(StoreError::sqlite("count pending jobs"))
+    }
+
     /// How many jobs there are of each (destination, action, status) that has any.
     ///
     /// # Errors

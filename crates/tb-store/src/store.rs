@@ -318,6 +318,21 @@ impl Store {
         }
     }
 
+    /// See [`SqliteStore::pending`].
+    ///
+    /// # Errors
+    ///
+    /// The query failed.
+    pub async fn pending(&self, destination: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        match self {
+            Self::Sqlite(store) => {
+                let destination = destination.to_owned();
+                blocking(store, move |store| store.pending(&destination)).await
+            }
+            Self::Postgres(store) => store.pending(destination).await,
+        }
+    }
+
     /// See [`SqliteStore::tally`].
     ///
     /// # Errors

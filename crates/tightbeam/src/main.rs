@@ -98,6 +98,9 @@ fn main() -> ExitCode {
                 .map_err(print_problems)
         }) {
             Ok(topology) => {
+                for warning in topology.warnings() {
+                    eprintln!("warning: {warning}");
+                }
                 println!(
                     "ok: {} components, {} edges",
                     topology.config().components.len(),
@@ -155,6 +158,9 @@ fn run(topology: Topology, paths: Vec<PathBuf>, watch: bool) -> anyhow::Result<E
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    for warning in topology.warnings() {
+        tracing::warn!(%warning, "Deprecated.");
+    }
     let code = runtime.block_on(async move {
         let topology_api = topology.config().api.clone();
         let api_address = topology_api.address.clone();

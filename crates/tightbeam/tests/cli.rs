@@ -340,3 +340,65 @@ fn validate_checks_the_machine_unless_told_not_to() {
     assert!(output.status.success());
     drop(taken);
 }
+
+#[test]
+fn validate_checks_destinations_and_warns_of_a_deprecated_action_version() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write(
+        dir.path(),
+        "crm.toml",
+        r#"[connectors.web]
+kind = "http_server"
+address = "127.0.0.1:0"
+
+[destinations.crm]
+kind = "http"
+url = "http://127.0.0.1:9000"
+
+[destinations.crm.actions.identify]
+inputs = ["web"]
+version = "1"
+deprecated_after = "2020-01-31"
+on_succeeded = ["crm.track", "billing.charge"]
+
+[destinations.crm.actions.track]
+inputs = ["web"]
+path = "/track/{{ .id"
+"#,
+    );
+    let (output, stderr) = validate_files_only(dir.path(), "crm.toml");
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("crm.toml:17:1: destination crm: `{{` is not closed by `}}`"),
+        "{stderr}"
+    );
+    edit(&config, "{{ .id", "{{ .id }}");
+    let (output, stderr) = validate_files_only(dir.path(), "crm.toml");
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains(
+            "crm.toml:13:30: destination crm: `billing.charge` names no destination `billing`"
+        ),
+        "{stderr}"
+    );
+    edit(&config, r#", "billing.charge""#, "");
+    let (output, stderr) = validate_files_only(dir.path(), "crm.toml");
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: crm.toml:12:1: destination crm: action identify version 1 is deprecated since 2020-01-31"),
+        "{stderr}"
+    );
+}
+
+/// `validate --no-environment -c file` in `dir`: its output and its stderr as text.
+fn validate_files_only(dir: &std::path::Path, file: &str) -> (std::process::Output, String) {
+    let output = run_to_end(dir, &["validate", "--no-environment", "-c", file], LIMIT);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output, stderr)
+}
+
+/// Replaces `from` with `to` in the file at `path`.
+fn edit(path: &std::path::Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(path).expect("read");
+    std::fs::write(path, text.replace(from, to)).expect("write");
+}

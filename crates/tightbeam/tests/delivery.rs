@@ -22,6 +22,7 @@ struct Received {
     headers: BTreeMap<String, String>,
     body: String,
     answered: u16,
+    at: std::time::Instant,
 }
 
 /// A receiver that answers each path with the next code of its script (then 200), and
@@ -87,18 +88,14 @@ impl Receiver {
                         headers,
                         body,
                         answered: code,
+                        at: std::time::Instant::now(),
                     });
                     let status = axum::http::StatusCode::from_u16(code).expect("code");
                     (status, format!("answer {code}"))
                 }
             },
         );
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-            .await
-            .expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        port
+        serve_app(app, port).await
     }
 }
 
@@ -113,9 +110,14 @@ struct Engine {
 
 impl Engine {
     fn start(receiver_port: u16) -> Self {
+        Self::start_with(receiver_port, "", "")
+    }
+
+    /// With `extra` keys on destination `crm` and `tail` after its action `identify`.
+    fn start_with(receiver_port: u16, extra: &str, tail: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let (http_port, api_port) = (free_port(), free_port());
-        let text = config(http_port, api_port, receiver_port, "");
+        let text = config(http_port, api_port, receiver_port, extra) + tail;
         let path = write(dir.path(), "crm.toml", &text);
         let mut child = start(dir.path(), &path);
         wait_for_port(&mut child, http_port, LIMIT);
@@ -457,5 +459,160 @@ async fn jobs_pending_at_a_kill_9_are_all_delivered_after_a_restart() {
     for n in 0..EVENTS {
         assert!(delivered.contains(&format!("/users/{n}")), "job {n} lost");
     }
+    stop_and_expect_drained(child, LIMIT);
+}
+
+#[tokio::test]
+async fn a_circuit_opens_pauses_loads_and_closes_and_outcomes_chain_to_other_actions() {
+    let receiver = Receiver::default();
+    receiver.script("/users/1", &[503, 503, 503]);
+    receiver.script("/users/2", &[422]);
+    let receiver_port = receiver.serve().await;
+    let tail = format!(
+        r#"on_succeeded = ["track"]
+on_discarded = ["alerts.default"]
+
+[destinations.crm.actions.track]
+inputs = []
+path = "/track/{{{{ .outcome.job_id }}}}"
+
+[destinations.alerts]
+kind = "http"
+url = "http://127.0.0.1:{receiver_port}"
+path = "/alerts"
+inputs = []
+"#
+    );
+    let extra = r#"circuit_breaker = { consecutive_failures = 3, cool_down = "3s" }"#;
+    let Engine {
+        dir: _dir,
+        path: _path,
+        child,
+        http_port,
+        api_port,
+    } = Engine::start_with(receiver_port, extra, &tail);
+    let client = http_client();
+    let body = r#"[{"user_id": 1, "traits": {}}, {"user_id": 2, "traits": {}}]"#;
+    assert_eq!(post(&client, http_port, body.to_owned()).await, 200);
+
+    let api = format!("http://127.0.0.1:{api_port}");
+    wait_until("the circuit opens after 3 failures in a row", LIMIT, || {
+        let (client, api) = (client.clone(), api.clone());
+        async move {
+            let (_, found) = get_json(&client, &format!("{api}/api/v1/destinations")).await;
+            let crm = found["destinations"]
+                .as_array()?
+                .iter()
+                .find(|d| d["id"] == "crm")?
+                .clone();
+            (crm["circuit"] == "open").then_some(())
+        }
+    })
+    .await;
+    let attempts = wait_until("user 1 is delivered by the probe", LIMIT, || {
+        let found = receiver.to("/users/1");
+        async move { (found.last().map(|last| last.answered) == Some(200)).then_some(found) }
+    })
+    .await;
+    assert_eq!(attempts.len(), 4, "3 failures, then the probe");
+    let paused = attempts[3].at - attempts[2].at;
+    assert!(
+        paused >= Duration::from_millis(2_500),
+        "no load while the circuit was open (cool_down 3s; the backoff alone is 800ms): {paused:?}"
+    );
+    let metrics = metrics_text(&client, api_port).await;
+    assert!(
+        metrics.contains(r#"tightbeam_destination_circuit_open{destination="crm"} 0"#),
+        "{metrics}"
+    );
+
+    // The success chained a `track` job, the 422 an `alerts` job, each with the outcome.
+    let first_to = |prefix: &'static str| {
+        let receiver = receiver.clone();
+        move || {
+            let found = receiver
+                .received()
+                .into_iter()
+                .find(|r| r.path.starts_with(prefix));
+            async move {
+                found.map(|r| serde_json::from_str::<serde_json::Value>(&r.body).expect("json"))
+            }
+        }
+    };
+    let tracked = wait_until(
+        "the chained track job is loaded",
+        LIMIT,
+        first_to("/track/"),
+    )
+    .await;
+    assert_eq!(tracked["payload"]["id"], 1);
+    assert_eq!(tracked["outcome"]["status"], "succeeded");
+    assert_eq!(tracked["outcome"]["code"], 200);
+    let alert = wait_until("the chained alert is loaded", LIMIT, first_to("/alerts")).await;
+    assert_eq!(alert["payload"]["id"], 2);
+    assert_eq!(alert["outcome"]["status"], "discarded");
+    assert_eq!(alert["outcome"]["code"], 422);
+    assert_eq!(alert["outcome"]["body"], "answer 422");
+    stop_and_expect_drained(child, LIMIT);
+}
+
+#[tokio::test]
+async fn a_scheduled_destination_loads_what_waits_at_each_tick_in_batches() {
+    let receiver = Receiver::default();
+    let receiver_port = receiver.serve().await;
+    let tail = format!(
+        r#"
+[destinations.nightly]
+kind = "http"
+url = "http://127.0.0.1:{receiver_port}"
+schedule = "@every 3s"
+batch_size = 10
+path = "/nightly"
+inputs = ["web"]
+"#
+    );
+    let Engine {
+        dir: _dir,
+        path: _path,
+        child,
+        http_port,
+        ..
+    } = Engine::start_with(receiver_port, "", &tail);
+    let client = http_client();
+    for n in 0..5 {
+        let body = format!(r#"{{"user_id": {n}, "traits": {{}}}}"#);
+        assert_eq!(post(&client, http_port, body).await, 200);
+    }
+    let batches = wait_until("the scheduled jobs are loaded", LIMIT, || {
+        let batches = receiver.to("/nightly");
+        let lines: usize = batches.iter().map(|batch| batch.body.lines().count()).sum();
+        async move { (lines == 5).then_some(batches) }
+    })
+    .await;
+    // Posted within a moment: one tick takes them all, or two if a tick fell in between.
+    assert!(batches.len() <= 2, "{} requests", batches.len());
+    let largest = batches
+        .iter()
+        .map(|batch| batch.body.lines().count())
+        .max()
+        .unwrap_or(0);
+    assert!(largest >= 3, "jobs waited for the tick and went together");
+    assert_eq!(batches[0].headers["content-type"], "application/x-ndjson");
+    let mut ids: Vec<i64> = batches
+        .iter()
+        .flat_map(|batch| {
+            batch
+                .body
+                .lines()
+                .map(|line| {
+                    serde_json::from_str::<serde_json::Value>(line).expect("json")["user_id"]
+                        .as_i64()
+                        .expect("id")
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, vec![0, 1, 2, 3, 4]);
     stop_and_expect_drained(child, LIMIT);
 }

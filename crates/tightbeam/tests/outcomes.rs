@@ -21,12 +21,7 @@ async fn status_receiver() -> u16 {
         let code = path.parse::<u16>().unwrap_or(200);
         axum::http::StatusCode::from_u16(code).unwrap_or(axum::http::StatusCode::OK)
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    port
+    serve_app(app, 0).await
 }
 
 #[tokio::test]

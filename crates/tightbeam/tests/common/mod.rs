@@ -200,3 +200,14 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Serves `app` on a free port of 127.0.0.1 (a peer the engine talks to) and returns the
+/// port; `port` 0 picks one.
+pub async fn serve_app(app: axum::Router, port: u16) -> u16 {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    port
+}

@@ -28,7 +28,7 @@ fn unknown_top_level_key_suggests_the_closest() {
         "a.toml",
         "data_dri = \"x\"\n",
         &[
-            "a.toml:1:1: unknown key `data_dri` (did you mean `data_dir`?); expected one of: data_dir, api, shutdown_grace, connectors, pipelines",
+            "a.toml:1:1: unknown key `data_dri` (did you mean `data_dir`?); expected one of: data_dir, api, shutdown_grace, store, connectors, pipelines, destinations",
         ],
     );
 }

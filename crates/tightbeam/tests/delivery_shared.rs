@@ -1,0 +1,296 @@
+//! Several engines sharing one PostgreSQL job store: 10,000 jobs loaded by two engines with
+//! no job loaded by both at once, and an engine stopped (SIGSTOP) past its lease whose late
+//! completion is refused (fenced) while the other engine delivered the job.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+
+const LIMIT: Duration = Duration::from_secs(120);
+const POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// PostgreSQL is reachable, or the test should be skipped (it fails instead when services
+/// are required).
+fn postgres_available() -> bool {
+    if std::net::TcpStream::connect_timeout(
+        &"127.0.0.1:5432".parse().expect("address"),
+        Duration::from_secs(2),
+    )
+    .is_ok()
+    {
+        return true;
+    }
+    assert!(
+        std::env::var("TIGHTBEAM_REQUIRE_SERVICES").as_deref() != Ok("1"),
+        "PostgreSQL on 127.0.0.1:5432 is unreachable and TIGHTBEAM_REQUIRE_SERVICES=1"
+    );
+    println!("skipping: PostgreSQL on 127.0.0.1:5432 is unreachable");
+    false
+}
+
+/// A schema of its own for one test, dropped at the end.
+struct Schema(String);
+
+impl Schema {
+    fn new() -> Self {
+        Self(format!("tb_e2e_{}_{}", std::process::id(), free_port()))
+    }
+
+    fn url(&self) -> String {
+        format!("{POSTGRES}?schema={}", self.0)
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                "test",
+                "-q",
+                "-c",
+            ])
+            .arg(format!("DROP SCHEMA IF EXISTS {} CASCADE", self.0))
+            .output();
+    }
+}
+
+/// Requests by idempotency key, which node sent them, and any key loaded by two at once.
+#[derive(Clone, Default)]
+struct Receiver {
+    in_flight: Arc<Mutex<BTreeSet<String>>>,
+    delivered: Arc<Mutex<Vec<(String, String)>>>,
+    overlaps: Arc<Mutex<Vec<String>>>,
+    /// Requests to this path wait until it is emptied (the first of them only).
+    stall: Arc<Mutex<Option<String>>>,
+    release: Arc<tokio::sync::Notify>,
+}
+
+impl Receiver {
+    async fn serve(&self) -> u16 {
+        let receiver = self.clone();
+        let app = axum::Router::new().fallback(
+            move |uri: axum::http::Uri, headers: axum::http::HeaderMap| {
+                let receiver = receiver.clone();
+                async move {
+                    let header = |name: &str| {
+                        headers
+                            .get(name)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_owned()
+                    };
+                    let (key, node) = (header("idempotency-key"), header("x-node"));
+                    if !receiver.in_flight.lock().expect("lock").insert(key.clone()) {
+                        receiver.overlaps.lock().expect("lock").push(key.clone());
+                    }
+                    let stalled = {
+                        let mut stall = receiver.stall.lock().expect("lock");
+                        let hit = stall.as_deref() == Some(uri.path());
+                        if hit {
+                            *stall = None;
+                        }
+                        hit
+                    };
+                    if stalled {
+                        receiver.release.notified().await;
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                    receiver.in_flight.lock().expect("lock").remove(&key);
+                    receiver.delivered.lock().expect("lock").push((key, node));
+                    "ok"
+                }
+            },
+        );
+        serve_app(app, 0).await
+    }
+}
+
+struct Node {
+    child: std::process::Child,
+    http_port: u16,
+    api_port: u16,
+}
+
+fn node(dir: &std::path::Path, name: &str, store: &str, receiver: u16, lease: &str) -> Node {
+    let (http_port, api_port) = (free_port(), free_port());
+    let config = format!(
+        r#"data_dir = "data-{name}"
+shutdown_grace = "10s"
+
+[api]
+address = "127.0.0.1:{api_port}"
+
+[store]
+url = "{store}"
+
+[connectors.web]
+kind = "http_server"
+address = "127.0.0.1:{http_port}"
+
+[destinations.crm]
+kind = "http"
+url = "http://127.0.0.1:{receiver}"
+headers = {{ x-node = "{name}" }}
+lease = "{lease}"
+concurrency = 16
+inputs = ["web"]
+path = "/users/{{{{ .n }}}}"
+"#
+    );
+    let path = write(dir, &format!("{name}.toml"), &config);
+    let mut child = start(dir, &path);
+    wait_for_port(&mut child, http_port, LIMIT);
+    Node {
+        child,
+        http_port,
+        api_port,
+    }
+}
+
+async fn post_events(client: &reqwest::Client, port: u16, numbers: std::ops::Range<u64>) {
+    let body: Vec<String> = numbers.map(|n| format!(r#"{{"n": {n}}}"#)).collect();
+    let status = client
+        .post(format!("http://127.0.0.1:{port}/"))
+        .body(format!("[{}]", body.join(",")))
+        .send()
+        .await
+        .expect("post")
+        .status();
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn two_engines_on_one_postgres_store_load_every_job_and_never_one_twice_at_once() {
+    if !postgres_available() {
+        return;
+    }
+    let schema = Schema::new();
+    let receiver = Receiver::default();
+    let receiver_port = receiver.serve().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = node(dir.path(), "a", &schema.url(), receiver_port, "15s");
+    let b = node(dir.path(), "b", &schema.url(), receiver_port, "15s");
+    let client = http_client();
+    const EVENTS: u64 = 10_000;
+    let started = std::time::Instant::now();
+    // Half the events come in through each engine; either may load any job.
+    for chunk in 0..(EVENTS / 500) {
+        let port = if chunk % 2 == 0 {
+            a.http_port
+        } else {
+            b.http_port
+        };
+        post_events(&client, port, chunk * 500..(chunk + 1) * 500).await;
+    }
+    let delivered = wait_until("every job is delivered", LIMIT, || {
+        let delivered = receiver.delivered.lock().expect("lock").clone();
+        let keys: BTreeSet<String> = delivered.iter().map(|(key, _)| key.clone()).collect();
+        async move { (keys.len() as u64 == EVENTS).then_some(delivered) }
+    })
+    .await;
+    let mut by_node: BTreeMap<String, u64> = BTreeMap::new();
+    for (_, node) in &delivered {
+        *by_node.entry(node.clone()).or_default() += 1;
+    }
+    let overlaps = receiver.overlaps.lock().expect("lock").clone();
+    println!(
+        "two engines, one PostgreSQL store: {EVENTS} jobs in {:.1} s; loads by node {by_node:?}; {} duplicates; {} loaded twice at once",
+        started.elapsed().as_secs_f64(),
+        delivered.len() as u64 - EVENTS,
+        overlaps.len()
+    );
+    assert!(
+        overlaps.is_empty(),
+        "jobs loaded by two at once: {overlaps:?}"
+    );
+    assert_eq!(
+        delivered.len() as u64,
+        EVENTS,
+        "no job loaded twice when nothing fails"
+    );
+    assert!(by_node.len() == 2, "both engines loaded jobs: {by_node:?}");
+    stop_and_expect_drained(a.child, LIMIT);
+    stop_and_expect_drained(b.child, LIMIT);
+}
+
+#[tokio::test]
+async fn an_engine_stopped_past_its_lease_cannot_complete_the_job_the_other_engine_took() {
+    if !postgres_available() {
+        return;
+    }
+    let schema = Schema::new();
+    let receiver = Receiver::default();
+    *receiver.stall.lock().expect("lock") = Some("/users/1".to_owned());
+    let receiver_port = receiver.serve().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = node(dir.path(), "a", &schema.url(), receiver_port, "2s");
+    let client = http_client();
+    post_events(&client, a.http_port, 1..2).await;
+    wait_until(
+        "engine a is loading the job (its request stalls)",
+        LIMIT,
+        || {
+            let stalled = receiver.stall.lock().expect("lock").is_none();
+            async move { stalled.then_some(()) }
+        },
+    )
+    .await;
+    let pid = a.child.id().to_string();
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill")
+            .args([name, &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    };
+    signal("-STOP");
+    // Engine b starts after a stopped, and takes the job up once a's lease has run out.
+    let b = node(dir.path(), "b", &schema.url(), receiver_port, "2s");
+    wait_until("engine b delivers the job", LIMIT, || {
+        let by_b = receiver
+            .delivered
+            .lock()
+            .expect("lock")
+            .iter()
+            .any(|(_, node)| node == "b");
+        async move { by_b.then_some(()) }
+    })
+    .await;
+    receiver.release.notify_one();
+    signal("-CONT");
+    let api = format!("http://127.0.0.1:{}", b.api_port);
+    let job = wait_until("a's late completion is on record, fenced", LIMIT, || {
+        let (client, api) = (client.clone(), api.clone());
+        async move {
+            let (_, page) = get_json(&client, &format!("{api}/api/v1/jobs")).await;
+            let id = page["jobs"][0]["id"].as_str()?.to_owned();
+            let (_, job) = get_json(&client, &format!("{api}/api/v1/jobs/{id}")).await;
+            (job["attempts"].as_array()?.len() == 2).then_some(job)
+        }
+    })
+    .await;
+    assert_eq!(job["status"], "succeeded");
+    let fenced: Vec<bool> = job["attempts"]
+        .as_array()
+        .expect("attempts")
+        .iter()
+        .map(|attempt| attempt["fenced"].as_bool().expect("fenced"))
+        .collect();
+    assert_eq!(
+        fenced,
+        vec![false, true],
+        "b's attempt counts; a's late one is fenced: {job}"
+    );
+    stop_and_expect_drained(a.child, LIMIT);
+    stop_and_expect_drained(b.child, LIMIT);
+}
