@@ -15,11 +15,17 @@ pub const DEFAULT_ACTION: &str = "default";
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DestinationConfig {
-    /// What it loads into: `http`.
+    /// What it loads into: `http` or `postgres`.
     pub kind: String,
     /// `http`: the base URL; an action's `path` is appended. The host always comes from
-    /// here, so an event cannot point a request elsewhere.
+    /// here, so an event cannot point a request elsewhere. `postgres`: the database URL.
     pub url: String,
+    /// `postgres`: the table rows go to (`schema.table`).
+    #[serde(default)]
+    pub table: Option<String>,
+    /// `postgres`: the columns of a unique key to upsert on; none for plain inserts.
+    #[serde(default)]
+    pub key: Vec<String>,
     /// Request headers for every action.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,

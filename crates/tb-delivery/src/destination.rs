@@ -21,6 +21,7 @@ use crate::breaker::{Allowance, Breaker};
 use crate::config::DestinationConfig;
 use crate::http::{HttpLoader, LoadResult};
 use crate::metrics::DeliveryMetrics;
+use crate::postgres::PgLoader;
 use crate::retry::{Verdict, backoff};
 use crate::schedule::Schedule;
 
@@ -42,9 +43,30 @@ pub struct Destination {
     actions: Vec<Action>,
     /// For each of [`DestinationConfig::inputs`], the actions that read it.
     routes: Vec<Vec<usize>>,
-    loader: HttpLoader,
+    sender: Sender,
     schedule: Schedule,
     quota: Option<Quota>,
+}
+
+/// What loads a destination's jobs into the outside system.
+enum Sender {
+    Http(HttpLoader),
+    Postgres(PgLoader),
+}
+
+impl Sender {
+    /// Loads `jobs` of `action` to `path`: one result per job, in order.
+    async fn load(&self, action: &Action, path: &str, jobs: &[Claimed]) -> Vec<LoadResult> {
+        match self {
+            Self::Http(http) => {
+                let result = http
+                    .load(&action.method, path, jobs, &action.retry_on)
+                    .await;
+                vec![result; jobs.len()]
+            }
+            Self::Postgres(postgres) => postgres.load(jobs).await,
+        }
+    }
 }
 
 /// What a destination's run is given by the runtime.
@@ -69,18 +91,16 @@ impl Destination {
     /// Every problem, each with the path of its key.
     pub fn build(id: &str, config: DestinationConfig) -> Result<Self, Vec<KeyProblem>> {
         let mut problems = Vec::new();
-        if config.kind != "http" {
-            problems.push((
+        let loader = match config.kind.as_str() {
+            "http" => HttpLoader::new(&config).map(Sender::Http),
+            "postgres" => PgLoader::new(&config).map(Sender::Postgres),
+            kind => Err((
                 "kind".to_owned(),
-                format!(
-                    "unknown destination kind `{}`; known kinds: http",
-                    config.kind
-                ),
-            ));
+                format!("unknown destination kind `{kind}`; known kinds: http, postgres"),
+            )),
         }
-        let loader = HttpLoader::new(&config)
-            .map_err(|problem| problems.push(problem))
-            .ok();
+        .map_err(|problem| problems.push(problem))
+        .ok();
         let schedule = Schedule::parse(&config.schedule)
             .map_err(|message| problems.push(("schedule".to_owned(), message)))
             .ok();
@@ -143,7 +163,7 @@ impl Destination {
             config,
             actions,
             routes,
-            loader,
+            sender: loader,
             schedule,
             quota,
         })
@@ -355,7 +375,7 @@ struct Loader {
     metrics: DeliveryMetrics,
     breaker: Breaker,
     limiter: Option<Arc<DefaultDirectRateLimiter>>,
-    loads: JoinSet<(Load, LoadResult)>,
+    loads: JoinSet<(Load, Vec<LoadResult>)>,
 }
 
 impl Loader {
@@ -435,8 +455,8 @@ impl Loader {
             }
             tokio::select! {
                 Some(done) = self.loads.join_next(), if !self.loads.is_empty() => {
-                    if let Ok((load, result)) = done {
-                        self.settle(load, result).await;
+                    if let Ok((load, results)) = done {
+                        self.settle(load, results).await;
                     }
                 }
                 () = self.wake.notified(), if next_tick.is_none() => {}
@@ -448,8 +468,8 @@ impl Loader {
         }
         // Stopping: loads in flight finish and settle; nothing new is claimed.
         while let Some(done) = self.loads.join_next().await {
-            if let Ok((load, result)) = done {
-                self.settle(load, result).await;
+            if let Ok((load, results)) = done {
+                self.settle(load, results).await;
             }
         }
     }
@@ -535,7 +555,8 @@ impl Loader {
                     body_excerpt: None,
                     duration: Duration::ZERO,
                 };
-                return (load, result);
+                let results = vec![result; load.jobs.len()];
+                return (load, results);
             }
             let action = &destination.actions[load.action];
             let sending = async {
@@ -543,28 +564,32 @@ impl Loader {
                     limiter.until_ready().await;
                 }
                 destination
-                    .loader
-                    .load(&action.method, &load.path, &load.jobs, &action.retry_on)
+                    .sender
+                    .load(action, &load.path, &load.jobs)
                     .await
             };
-            let result =
+            let results =
                 with_heartbeat(sending, &store, &load.jobs, destination.config.lease).await;
-            (load, result)
+            (load, results)
         });
     }
 
     /// Settles a finished load: each job succeeded, retries later, or is discarded; chained
     /// actions get their jobs; the breaker and the metrics hear of it.
-    async fn settle(&mut self, load: Load, result: LoadResult) {
+    async fn settle(&mut self, load: Load, results: Vec<LoadResult>) {
         let id = self.destination.id.clone();
         let now = now_ms();
         let retry = &self.destination.config.retry;
-        // A 4xx (a discard) says the destination is up but refuses this payload: it neither
+        // A load failed if any of its jobs is to be retried, succeeded if any went through. A
+        // 4xx (a discard) says the destination is up but refuses this payload: it neither
         // counts as a failure nor breaks a run of them.
-        let failed = match result.verdict {
-            Verdict::Succeeded => Some(false),
-            Verdict::Retry { .. } => Some(true),
-            Verdict::Discard => None,
+        let verdicts = || results.iter().map(|result| &result.verdict);
+        let failed = if verdicts().any(|verdict| matches!(verdict, Verdict::Retry { .. })) {
+            Some(true)
+        } else if verdicts().any(|verdict| *verdict == Verdict::Succeeded) {
+            Some(false)
+        } else {
+            None
         };
         if let Some(failed) = failed
             && self.breaker.record(failed, Instant::now())
@@ -578,7 +603,8 @@ impl Loader {
         let settled: Vec<(Claimed, Settlement, Attempt)> = load
             .jobs
             .iter()
-            .map(|job| {
+            .zip(&results)
+            .map(|(job, result)| {
                 let settlement = match &result.verdict {
                     Verdict::Succeeded => Settlement::Succeeded,
                     Verdict::Discard => Settlement::Discarded,
@@ -620,10 +646,12 @@ impl Loader {
                 }
             }
         };
-        self.metrics
-            .attempt(&id, &action_name, result.duration.as_secs_f64());
+        if let Some(longest) = results.iter().map(|result| result.duration).max() {
+            self.metrics
+                .attempt(&id, &action_name, longest.as_secs_f64());
+        }
         let mut chained = Vec::new();
-        for ((job, settlement, _), owned) in settled.iter().zip(owned) {
+        for (((job, settlement, _), owned), result) in settled.iter().zip(owned).zip(&results) {
             if !owned {
                 tracing::warn!(destination = %id, job = %job.id, "A job was settled by a claimer that no longer held it; its attempt is recorded as fenced.");
                 continue;
@@ -643,7 +671,7 @@ impl Loader {
                 chained.extend(
                     targets
                         .iter()
-                        .map(|target| chained_job(target, job, status, &result)),
+                        .map(|target| chained_job(target, job, status, result)),
                 );
             }
         }
@@ -730,11 +758,11 @@ fn chained_job(target: &Target, job: &Claimed, status: &str, result: &LoadResult
 
 /// Runs `sending` while renewing the leases of `jobs` every third of `lease`.
 async fn with_heartbeat(
-    sending: impl Future<Output = LoadResult>,
+    sending: impl Future<Output = Vec<LoadResult>>,
     store: &Store,
     jobs: &[Claimed],
     lease: Duration,
-) -> LoadResult {
+) -> Vec<LoadResult> {
     tokio::pin!(sending);
     let every = lease / 3;
     let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + every, every);

@@ -17,6 +17,7 @@ pub mod config;
 mod destination;
 pub mod http;
 mod metrics;
+pub mod postgres;
 pub mod retry;
 pub mod schedule;
 pub mod signing;

@@ -1,6 +1,7 @@
 //! Several engines sharing one PostgreSQL job store: 10,000 jobs loaded by two engines with
 //! no job loaded by both at once, and an engine stopped (SIGSTOP) past its lease whose late
-//! completion is refused (fenced) while the other engine delivered the job.
+//! completion is refused (fenced) while the other engine delivered the job. And a
+//! `postgres` destination whose upserts add no row when jobs for the same rows come again.
 
 mod common;
 
@@ -47,20 +48,27 @@ impl Schema {
 
 impl Drop for Schema {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("psql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-d",
-                "test",
-                "-q",
-                "-c",
-            ])
-            .arg(format!("DROP SCHEMA IF EXISTS {} CASCADE", self.0))
-            .output();
+        psql(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.0));
     }
+}
+
+/// Runs `sql` with psql on the test database; its output, unaligned and without headers.
+fn psql(sql: &str) -> String {
+    let output = std::process::Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "test",
+            "-qtA",
+            "-c",
+            sql,
+        ])
+        .output()
+        .expect("psql");
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
 /// Requests by idempotency key, which node sent them, and any key loaded by two at once.
@@ -293,4 +301,90 @@ async fn an_engine_stopped_past_its_lease_cannot_complete_the_job_the_other_engi
     );
     stop_and_expect_drained(a.child, LIMIT);
     stop_and_expect_drained(b.child, LIMIT);
+}
+
+#[tokio::test]
+async fn a_postgres_destination_upserts_so_jobs_loaded_again_add_no_rows() {
+    if !postgres_available() {
+        return;
+    }
+    let schema = Schema::new();
+    let table = format!("{}.users", schema.0);
+    psql(&format!(
+        "CREATE SCHEMA {}; CREATE TABLE {table} (id bigint PRIMARY KEY, name text NOT NULL, plan text)",
+        schema.0
+    ));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (http_port, api_port) = (free_port(), free_port());
+    let config = format!(
+        r#"[api]
+address = "127.0.0.1:{api_port}"
+
+[connectors.web]
+kind = "http_server"
+address = "127.0.0.1:{http_port}"
+
+[destinations.warehouse]
+kind = "postgres"
+url = "{POSTGRES}"
+table = "{table}"
+key = ["id"]
+batch_size = 100
+inputs = ["web"]
+marshal = '{{ "id": .user_id, "name": .name, "plan": .plan }}'
+"#
+    );
+    let path = write(dir.path(), "warehouse.toml", &config);
+    let mut child = start(dir.path(), &path);
+    wait_for_port(&mut child, http_port, LIMIT);
+    let client = http_client();
+    let post_plan = |plan: &'static str, with_bad_row: bool| {
+        let client = client.clone();
+        async move {
+            let mut rows: Vec<String> = (0..500)
+                .map(|n| format!(r#"{{"user_id": {n}, "name": "n{n}", "plan": "{plan}"}}"#))
+                .collect();
+            if with_bad_row {
+                rows.insert(
+                    250,
+                    r#"{"user_id": 9999, "name": null, "plan": "x"}"#.to_owned(),
+                );
+            }
+            let response = client
+                .post(format!("http://127.0.0.1:{http_port}/"))
+                .body(format!("[{}]", rows.join(",")))
+                .send()
+                .await
+                .expect("post");
+            assert_eq!(response.status(), 200);
+        }
+    };
+    let rows_with = |plan: &'static str| {
+        let table = table.clone();
+        move || {
+            let found = psql(&format!(
+                "SELECT count(*), count(*) FILTER (WHERE plan = '{plan}') FROM {table}"
+            ));
+            async move { (found == "500|500").then_some(()) }
+        }
+    };
+    post_plan("a", true).await;
+    wait_until("500 rows of plan a", LIMIT, rows_with("a")).await;
+    // The same rows again, as a redelivery would bring them: updated, not added.
+    post_plan("b", false).await;
+    wait_until("the same 500 rows, now of plan b", LIMIT, rows_with("b")).await;
+
+    // The row that broke NOT NULL was loaded alone and discarded; its batch went through.
+    let api = format!("http://127.0.0.1:{api_port}");
+    let (_, page) = get_json(&client, &format!("{api}/api/v1/jobs?status=discarded")).await;
+    let dead = page["jobs"].as_array().expect("jobs");
+    assert_eq!(dead.len(), 1, "{page}");
+    assert_eq!(dead[0]["payload"]["id"], 9999);
+    assert!(
+        dead[0]["last_error"]
+            .as_str()
+            .is_some_and(|error| error.contains("null value")),
+        "{page}"
+    );
+    stop_and_expect_drained(child, LIMIT);
 }
