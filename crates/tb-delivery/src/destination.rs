@@ -400,8 +400,10 @@ impl Loader {
             }
             let mut wait = POLL;
             let mut claimed_all = false;
-            if ticking && self.loads.len() < concurrency {
-                let room = concurrency - self.loads.len();
+            // Claims come in chunks of at least half the loads, so a busy destination does not
+            // pay a transaction for every load that ends.
+            let room = concurrency - self.loads.len().min(concurrency);
+            if ticking && (room >= concurrency.div_ceil(2) || (room > 0 && self.loads.is_empty())) {
                 let loads = match self.breaker.allowance(Instant::now(), self.loads.len()) {
                     Allowance::Any => room,
                     Allowance::Probe => 1,
@@ -454,10 +456,13 @@ impl Loader {
                 }
             }
             tokio::select! {
-                Some(done) = self.loads.join_next(), if !self.loads.is_empty() => {
-                    if let Ok((load, results)) = done {
-                        self.settle(load, results).await;
+                Some(first) = self.loads.join_next(), if !self.loads.is_empty() => {
+                    // Every load finished by now is settled in one transaction.
+                    let mut done: Vec<_> = first.into_iter().collect();
+                    while let Some(next) = self.loads.try_join_next() {
+                        done.extend(next);
                     }
+                    self.settle(done).await;
                 }
                 () = self.wake.notified(), if next_tick.is_none() => {}
                 // Another node's new jobs (PostgreSQL's NOTIFY); on SQLite, a plain wait.
@@ -468,9 +473,7 @@ impl Loader {
         }
         // Stopping: loads in flight finish and settle; nothing new is claimed.
         while let Some(done) = self.loads.join_next().await {
-            if let Ok((load, results)) = done {
-                self.settle(load, results).await;
-            }
+            self.settle(done.into_iter().collect()).await;
         }
     }
 
@@ -574,67 +577,26 @@ impl Loader {
         });
     }
 
-    /// Settles a finished load: each job succeeded, retries later, or is discarded; chained
-    /// actions get their jobs; the breaker and the metrics hear of it.
-    async fn settle(&mut self, load: Load, results: Vec<LoadResult>) {
+    /// Settles finished loads in one transaction: each job succeeded, retries later, or is
+    /// discarded; chained actions get their jobs; the breaker and the metrics hear of it.
+    async fn settle(&mut self, done: Vec<(Load, Vec<LoadResult>)>) {
         let id = self.destination.id.clone();
         let now = now_ms();
-        let retry = &self.destination.config.retry;
-        // A load failed if any of its jobs is to be retried, succeeded if any went through. A
-        // 4xx (a discard) says the destination is up but refuses this payload: it neither
-        // counts as a failure nor breaks a run of them.
-        let verdicts = || results.iter().map(|result| &result.verdict);
-        let failed = if verdicts().any(|verdict| matches!(verdict, Verdict::Retry { .. })) {
-            Some(true)
-        } else if verdicts().any(|verdict| *verdict == Verdict::Succeeded) {
-            Some(false)
-        } else {
-            None
-        };
-        if let Some(failed) = failed
-            && self.breaker.record(failed, Instant::now())
-        {
-            self.metrics.circuit(
-                &id,
-                self.breaker.state() != crate::breaker::CircuitState::Closed,
-            );
-            tracing::warn!(destination = %id, state = self.breaker.state().as_str(), "The destination's circuit changed.");
+        let mut entries = Vec::new();
+        for (load, results) in &done {
+            self.record_in_breaker(results);
+            if let Some(longest) = results.iter().map(|result| result.duration).max()
+                && let Some(job) = load.jobs.first()
+            {
+                self.metrics
+                    .attempt(&id, &job.action, longest.as_secs_f64());
+            }
+            for (job, result) in load.jobs.iter().zip(results) {
+                entries.push(self.settlement(load, job, result, now));
+            }
         }
-        let settled: Vec<(Claimed, Settlement, Attempt)> = load
-            .jobs
-            .iter()
-            .zip(&results)
-            .map(|(job, result)| {
-                let settlement = match &result.verdict {
-                    Verdict::Succeeded => Settlement::Succeeded,
-                    Verdict::Discard => Settlement::Discarded,
-                    Verdict::Retry { .. } if job.attempt > retry.max_retries => {
-                        Settlement::Discarded
-                    }
-                    Verdict::Retry { after } => {
-                        let wait = backoff(retry, job.attempt).max(after.unwrap_or_default());
-                        Settlement::Retry {
-                            at: now + wait.as_millis() as i64,
-                        }
-                    }
-                };
-                let attempt = Attempt {
-                    started_at: load.started_at,
-                    duration_ms: result.duration.as_millis() as i64,
-                    code: result.code.map(i64::from),
-                    error: result.error.clone(),
-                    body_excerpt: result.body_excerpt.clone(),
-                };
-                (job.clone(), settlement, attempt)
-            })
-            .collect();
-        let action_name = load
-            .jobs
-            .first()
-            .map(|job| job.action.clone())
-            .unwrap_or_default();
         let owned = loop {
-            match self.store.settle(settled.clone(), now).await {
+            match self.store.settle(entries.clone(), now).await {
                 Ok(owned) => break owned,
                 Err(error) => {
                     // Its leases run out meanwhile and the jobs are loaded again: at least once.
@@ -646,50 +608,115 @@ impl Loader {
                 }
             }
         };
-        if let Some(longest) = results.iter().map(|result| result.duration).max() {
-            self.metrics
-                .attempt(&id, &action_name, longest.as_secs_f64());
-        }
+        let mut owned = owned.into_iter();
         let mut chained = Vec::new();
-        for (((job, settlement, _), owned), result) in settled.iter().zip(owned).zip(&results) {
-            if !owned {
-                tracing::warn!(destination = %id, job = %job.id, "A job was settled by a claimer that no longer held it; its attempt is recorded as fenced.");
-                continue;
-            }
-            let status = match settlement {
-                Settlement::Succeeded => "succeeded",
-                Settlement::Retry { .. } => "retrying",
-                Settlement::Discarded => "discarded",
-            };
-            self.metrics.jobs(&id, &job.action, status, 1);
-            if let Some(action) = self.destination.actions.get(load.action) {
-                let targets = match settlement {
-                    Settlement::Succeeded => &action.on_succeeded,
-                    Settlement::Retry { .. } => &action.on_failed,
-                    Settlement::Discarded => &action.on_discarded,
-                };
-                chained.extend(
-                    targets
-                        .iter()
-                        .map(|target| chained_job(target, job, status, result)),
-                );
+        for (load, results) in &done {
+            for ((job, result), (_, settlement, _)) in load
+                .jobs
+                .iter()
+                .zip(results)
+                .zip(entries.iter().skip(chained_offset(&done, load)))
+            {
+                if !owned.next().unwrap_or(false) {
+                    tracing::warn!(destination = %id, job = %job.id, "A job was settled by a claimer that no longer held it; its attempt is recorded as fenced.");
+                    continue;
+                }
+                let status = status_name(settlement);
+                self.metrics.jobs(&id, &job.action, status, 1);
+                if let Some(action) = self.destination.actions.get(load.action) {
+                    let targets = match settlement {
+                        Settlement::Succeeded => &action.on_succeeded,
+                        Settlement::Retry { .. } => &action.on_failed,
+                        Settlement::Discarded => &action.on_discarded,
+                    };
+                    chained.extend(
+                        targets
+                            .iter()
+                            .map(|target| chained_job(target, job, status, result)),
+                    );
+                }
             }
         }
-        if !chained.is_empty() {
-            let counts: Vec<(String, String)> = chained
-                .iter()
-                .map(|job| (job.destination.clone(), job.action.clone()))
-                .collect();
-            match self.store.insert(chained, now_ms()).await {
-                Ok(()) => {
-                    for (destination, action) in counts {
-                        self.metrics.jobs(&destination, &action, "available", 1);
-                    }
-                    self.wake.notify_one();
+        self.store_chained(chained).await;
+    }
+
+    /// A load failed if any of its jobs is to be retried, succeeded if any went through. A
+    /// 4xx (a discard) says the destination is up but refuses this payload: it neither
+    /// counts as a failure nor breaks a run of them.
+    fn record_in_breaker(&self, results: &[LoadResult]) {
+        let verdicts = || results.iter().map(|result| &result.verdict);
+        let failed = if verdicts().any(|verdict| matches!(verdict, Verdict::Retry { .. })) {
+            true
+        } else if verdicts().any(|verdict| *verdict == Verdict::Succeeded) {
+            false
+        } else {
+            return;
+        };
+        if self.breaker.record(failed, Instant::now()) {
+            let id = &self.destination.id;
+            let open = self.breaker.state() != crate::breaker::CircuitState::Closed;
+            self.metrics.circuit(id, open);
+            tracing::warn!(destination = %id, state = self.breaker.state().as_str(), "The destination's circuit changed.");
+        }
+    }
+
+    /// What the store records for one job's attempt. The claim given to the store carries
+    /// no payload: settling needs only the id, token and attempt number.
+    fn settlement(
+        &self,
+        load: &Load,
+        job: &Claimed,
+        result: &LoadResult,
+        now: i64,
+    ) -> (Claimed, Settlement, Attempt) {
+        let retry = &self.destination.config.retry;
+        let settlement = match &result.verdict {
+            Verdict::Succeeded => Settlement::Succeeded,
+            Verdict::Discard => Settlement::Discarded,
+            Verdict::Retry { .. } if job.attempt > retry.max_retries => Settlement::Discarded,
+            Verdict::Retry { after } => {
+                let wait = backoff(retry, job.attempt).max(after.unwrap_or_default());
+                Settlement::Retry {
+                    at: now + wait.as_millis() as i64,
                 }
-                Err(error) => {
-                    tracing::error!(destination = %id, %error, "Could not store chained jobs.")
+            }
+        };
+        let attempt = Attempt {
+            started_at: load.started_at,
+            duration_ms: result.duration.as_millis() as i64,
+            code: result.code.map(i64::from),
+            error: result.error.clone(),
+            body_excerpt: result.body_excerpt.clone(),
+        };
+        let claim = Claimed {
+            id: job.id.clone(),
+            action: String::new(),
+            payload: serde_json::Value::Null,
+            context: serde_json::Value::Null,
+            attempt: job.attempt,
+            token: job.token,
+            lease_until: job.lease_until,
+        };
+        (claim, settlement, attempt)
+    }
+
+    async fn store_chained(&self, chained: Vec<NewJob>) {
+        if chained.is_empty() {
+            return;
+        }
+        let counts: Vec<(String, String)> = chained
+            .iter()
+            .map(|job| (job.destination.clone(), job.action.clone()))
+            .collect();
+        match self.store.insert(chained, now_ms()).await {
+            Ok(()) => {
+                for (destination, action) in counts {
+                    self.metrics.jobs(&destination, &action, "available", 1);
                 }
+                self.wake.notify_one();
+            }
+            Err(error) => {
+                tracing::error!(destination = %self.destination.id, %error, "Could not store chained jobs.")
             }
         }
     }
@@ -720,7 +747,11 @@ impl Loader {
     async fn prune(&self) {
         let before = now_ms() - self.destination.config.retention.as_millis() as i64;
         for _ in 0..10 {
-            match self.store.prune_succeeded(before, PRUNE_BATCH).await {
+            match self
+                .store
+                .prune_succeeded(&self.destination.id, before, PRUNE_BATCH)
+                .await
+            {
                 Ok(pruned) if pruned == u64::from(PRUNE_BATCH) => {}
                 Ok(_) => return,
                 Err(error) => {
@@ -729,6 +760,22 @@ impl Loader {
                 }
             }
         }
+    }
+}
+
+/// Where `load`'s entries start among the settlement entries of `done`.
+fn chained_offset(done: &[(Load, Vec<LoadResult>)], load: &Load) -> usize {
+    done.iter()
+        .take_while(|(other, _)| !std::ptr::eq(other, load))
+        .map(|(other, _)| other.jobs.len())
+        .sum()
+}
+
+fn status_name(settlement: &Settlement) -> &'static str {
+    match settlement {
+        Settlement::Succeeded => "succeeded",
+        Settlement::Retry { .. } => "retrying",
+        Settlement::Discarded => "discarded",
     }
 }
 

@@ -126,19 +126,19 @@ WITH picked AS MATERIALIZED (
             ORDER BY next_attempt_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) AS available
         UNION ALL
         SELECT id FROM (SELECT id FROM {schema}.jobs WHERE destination = $1
-            AND status = 'running' AND lease_until < $2
-            LIMIT $4 FOR UPDATE SKIP LOCKED) AS expired
+            AND status = 'running' AND next_attempt_at < $2
+            ORDER BY next_attempt_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) AS expired
     ) AS due
     LIMIT $4
 )
 UPDATE {schema}.jobs AS jobs SET status = 'running', attempt = jobs.attempt + 1,
-    token = jobs.token + 1, lease_until = $2 + $3, updated_at = $2
+    token = jobs.token + 1, lease_until = $2 + $3, next_attempt_at = $2 + $3, updated_at = $2
 FROM picked WHERE jobs.id = picked.id
 RETURNING jobs.id, jobs.action, jobs.payload, jobs.attempt, jobs.token, jobs.lease_until,
     jobs.context";
 
 const HEARTBEAT: &str = "
-UPDATE {schema}.jobs AS jobs SET lease_until = $3, updated_at = $4
+UPDATE {schema}.jobs AS jobs SET lease_until = $3, next_attempt_at = $3, updated_at = $4
 FROM unnest($1::text[], $2::bigint[]) AS claims (id, token)
 WHERE jobs.id = claims.id AND jobs.token = claims.token AND jobs.status = 'running'
 RETURNING jobs.id, jobs.token";
@@ -221,8 +221,8 @@ SELECT count(*) FROM deleted";
 /// Nodes pruning at once skip each other's rows rather than wait for them.
 const PRUNE: &str = "
 WITH chosen AS MATERIALIZED (
-    SELECT id FROM {schema}.jobs WHERE status = 'succeeded' AND updated_at < $1
-    ORDER BY updated_at, id LIMIT $2 FOR UPDATE SKIP LOCKED
+    SELECT id FROM {schema}.jobs WHERE destination = $3 AND status = 'succeeded'
+    AND updated_at < $1 ORDER BY updated_at, id LIMIT $2 FOR UPDATE SKIP LOCKED
 ),
 forgotten AS (
     DELETE FROM {schema}.attempts WHERE job_id IN (SELECT id FROM chosen)
@@ -903,18 +903,23 @@ impl PgStore {
         Ok(single_count(&rows)? == 1)
     }
 
-    /// Deletes up to `limit` jobs that succeeded before `before`, with their attempts;
-    /// returns how many.
+    /// Deletes up to `limit` jobs of `destination` that succeeded before `before`, with their
+    /// attempts; returns how many.
     ///
     /// # Errors
     ///
     /// The statement failed (nothing is deleted).
-    pub async fn prune_succeeded(&self, before: i64, limit: u32) -> Result<u64, StoreError> {
+    pub async fn prune_succeeded(
+        &self,
+        destination: &str,
+        before: i64,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
         let rows = self
             .query(
                 "prune jobs",
                 &self.sql(PRUNE),
-                &[&before, &i64::from(limit)],
+                &[&before, &i64::from(limit), &destination],
             )
             .await?;
         single_count(&rows)

@@ -36,7 +36,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     updated_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_claimable ON jobs (destination, status, next_attempt_at, id);
-CREATE INDEX IF NOT EXISTS jobs_ended ON jobs (status, updated_at);
+DROP INDEX IF EXISTS jobs_ended;
 CREATE TABLE IF NOT EXISTS attempts (
     job_id TEXT NOT NULL,
     attempt INTEGER NOT NULL,
@@ -64,6 +64,39 @@ pub enum Durability {
 /// The embedded job store.
 pub struct SqliteStore {
     connection: Mutex<Connection>,
+    durability: Durability,
+}
+
+/// The connection, for a write that must survive power loss when the store is
+/// [`Durability::Full`]: its commit syncs the WAL (and with it every commit before). The
+/// connection goes back to `synchronous = NORMAL` when the guard is dropped.
+struct Durable<'a> {
+    connection: MutexGuard<'a, Connection>,
+    full: bool,
+}
+
+impl std::ops::Deref for Durable<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        &self.connection
+    }
+}
+
+impl std::ops::DerefMut for Durable<'_> {
+    fn deref_mut(&mut self) -> &mut Connection {
+        &mut self.connection
+    }
+}
+
+impl Drop for Durable<'_> {
+    fn drop(&mut self) {
+        if self.full
+            && let Err(error) = self.connection.pragma_update(None, "synchronous", "NORMAL")
+        {
+            tracing::warn!(%error, "Could not set the job store back to synchronous = NORMAL.");
+        }
+    }
 }
 
 impl SqliteStore {
@@ -74,24 +107,24 @@ impl SqliteStore {
     /// The file cannot be opened or set up.
     pub fn open(path: &Path, durability: Durability) -> Result<Self, StoreError> {
         let connection = Connection::open(path).map_err(StoreError::sqlite("open"))?;
-        let synchronous = match durability {
-            Durability::Full => "FULL",
-            Durability::Normal => "NORMAL",
-        };
         connection
             .busy_timeout(Duration::from_secs(5))
             .map_err(StoreError::sqlite("set the busy timeout"))?;
         connection
             .pragma_update(None, "journal_mode", "WAL")
             .map_err(StoreError::sqlite("turn on WAL"))?;
+        // Claims, heartbeats and settlements commit without syncing: one lost to power loss
+        // only makes a job run again (at least once). What acknowledges a source, or stands for
+        // a person's decision, syncs when the store is `Full` ([`SqliteStore::durable`]).
         connection
-            .pragma_update(None, "synchronous", synchronous)
+            .pragma_update(None, "synchronous", "NORMAL")
             .map_err(StoreError::sqlite("set synchronous"))?;
         connection
             .execute_batch(SCHEMA)
             .map_err(StoreError::sqlite("create the schema"))?;
         Ok(Self {
             connection: Mutex::new(connection),
+            durability,
         })
     }
 
@@ -101,13 +134,25 @@ impl SqliteStore {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The connection for a write that must survive power loss (see [`Durable`]).
+    fn durable(&self) -> Result<Durable<'_>, StoreError> {
+        let connection = self.lock();
+        let full = self.durability == Durability::Full;
+        if full {
+            connection
+                .pragma_update(None, "synchronous", "FULL")
+                .map_err(StoreError::sqlite("set synchronous"))?;
+        }
+        Ok(Durable { connection, full })
+    }
+
     /// Stores `jobs` in one transaction, at time `now`: all of them or none.
     ///
     /// # Errors
     ///
     /// The transaction failed (nothing is stored).
     pub fn insert(&self, jobs: &[NewJob], now: i64) -> Result<(), StoreError> {
-        let mut connection = self.lock();
+        let mut connection = self.durable()?;
         let transaction = connection
             .transaction()
             .map_err(StoreError::sqlite("begin an insert"))?;
@@ -147,8 +192,9 @@ impl SqliteStore {
     /// out (their claimer died), each with a new token and a lease of `lease_ms`.
     ///
     /// Due retries come first, then scheduled jobs, then new ones, each oldest first, then
-    /// expired leases. Each part is one range of the `jobs_claimable` index, so a claim reads
-    /// about `limit` rows however many jobs have ended (no scan, no sort).
+    /// expired leases. Each part is one range of the `jobs_claimable` index (a running job's
+    /// `next_attempt_at` is the end of its lease), so a claim reads about `limit` rows however
+    /// many jobs have ended or are running (no scan, no sort).
     ///
     /// # Errors
     ///
@@ -164,7 +210,7 @@ impl SqliteStore {
         let mut claim = connection
             .prepare_cached(
                 "UPDATE jobs SET status = 'running', attempt = attempt + 1, token = token + 1,
-                     lease_until = ?2 + ?3, updated_at = ?2
+                     lease_until = ?2 + ?3, next_attempt_at = ?2 + ?3, updated_at = ?2
                  WHERE id IN (
                      SELECT id FROM (SELECT id FROM jobs WHERE destination = ?1 AND status = 'retrying'
                          AND next_attempt_at <= ?2 ORDER BY next_attempt_at, id LIMIT ?4)
@@ -176,7 +222,7 @@ impl SqliteStore {
                          AND next_attempt_at <= ?2 ORDER BY next_attempt_at, id LIMIT ?4)
                      UNION ALL
                      SELECT id FROM (SELECT id FROM jobs WHERE destination = ?1 AND status = 'running'
-                         AND lease_until < ?2 LIMIT ?4)
+                         AND next_attempt_at < ?2 ORDER BY next_attempt_at, id LIMIT ?4)
                      LIMIT ?4)
                  RETURNING id, action, payload, attempt, token, lease_until, context",
             )
@@ -233,7 +279,7 @@ impl SqliteStore {
         let changed = self
             .lock()
             .execute(
-                "UPDATE jobs SET lease_until = ?3, updated_at = ?4
+                "UPDATE jobs SET lease_until = ?3, next_attempt_at = ?3, updated_at = ?4
                  WHERE id = ?1 AND token = ?2 AND status = 'running'",
                 params![claimed.id.0, claimed.token, now + lease_ms, now],
             )
@@ -318,7 +364,7 @@ impl SqliteStore {
     /// The update failed.
     pub fn cancel(&self, id: &JobId, now: i64) -> Result<bool, StoreError> {
         let changed = self
-            .lock()
+            .durable()?
             .execute(
                 "UPDATE jobs SET status = 'cancelled', lease_until = NULL, updated_at = ?2
                  WHERE id = ?1 AND status IN ('scheduled', 'available', 'running', 'retrying')",
@@ -337,7 +383,7 @@ impl SqliteStore {
     /// The update failed.
     pub fn replay(&self, id: &JobId, now: i64) -> Result<bool, StoreError> {
         let changed = self
-            .lock()
+            .durable()?
             .execute(
                 "UPDATE jobs SET status = 'available', attempt = 0, next_attempt_at = ?2, updated_at = ?2
                  WHERE id = ?1 AND status IN ('discarded', 'cancelled')",
@@ -432,7 +478,7 @@ impl SqliteStore {
     ///
     /// The transaction failed.
     pub fn delete(&self, id: &JobId) -> Result<bool, StoreError> {
-        let mut connection = self.lock();
+        let mut connection = self.durable()?;
         let transaction = connection
             .transaction()
             .map_err(StoreError::sqlite("begin a delete"))?;
@@ -462,7 +508,7 @@ impl SqliteStore {
     pub fn replay_matching(&self, filter: &JobFilter, now: i64) -> Result<u64, StoreError> {
         let (destination, action, status) = filter_params(filter);
         let changed = self
-            .lock()
+            .durable()?
             .execute(
                 &format!(
                     "UPDATE jobs SET status = 'available', attempt = 0, next_attempt_at = ?4,
@@ -475,29 +521,36 @@ impl SqliteStore {
         Ok(changed as u64)
     }
 
-    /// Deletes up to `limit` jobs that succeeded before `before`, with their attempts;
+    /// Deletes up to `limit` jobs of `destination` that succeeded before `before`, with their attempts;
     /// returns how many. Called in small batches, so the store is never locked for long.
     ///
     /// # Errors
     ///
     /// The transaction failed (nothing is deleted).
-    pub fn prune_succeeded(&self, before: i64, limit: u32) -> Result<u64, StoreError> {
+    pub fn prune_succeeded(
+        &self,
+        destination: &str,
+        before: i64,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
         let mut connection = self.lock();
         let transaction = connection
             .transaction()
             .map_err(StoreError::sqlite("begin a prune"))?;
-        const CHOSEN: &str = "SELECT id FROM jobs WHERE status = 'succeeded' AND updated_at < ?1
-            ORDER BY updated_at, id LIMIT ?2";
+        // A succeeded job's next_attempt_at is when it succeeded: one range of the claim
+        // index, so no index is kept for pruning alone.
+        const CHOSEN: &str = "SELECT id FROM jobs WHERE destination = ?1 AND status = 'succeeded'
+            AND next_attempt_at < ?2 ORDER BY next_attempt_at, id LIMIT ?3";
         transaction
             .execute(
                 &format!("DELETE FROM attempts WHERE job_id IN ({CHOSEN})"),
-                params![before, limit],
+                params![destination, before, limit],
             )
             .map_err(StoreError::sqlite("prune attempts"))?;
         let pruned = transaction
             .execute(
                 &format!("DELETE FROM jobs WHERE id IN ({CHOSEN})"),
-                params![before, limit],
+                params![destination, before, limit],
             )
             .map_err(StoreError::sqlite("prune jobs"))?;
         transaction

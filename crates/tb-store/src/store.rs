@@ -294,12 +294,21 @@ impl Store {
     /// # Errors
     ///
     /// The transaction failed.
-    pub async fn prune_succeeded(&self, before: i64, limit: u32) -> Result<u64, StoreError> {
+    pub async fn prune_succeeded(
+        &self,
+        destination: &str,
+        before: i64,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
         match self {
             Self::Sqlite(store) => {
-                blocking(store, move |store| store.prune_succeeded(before, limit)).await
+                let destination = destination.to_owned();
+                blocking(store, move |store| {
+                    store.prune_succeeded(&destination, before, limit)
+                })
+                .await
             }
-            Self::Postgres(store) => store.prune_succeeded(before, limit).await,
+            Self::Postgres(store) => store.prune_succeeded(destination, before, limit).await,
         }
     }
 

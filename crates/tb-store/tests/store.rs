@@ -474,16 +474,19 @@ async fn succeeded_jobs_are_pruned_in_batches_and_a_deleted_job_is_gone(backend:
         assert!(settle_one(&store, &claimed, Settlement::Succeeded, 100).await);
     }
     assert_eq!(
-        store.prune_succeeded(100, 10).await.expect("prune"),
+        store.prune_succeeded("crm", 100, 10).await.expect("prune"),
         0,
         "not yet old enough"
     );
     assert_eq!(
-        store.prune_succeeded(101, 3).await.expect("prune"),
+        store.prune_succeeded("crm", 101, 3).await.expect("prune"),
         3,
         "a batch at most"
     );
-    assert_eq!(store.prune_succeeded(101, 3).await.expect("prune"), 1);
+    assert_eq!(
+        store.prune_succeeded("crm", 101, 3).await.expect("prune"),
+        1
+    );
     assert_eq!(count(&store, JobStatus::Succeeded).await, 0);
     assert_eq!(
         count(&store, JobStatus::Available).await,
