@@ -28,6 +28,8 @@ use crate::schedule::Schedule;
 /// The shortest lease: a load renews its leases every third of it, and renewals must not
 /// become a load of their own.
 const MIN_LEASE: Duration = Duration::from_secs(1);
+/// Most events of the batches gathered into one insert transaction.
+const GROUP_COMMIT_EVENTS: usize = 4_096;
 /// How often the pending-jobs gauge is counted again.
 const COUNT_EVERY: Duration = Duration::from_secs(5);
 /// How often the loader looks for due retries and expired leases when nothing wakes it.
@@ -280,30 +282,42 @@ impl Destination {
         metrics: &DeliveryMetrics,
     ) {
         let mut runtime = ExpressionRuntime::default();
-        while let Some(batch) = input.recv_from().await {
-            let actions = self
-                .routes
-                .get(batch.input)
-                .map(Vec::as_slice)
-                .unwrap_or_default();
-            let mut jobs = Vec::with_capacity(batch.events.len() * actions.len());
-            let mut stored: Vec<Event> = Vec::with_capacity(batch.events.len());
-            for event in batch.events {
-                let made: Result<Vec<NewJob>, String> = actions
-                    .iter()
-                    .map(|index| self.actions[*index].job(&self.id, &event, &mut runtime))
-                    .collect();
-                match made {
-                    Ok(made) => {
-                        jobs.extend(made);
-                        stored.push(event);
-                    }
-                    Err(reason) => {
-                        tracing::warn!(destination = %self.id, %reason, "An event could not become a job; it is rejected.");
-                        event.complete_with(
-                            AckStatus::Rejected,
-                            format!("destination {}: {reason}", self.id),
-                        );
+        while let Some(first) = input.recv_from().await {
+            // Group commit: the batches already waiting go into the same transaction, so
+            // one sync to disk acknowledges them all.
+            let mut batches = vec![first];
+            let mut events = batches[0].events.len();
+            while events < GROUP_COMMIT_EVENTS
+                && let Some(next) = input.try_recv_from()
+            {
+                events += next.events.len();
+                batches.push(next);
+            }
+            let mut jobs = Vec::with_capacity(events);
+            let mut stored: Vec<Event> = Vec::with_capacity(events);
+            for batch in batches {
+                let actions = self
+                    .routes
+                    .get(batch.input)
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
+                for event in batch.events {
+                    let made: Result<Vec<NewJob>, String> = actions
+                        .iter()
+                        .map(|index| self.actions[*index].job(&self.id, &event, &mut runtime))
+                        .collect();
+                    match made {
+                        Ok(made) => {
+                            jobs.extend(made);
+                            stored.push(event);
+                        }
+                        Err(reason) => {
+                            tracing::warn!(destination = %self.id, %reason, "An event could not become a job; it is rejected.");
+                            event.complete_with(
+                                AckStatus::Rejected,
+                                format!("destination {}: {reason}", self.id),
+                            );
+                        }
                     }
                 }
             }

@@ -20,7 +20,7 @@ use crate::job::{
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY,
+    id TEXT PRIMARY KEY NOT NULL,
     destination TEXT NOT NULL,
     action TEXT NOT NULL,
     version TEXT,
@@ -34,7 +34,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     last_error TEXT,
     created_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL
-);
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS jobs_claimable ON jobs (destination, status, next_attempt_at, id);
 DROP INDEX IF EXISTS jobs_ended;
 CREATE TABLE IF NOT EXISTS attempts (
@@ -152,6 +152,11 @@ impl SqliteStore {
     ///
     /// The transaction failed (nothing is stored).
     pub fn insert(&self, jobs: &[NewJob], now: i64) -> Result<(), StoreError> {
+        // Written out before the lock is taken: the store does one thing at a time.
+        let texts: Vec<(String, String)> = jobs
+            .iter()
+            .map(|job| (job.payload.to_string(), job.context.to_string()))
+            .collect();
         let mut connection = self.durable()?;
         let transaction = connection
             .transaction()
@@ -163,7 +168,7 @@ impl SqliteStore {
                      next_attempt_at, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
                 )
                 .map_err(StoreError::sqlite("prepare an insert"))?;
-            for job in jobs {
+            for (job, (payload, context)) in jobs.iter().zip(texts) {
                 let (status, at) = match job.run_at {
                     Some(at) if at > now => (JobStatus::Scheduled, at),
                     _ => (JobStatus::Available, now),
@@ -174,8 +179,8 @@ impl SqliteStore {
                         job.destination,
                         job.action,
                         job.version,
-                        job.payload.to_string(),
-                        job.context.to_string(),
+                        payload,
+                        context,
                         status.as_str(),
                         at,
                         now,
@@ -240,10 +245,14 @@ impl SqliteStore {
                 ))
             })
             .map_err(StoreError::sqlite("claim jobs"))?;
-        let mut claimed = Vec::new();
-        for row in rows {
-            let (id, action, payload, attempt, token, lease_until, context) =
-                row.map_err(StoreError::sqlite("read a claimed job"))?;
+        let rows: Vec<_> = rows
+            .collect::<Result<_, _>>()
+            .map_err(StoreError::sqlite("read a claimed job"))?;
+        drop(claim);
+        // Read after the lock is let go: the store does one thing at a time.
+        drop(connection);
+        let mut claimed = Vec::with_capacity(rows.len());
+        for (id, action, payload, attempt, token, lease_until, context) in rows {
             let json = |text: &str, what: &str| {
                 serde_json::from_str(text)
                     .map_err(|error| StoreError::Corrupt(format!("job {id} {what}: {error}")))

@@ -54,6 +54,15 @@ impl InputQueue {
         self.recv_from().await.map(|batch| batch.events)
     }
 
+    /// A batch already waiting, without waiting for one; `None` when none is (or this run
+    /// was told to stop). For readers that gather what waits into one write.
+    pub fn try_recv_from(&mut self) -> Option<InputBatch> {
+        if self.stop.is_cancelled() {
+            return None;
+        }
+        self.receiver.try_recv().ok()
+    }
+
     /// [`Self::recv`], with the input the batch came through.
     pub async fn recv_from(&mut self) -> Option<InputBatch> {
         tokio::select! {
