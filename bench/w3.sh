@@ -48,6 +48,6 @@ for run in $(seq "$runs"); do
     'BEGIN { printf "        end to end: %d events in %.2f s: %.0f events/s\n", n, (b - a) / 1e6, n / ((b - a) / 1e6) }'
   kill -TERM "$pid"; wait "$pid" || true
   if [ "${STORE:-sqlite}" = postgres ]; then
-    psql -h 127.0.0.1 -U postgres -d test -q -c "DROP SCHEMA IF EXISTS $schema CASCADE"
+    psql -h 127.0.0.1 -U postgres -d test -q -c "DROP SCHEMA IF EXISTS $schema CASCADE" 2>/dev/null
   fi
 done
