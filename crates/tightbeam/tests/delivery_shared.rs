@@ -388,3 +388,81 @@ marshal = '{{ "id": .user_id, "name": .name, "plan": .plan }}'
     );
     stop_and_expect_drained(child, LIMIT);
 }
+
+#[tokio::test]
+async fn killing_the_engines_database_connections_under_load_loses_nothing() {
+    if !postgres_available() {
+        return;
+    }
+    let schema = Schema::new();
+    let receiver = Receiver::default();
+    let receiver_port = receiver.serve().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = format!("{}&application_name=tb_kill_{}", schema.url(), schema.0);
+    let a = node(dir.path(), "a", &store, receiver_port, "2s");
+    let client = http_client();
+    const EVENTS: u64 = 5_000;
+    let killing = tokio::spawn({
+        let name = format!("tb_kill_{}", schema.0);
+        async move {
+            let mut kills = 0;
+            for _ in 0..40 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let killed = psql(&format!(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = '{name}'"
+                ));
+                kills += killed.parse::<u32>().unwrap_or(0);
+            }
+            kills
+        }
+    });
+    // A source sends again what was not acknowledged (a 503 while the store was away).
+    let mut acknowledged = BTreeSet::new();
+    let mut refused = 0;
+    for chunk in 0..(EVENTS / 100) {
+        let numbers = chunk * 100..(chunk + 1) * 100;
+        for _ in 0..100 {
+            let body: Vec<String> = numbers
+                .clone()
+                .map(|n| format!(r#"{{"n": {n}}}"#))
+                .collect();
+            let status = client
+                .post(format!("http://127.0.0.1:{}/", a.http_port))
+                .body(format!("[{}]", body.join(",")))
+                .send()
+                .await
+                .expect("post")
+                .status();
+            if status == 200 {
+                acknowledged.extend(numbers.clone());
+                break;
+            }
+            refused += 1;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let kills = killing.await.expect("killer");
+    assert_eq!(
+        acknowledged.len() as u64,
+        EVENTS,
+        "every event acknowledged in the end"
+    );
+    let delivered = wait_until("every acknowledged job is delivered", LIMIT, || {
+        let paths: BTreeSet<String> = receiver
+            .delivered
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|(key, _)| key.clone())
+            .collect();
+        async move { (paths.len() as u64 == EVENTS).then_some(paths.len()) }
+    })
+    .await;
+    let requests = receiver.delivered.lock().expect("lock").len();
+    println!(
+        "{kills} database connections killed under load: {EVENTS} events acknowledged ({refused} requests refused and sent again), {delivered} jobs delivered, {} duplicates",
+        requests - delivered
+    );
+    assert!(kills > 0, "the test killed no connection");
+    stop_and_expect_drained(a.child, LIMIT);
+}
