@@ -25,7 +25,7 @@ mod encoder;
 mod error;
 mod interceptor;
 
-pub use codec::JsonArrayReader;
+pub use codec::{JsonArrayReader, write_json};
 pub use config::{
     CodecKind, DEFAULT_LINE_DELIMITER, DEFAULT_MAX_DECOMPRESSED, DEFAULT_MAX_FRAME_LENGTH,
     DEFAULT_MAX_LINE_LENGTH, InterceptorConfig, InterceptorConfigError, UnknownCodecError,

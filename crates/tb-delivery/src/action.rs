@@ -3,7 +3,7 @@
 
 use tb_event::Event;
 use tb_pipeline::{Expression, ExpressionRuntime};
-use tb_store::{JobId, NewJob};
+use tb_store::{JobId, JsonText, NewJob};
 use vrl::value::Value;
 
 use crate::config::{ActionConfig, DEFAULT_ACTION};
@@ -184,12 +184,19 @@ impl Action {
         runtime: &mut ExpressionRuntime,
     ) -> Result<NewJob, String> {
         let metadata = || event.meta.to_vrl_metadata();
-        let payload = match &self.marshal {
-            None => event.value.clone(),
-            Some(marshal) => marshal
-                .evaluate(&event.value, metadata, runtime)
-                .map_err(|error| format!("marshal failed: {error}"))?,
-        };
+        let mut payload = Vec::with_capacity(256);
+        match &self.marshal {
+            None => tb_codec::write_json(&event.value, &mut payload),
+            Some(marshal) => {
+                let marshalled = marshal
+                    .evaluate(&event.value, metadata, runtime)
+                    .map_err(|error| format!("marshal failed: {error}"))?;
+                tb_codec::write_json(&marshalled, &mut payload);
+            }
+        }
+        // The writer writes UTF-8 only (invalid bytes as U+FFFD, as serde_json does).
+        let payload =
+            String::from_utf8(payload).map_err(|_| "the payload is not UTF-8".to_owned())?;
         let path = self
             .path
             .render(&event.value, &metadata, runtime)
@@ -204,7 +211,7 @@ impl Action {
             destination: destination.to_owned(),
             action: self.name.clone(),
             version: self.version.clone(),
-            payload: to_json(payload),
+            payload: JsonText::from_trusted(payload),
             context,
             run_at: None,
         })
@@ -221,9 +228,4 @@ fn parse_date(text: &str) -> Result<chrono::DateTime<chrono::Utc>, ()> {
         .and_then(|date| date.and_hms_opt(0, 0, 0))
         .map(|time| time.and_utc())
         .ok_or(())
-}
-
-/// A VRL value as JSON (bytes as text, timestamps as RFC 3339).
-fn to_json(value: Value) -> serde_json::Value {
-    serde_json::to_value(value).unwrap_or(serde_json::Value::Null)
 }

@@ -11,7 +11,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tb_connectors::InputQueue;
 use tb_event::{AckStatus, Event};
 use tb_pipeline::ExpressionRuntime;
-use tb_store::{Attempt, Claimed, JobId, NewJob, Settlement, Store, now_ms};
+use tb_store::{Attempt, Claimed, JobId, JsonText, NewJob, Settlement, Store, now_ms};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -549,7 +549,7 @@ impl Loader {
         if let Some(path) = job.context.get("path").and_then(serde_json::Value::as_str) {
             return path.to_owned();
         }
-        let value = vrl::value::Value::from(job.payload.clone());
+        let value = vrl::value::Value::from(job.payload.to_value());
         match self.destination.actions[action].path_for(&value, runtime) {
             Ok(path) => path,
             Err(error) => {
@@ -705,7 +705,7 @@ impl Loader {
         let claim = Claimed {
             id: job.id.clone(),
             action: String::new(),
-            payload: serde_json::Value::Null,
+            payload: JsonText::from_trusted(String::new()),
             context: serde_json::Value::Null,
             attempt: job.attempt,
             token: job.token,
@@ -800,8 +800,8 @@ fn chained_job(target: &Target, job: &Claimed, status: &str, result: &LoadResult
         destination: target.destination.clone(),
         action: target.action.clone(),
         version: None,
-        payload: serde_json::json!({
-            "payload": job.payload,
+        payload: JsonText::from_value(&serde_json::json!({
+            "payload": job.payload.to_value(),
             "outcome": {
                 "job_id": job.id.to_string(),
                 "action": job.action,
@@ -811,7 +811,7 @@ fn chained_job(target: &Target, job: &Claimed, status: &str, result: &LoadResult
                 "error": result.error,
                 "body": result.body_excerpt,
             },
-        }),
+        })),
         context: serde_json::json!({ "chained_from": job.id.to_string() }),
         run_at: None,
     }

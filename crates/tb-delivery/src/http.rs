@@ -190,16 +190,29 @@ impl HttpLoader {
 
     fn body(&self, jobs: &[Claimed]) -> Vec<u8> {
         match (jobs, self.batch_body) {
-            ([job], _) => job.payload.to_string().into_bytes(),
+            ([job], _) => job.payload.as_str().as_bytes().to_vec(),
             (_, BatchBody::Array) => {
-                let payloads: Vec<&serde_json::Value> =
-                    jobs.iter().map(|job| &job.payload).collect();
-                serde_json::to_vec(&payloads).unwrap_or_default()
+                let mut body = Vec::with_capacity(
+                    jobs.iter()
+                        .map(|job| job.payload.as_str().len() + 1)
+                        .sum::<usize>()
+                        + 2,
+                );
+                body.push(b'[');
+                for (index, job) in jobs.iter().enumerate() {
+                    if index > 0 {
+                        body.push(b',');
+                    }
+                    body.extend_from_slice(job.payload.as_str().as_bytes());
+                }
+                body.push(b']');
+                body
             }
             (_, BatchBody::Ndjson) => {
-                let mut body = Vec::new();
+                let mut body =
+                    Vec::with_capacity(jobs.iter().map(|job| job.payload.as_str().len() + 1).sum());
                 for job in jobs {
-                    body.extend_from_slice(job.payload.to_string().as_bytes());
+                    body.extend_from_slice(job.payload.as_str().as_bytes());
                     body.push(b'\n');
                 }
                 body

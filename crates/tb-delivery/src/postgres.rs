@@ -178,7 +178,8 @@ impl PgLoader {
         let mut rows: Vec<serde_json::Map<String, serde_json::Value>> =
             Vec::with_capacity(jobs.len());
         for job in jobs {
-            let serde_json::Value::Object(row) = &job.payload else {
+            let Ok(serde_json::Value::Object(row)) = serde_json::from_str(job.payload.as_str())
+            else {
                 return Err(Failure::Data(format!(
                     "job {} is not an object of column values; marshal it into one",
                     job.id
@@ -191,10 +192,10 @@ impl PgLoader {
                         .map(|column| row.get(column).cloned())
                         .collect::<Vec<_>>()
                 };
-                let key = key_of(row);
+                let key = key_of(&row);
                 rows.retain(|earlier| key_of(earlier) != key);
             }
-            rows.push(row.clone());
+            rows.push(row);
         }
         Ok(rows)
     }

@@ -76,6 +76,34 @@ impl JobStatus {
     }
 }
 
+/// A JSON document as text. A job's payload is stored, claimed and sent as it was written:
+/// nothing on its way parses it again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JsonText(String);
+
+impl JsonText {
+    /// `value`, written.
+    pub fn from_value(value: &serde_json::Value) -> Self {
+        Self(value.to_string())
+    }
+
+    /// Text that is one JSON document: written by a JSON writer, or read back from the store
+    /// that only ever holds such text.
+    pub fn from_trusted(text: String) -> Self {
+        Self(text)
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The document, parsed (`null` if the text was not JSON after all).
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::from_str(&self.0).unwrap_or(serde_json::Value::Null)
+    }
+}
+
 /// A job to store.
 #[derive(Clone, Debug)]
 pub struct NewJob {
@@ -88,7 +116,7 @@ pub struct NewJob {
     /// The action's declared version, if it has one.
     pub version: Option<String>,
     /// What is loaded (the marshalled event).
-    pub payload: serde_json::Value,
+    pub payload: JsonText,
     /// The origin event's metadata.
     pub context: serde_json::Value,
     /// When it may first be attempted; `None` for at once (`available`), a later time makes
@@ -104,7 +132,7 @@ pub struct Claimed {
     /// Its action.
     pub action: String,
     /// What to load.
-    pub payload: serde_json::Value,
+    pub payload: JsonText,
     /// Where it came from, and what the action worked out when it was stored (such as the
     /// request path).
     pub context: serde_json::Value,

@@ -22,7 +22,7 @@ mod sqlite;
 mod store;
 
 pub use job::{
-    Attempt, Claimed, JobFilter, JobId, JobPage, JobRecord, JobStatus, NewJob, Settlement,
+    Attempt, Claimed, JobFilter, JobId, JobPage, JobRecord, JobStatus, JsonText, NewJob, Settlement,
 };
 pub use postgres::PgStore;
 pub use sqlite::{Durability, SqliteStore};

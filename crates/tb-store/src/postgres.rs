@@ -38,7 +38,7 @@ use tracing::Instrument as _;
 
 use crate::StoreError;
 use crate::job::{
-    Attempt, Claimed, JobFilter, JobId, JobPage, JobRecord, JobStatus, NewJob, Settlement,
+    Attempt, Claimed, JobFilter, JobId, JobPage, JobRecord, JobStatus, JsonText, NewJob, Settlement,
 };
 use crate::store::Wake;
 
@@ -593,7 +593,7 @@ impl PgStore {
             columns.destination.push(&job.destination);
             columns.action.push(&job.action);
             columns.version.push(job.version.as_deref());
-            columns.payload.push(job.payload.to_string());
+            columns.payload.push(job.payload.as_str().to_owned());
             columns.context.push(job.context.to_string());
             columns.status.push(status.as_str());
             columns.next_attempt_at.push(at);
@@ -643,9 +643,7 @@ impl PgStore {
             .iter()
             .map(|row| {
                 let id: String = get(row, 0)?;
-                let payload: String = get(row, 2)?;
-                let payload = serde_json::from_str(&payload)
-                    .map_err(|error| StoreError::Corrupt(format!("job {id} payload: {error}")))?;
+                let payload = JsonText::from_trusted(get(row, 2)?);
                 let context: String = get(row, 6)?;
                 let context = serde_json::from_str(&context)
                     .map_err(|error| StoreError::Corrupt(format!("job {id} context: {error}")))?;

@@ -15,7 +15,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::StoreError;
 use crate::job::{
-    Attempt, Claimed, JobFilter, JobId, JobPage, JobRecord, JobStatus, NewJob, Settlement,
+    Attempt, Claimed, JobFilter, JobId, JobPage, JobRecord, JobStatus, JsonText, NewJob, Settlement,
 };
 
 const SCHEMA: &str = "
@@ -153,10 +153,7 @@ impl SqliteStore {
     /// The transaction failed (nothing is stored).
     pub fn insert(&self, jobs: &[NewJob], now: i64) -> Result<(), StoreError> {
         // Written out before the lock is taken: the store does one thing at a time.
-        let texts: Vec<(String, String)> = jobs
-            .iter()
-            .map(|job| (job.payload.to_string(), job.context.to_string()))
-            .collect();
+        let contexts: Vec<String> = jobs.iter().map(|job| job.context.to_string()).collect();
         let mut connection = self.durable()?;
         let transaction = connection
             .transaction()
@@ -168,7 +165,7 @@ impl SqliteStore {
                      next_attempt_at, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
                 )
                 .map_err(StoreError::sqlite("prepare an insert"))?;
-            for (job, (payload, context)) in jobs.iter().zip(texts) {
+            for (job, context) in jobs.iter().zip(contexts) {
                 let (status, at) = match job.run_at {
                     Some(at) if at > now => (JobStatus::Scheduled, at),
                     _ => (JobStatus::Available, now),
@@ -179,7 +176,7 @@ impl SqliteStore {
                         job.destination,
                         job.action,
                         job.version,
-                        payload,
+                        job.payload.as_str(),
                         context,
                         status.as_str(),
                         at,
@@ -257,7 +254,7 @@ impl SqliteStore {
                 serde_json::from_str(text)
                     .map_err(|error| StoreError::Corrupt(format!("job {id} {what}: {error}")))
             };
-            let payload = json(&payload, "payload")?;
+            let payload = JsonText::from_trusted(payload);
             let context = json(&context, "context")?;
             claimed.push(Claimed {
                 id: JobId(id),

@@ -14,7 +14,7 @@ use std::pin::pin;
 use std::time::{Duration, Instant};
 
 use tb_store::{
-    Attempt, Claimed, Durability, JobFilter, JobId, JobStatus, NewJob, Settlement, Store,
+    Attempt, Claimed, Durability, JobFilter, JobId, JobStatus, JsonText, NewJob, Settlement, Store,
     StoreLocation, Wake,
 };
 
@@ -183,7 +183,7 @@ fn job_for(destination: &str, n: u64, run_at: Option<i64>) -> NewJob {
         destination: destination.to_owned(),
         action: "identify".to_owned(),
         version: Some("2".to_owned()),
-        payload: serde_json::json!({ "n": n }),
+        payload: JsonText::from_value(&serde_json::json!({ "n": n })),
         context: serde_json::json!({ "connector": "web" }),
         run_at,
     }
@@ -250,7 +250,7 @@ async fn each_due_job_is_claimed_once_and_a_later_one_when_its_time_comes(backen
     let mut numbers: Vec<u64> = first
         .iter()
         .chain(&rest)
-        .map(|claimed| claimed.payload["n"].as_u64().expect("n"))
+        .map(|claimed| claimed.payload.to_value()["n"].as_u64().expect("n"))
         .collect();
     numbers.sort_unstable();
     assert_eq!(numbers, (0..10).collect::<Vec<_>>(), "every due job once");
@@ -266,7 +266,7 @@ async fn each_due_job_is_claimed_once_and_a_later_one_when_its_time_comes(backen
     let later = claim(&store, 100, 5_000).await;
     let numbers: Vec<_> = later
         .iter()
-        .map(|claimed| claimed.payload["n"].clone())
+        .map(|claimed| claimed.payload.to_value()["n"].clone())
         .collect();
     assert!(
         numbers.contains(&serde_json::json!(10)),
@@ -555,13 +555,13 @@ async fn a_batch_settling_one_claim_twice_settles_it_once_and_fences_the_second(
 async fn payloads_come_back_as_they_were_stored(backend: Backend) {
     let store = backend.open().await;
     let mut stored = job(1, None);
-    stored.payload = serde_json::json!({
+    stored.payload = JsonText::from_value(&serde_json::json!({
         "text": "nul \u{0} and emoji \u{1F680} and quote \" and backslash \\",
         "big": u64::MAX,
         "negative": i64::MIN,
         "float": 0.1,
         "nested": { "list": [1, null, true, "x"] },
-    });
+    }));
     stored.context = serde_json::json!(["not", "an", "object"]);
     stored.version = None;
     store.insert(vec![stored.clone()], 0).await.expect("insert");
@@ -570,7 +570,7 @@ async fn payloads_come_back_as_they_were_stored(backend: Backend) {
         .await
         .expect("get")
         .expect("job");
-    assert_eq!(record.payload, stored.payload);
+    assert_eq!(record.payload, stored.payload.to_value());
     assert_eq!(record.context, stored.context);
     assert_eq!(record.version, None);
     assert_eq!(claim(&store, 1, 0).await[0].payload, stored.payload);
@@ -634,7 +634,11 @@ async fn two_nodes_claiming_at_once_take_each_job_exactly_once() {
                     if claims.is_empty() {
                         break;
                     }
-                    numbers.extend(claims.iter().map(|claimed| claimed.payload["n"].clone()));
+                    numbers.extend(
+                        claims
+                            .iter()
+                            .map(|claimed| claimed.payload.to_value()["n"].clone()),
+                    );
                     let settled = claims
                         .into_iter()
                         .map(|claimed| {

@@ -27,8 +27,9 @@ static ESCAPE: [u8; 256] = {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
-/// Appends `value` as compact JSON.
-pub(super) fn write_value(value: &Value, out: &mut Vec<u8>) {
+/// Appends `value` as compact JSON, byte for byte as serde_json writes it (so always
+/// UTF-8: invalid bytes in a string are written as U+FFFD).
+pub fn write_value(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Boolean(true) => out.extend_from_slice(b"true"),

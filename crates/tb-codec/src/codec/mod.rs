@@ -9,6 +9,8 @@ mod csv_table;
 mod json;
 mod json_array;
 mod json_writer;
+
+pub use json_writer::write_value as write_json;
 mod msgpack;
 mod text;
 
