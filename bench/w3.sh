@@ -5,7 +5,7 @@
 # receiver has every event) and, at a fixed rate, p99 from ingest to receipt.
 #
 #   bench/w3.sh [RUNS]                 # batches of 100 jobs per request, SQLite store
-#   BATCH=1 bench/w3.sh                # one request per job
+#   BATCH=1 CONCURRENCY=64 bench/w3.sh # one request per job, 64 requests in flight
 #   STORE=postgres bench/w3.sh         # the PostgreSQL store on 127.0.0.1:5432 (database test)
 #   RATE=10000 bench/w3.sh             # a fixed 10,000 events/s, for the latency percentiles
 source "$(dirname "$0")/events.sh"
