@@ -15,11 +15,16 @@ pub const DEFAULT_ACTION: &str = "default";
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DestinationConfig {
-    /// What it loads into: `http` or `postgres`.
+    /// What it loads into: `http`, `postgres`, or `connector` (a sending connector of the
+    /// core: file, stdout, tcp_client, ws_client, http_client).
     pub kind: String,
     /// `http`: the base URL; an action's `path` is appended. The host always comes from
     /// here, so an event cannot point a request elsewhere. `postgres`: the database URL.
+    #[serde(default)]
     pub url: String,
+    /// `connector`: a sending connector's table (`kind` and its keys), which loads the jobs.
+    #[serde(default)]
+    pub connector: Option<serde_json::Value>,
     /// `postgres`: the table rows go to (`schema.table`).
     #[serde(default)]
     pub table: Option<String>,

@@ -24,6 +24,7 @@ use crate::metrics::DeliveryMetrics;
 use crate::postgres::PgLoader;
 use crate::retry::{Verdict, backoff};
 use crate::schedule::Schedule;
+use crate::wrapped::ConnectorLoader;
 
 /// The shortest lease: a load renews its leases every third of it, and renewals must not
 /// become a load of their own.
@@ -54,6 +55,7 @@ pub struct Destination {
 enum Sender {
     Http(HttpLoader),
     Postgres(PgLoader),
+    Connector(Box<ConnectorLoader>),
 }
 
 impl Sender {
@@ -67,6 +69,7 @@ impl Sender {
                 vec![result; jobs.len()]
             }
             Self::Postgres(postgres) => postgres.load(jobs).await,
+            Self::Connector(connector) => connector.load(jobs).await,
         }
     }
 }
@@ -83,6 +86,8 @@ pub struct DestinationContext {
     pub metrics: DeliveryMetrics,
     /// Its circuit breaker, shared with the API.
     pub breaker: Breaker,
+    /// Where state is kept (a wrapped connector's checkpoints).
+    pub data_dir: std::path::PathBuf,
 }
 
 impl Destination {
@@ -96,9 +101,13 @@ impl Destination {
         let loader = match config.kind.as_str() {
             "http" => HttpLoader::new(&config).map(Sender::Http),
             "postgres" => PgLoader::new(&config).map(Sender::Postgres),
+            "connector" => ConnectorLoader::new(id, config.connector.as_ref(), config.timeout)
+                .map(|loader| Sender::Connector(Box::new(loader))),
             kind => Err((
                 "kind".to_owned(),
-                format!("unknown destination kind `{kind}`; known kinds: http, postgres"),
+                format!(
+                    "unknown destination kind `{kind}`; known kinds: http, postgres, connector"
+                ),
             )),
         }
         .map_err(|problem| problems.push(problem))
@@ -235,7 +244,12 @@ impl Destination {
             intake,
             metrics,
             breaker,
+            data_dir,
         } = context;
+        let connector = match &self.sender {
+            Sender::Connector(connector) => Some(connector.start(data_dir).await?),
+            _ => None,
+        };
         let destination = Arc::new(self);
         let wake = Arc::new(Notify::new());
         let input_closed = CancellationToken::new();
@@ -267,6 +281,13 @@ impl Destination {
         }
         .run(intake, input_closed);
         tokio::join!(storing, loading);
+        // The last hold on the connector's queue goes with the destination: it drains
+        // (a file sink flushes) and ends.
+        if let Some(connector) = connector
+            && connector.await.is_err()
+        {
+            return Err("its connector panicked".to_owned());
+        }
         Ok(())
     }
 

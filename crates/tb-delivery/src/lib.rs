@@ -22,6 +22,7 @@ pub mod retry;
 pub mod schedule;
 pub mod signing;
 pub mod template;
+pub mod wrapped;
 
 pub use breaker::{Breaker, CircuitState};
 pub use config::{DEFAULT_ACTION, DestinationConfig};

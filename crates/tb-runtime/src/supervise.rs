@@ -189,6 +189,7 @@ impl Unit {
             intake: self.intake.clone(),
             metrics: delivery.metrics.clone(),
             breaker: delivery.breaker.clone(),
+            data_dir: self.data_dir.clone(),
         };
         Ok(Box::pin(async move {
             destination

@@ -616,3 +616,72 @@ inputs = ["web"]
     assert_eq!(ids, vec![0, 1, 2, 3, 4]);
     stop_and_expect_drained(child, LIMIT);
 }
+
+#[tokio::test]
+async fn a_sending_connector_wrapped_as_a_destination_gets_each_job_once_stored() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (http_port, api_port) = (free_port(), free_port());
+    let config = format!(
+        r#"data_dir = "data"
+
+[api]
+address = "127.0.0.1:{api_port}"
+
+[connectors.web]
+kind = "http_server"
+address = "127.0.0.1:{http_port}"
+
+[destinations.archive]
+kind = "connector"
+connector = {{ kind = "file", path = "archive.ndjson" }}
+inputs = ["web"]
+marshal = '{{ "id": .user_id }}'
+"#
+    );
+    let path = write(dir.path(), "archive.toml", &config);
+    let mut child = start(dir.path(), &path);
+    wait_for_port(&mut child, http_port, LIMIT);
+    let client = http_client();
+    let body = r#"[{"user_id": 1}, {"user_id": 2}, {"user_id": 3}]"#;
+    assert_eq!(post(&client, http_port, body.to_owned()).await, 200);
+    let api = format!("http://127.0.0.1:{api_port}");
+    wait_until("the three jobs succeed", LIMIT, || {
+        let (client, api) = (client.clone(), api.clone());
+        async move {
+            let (_, found) = get_json(&client, &format!("{api}/api/v1/destinations")).await;
+            (found["destinations"][0]["jobs"]["succeeded"] == 3).then_some(())
+        }
+    })
+    .await;
+    stop_and_expect_drained(child, LIMIT);
+    let written = json_lines(&dir.path().join("archive.ndjson"));
+    let mut ids: Vec<i64> = written
+        .iter()
+        .map(|line| line["id"].as_i64().expect("id"))
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, vec![1, 2, 3]);
+
+    // A kind that only receives is refused at validation, naming the sending kinds.
+    let wrong = write(
+        dir.path(),
+        "wrong.toml",
+        &config.replace(r#"kind = "file""#, r#"kind = "generator""#),
+    );
+    let output = run_to_end(
+        dir.path(),
+        &[
+            "validate",
+            "--no-environment",
+            "-c",
+            wrong.to_str().expect("path"),
+        ],
+        LIMIT,
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("`generator` is not a sending connector; one of:")
+            && stderr.contains("file"),
+        "{stderr}"
+    );
+}

@@ -216,7 +216,6 @@ pub async fn run_client<P: ClientProtocol>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use prometheus_client::metrics::histogram::Histogram;
     use tb_event::{Acknowledgement, ComponentId, Event, EventMeta, Value};
 
     fn context() -> ConnectorContext {
@@ -227,17 +226,7 @@ mod tests {
             input: None,
             intake: tokio_util::sync::CancellationToken::new(),
             status: super::super::status::StatusCell::new(),
-            metrics: crate::core::ConnectorMetrics {
-                received: Default::default(),
-                output: Default::default(),
-                input: Default::default(),
-                sent: Default::default(),
-                errors: Default::default(),
-                unconfirmed: Default::default(),
-                redelivered: Default::default(),
-                settled: Default::default(),
-                latency: Histogram::new(crate::core::latency_buckets()),
-            },
+            metrics: crate::core::ConnectorMetrics::unregistered(),
             data_dir: std::path::PathBuf::new(),
         }
     }

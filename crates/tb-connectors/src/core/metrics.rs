@@ -30,6 +30,22 @@ pub struct ConnectorMetrics {
 }
 
 impl ConnectorMetrics {
+    /// Counters that no registry exports: for a connector used inside another component
+    /// (a destination's), or in tests.
+    pub fn unregistered() -> Self {
+        Self {
+            received: Counter::default(),
+            output: Counter::default(),
+            input: Counter::default(),
+            sent: Counter::default(),
+            errors: Counter::default(),
+            unconfirmed: Counter::default(),
+            redelivered: Counter::default(),
+            settled: Counter::default(),
+            latency: Histogram::new(latency_buckets()),
+        }
+    }
+
     /// Counts `events` handed on as settled with `outcome`, and as unconfirmed if they were
     /// not delivered.
     pub fn settle(&self, events: u64, outcome: &AckOutcome) {
