@@ -645,6 +645,8 @@ impl Loader {
         };
         let mut owned = owned.into_iter();
         let mut chained = Vec::new();
+        // Counted per action and status, not per job: a metric's labels cost allocations.
+        let mut settled_counts: Vec<(String, &'static str, u64)> = Vec::new();
         for (load, results) in &done {
             for ((job, result), (_, settlement, _)) in load
                 .jobs
@@ -657,7 +659,7 @@ impl Loader {
                     continue;
                 }
                 let status = status_name(settlement);
-                self.metrics.jobs(&id, &job.action, status, 1);
+                count_one(&mut settled_counts, &job.action, status);
                 if let Some(action) = self.destination.actions.get(load.action) {
                     let targets = match settlement {
                         Settlement::Succeeded => &action.on_succeeded,
@@ -671,6 +673,9 @@ impl Loader {
                     );
                 }
             }
+        }
+        for (action, status, count) in settled_counts {
+            self.metrics.jobs(&id, &action, status, count);
         }
         self.store_chained(chained).await;
     }
@@ -804,6 +809,16 @@ fn chained_offset(done: &[(Load, Vec<LoadResult>)], load: &Load) -> usize {
         .take_while(|(other, _)| !std::ptr::eq(other, load))
         .map(|(other, _)| other.jobs.len())
         .sum()
+}
+
+fn count_one(counts: &mut Vec<(String, &'static str, u64)>, action: &str, status: &'static str) {
+    match counts
+        .iter_mut()
+        .find(|(counted, counted_status, _)| counted == action && *counted_status == status)
+    {
+        Some((_, _, count)) => *count += 1,
+        None => counts.push((action.to_owned(), status, 1)),
+    }
 }
 
 fn status_name(settlement: &Settlement) -> &'static str {
