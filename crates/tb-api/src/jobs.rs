@@ -138,6 +138,15 @@ fn job_json(job: &JobRecord) -> serde_json::Value {
     })
 }
 
+/// A job in a listing: everything but its attempts (`GET /api/v1/jobs/{id}` has them).
+fn job_summary_json(job: &JobRecord) -> serde_json::Value {
+    let mut json = job_json(job);
+    if let Some(object) = json.as_object_mut() {
+        object.remove("attempts");
+    }
+    json
+}
+
 /// `GET /api/v1/jobs?destination=&action=&status=&limit=&cursor=`: a page of jobs, oldest
 /// first, and the cursor of the next page.
 pub(crate) async fn list(
@@ -151,7 +160,7 @@ pub(crate) async fn list(
     let limit = query.limit.unwrap_or(100).clamp(1, MAX_PAGE);
     match store.list(filter, limit, query.cursor.clone()).await {
         Ok(page) => Json(serde_json::json!({
-            "jobs": page.jobs.iter().map(job_json).collect::<Vec<_>>(),
+            "jobs": page.jobs.iter().map(job_summary_json).collect::<Vec<_>>(),
             "next_cursor": page.next_cursor,
         }))
         .into_response(),

@@ -250,6 +250,11 @@ impl Destination {
             Sender::Connector(connector) => Some(connector.start(data_dir).await?),
             _ => None,
         };
+        // Its circuit shows from the start, not only once it first changes.
+        metrics.circuit(
+            &self.id,
+            breaker.state() != crate::breaker::CircuitState::Closed,
+        );
         let destination = Arc::new(self);
         let wake = Arc::new(Notify::new());
         let input_closed = CancellationToken::new();

@@ -242,6 +242,10 @@ async fn a_job_is_retried_until_it_succeeds_and_a_dead_letter_is_replayed_throug
     .await;
     let dead = page["jobs"].as_array().expect("jobs").clone();
     assert_eq!(dead.len(), 1, "{page}");
+    assert!(
+        dead[0].get("attempts").is_none(),
+        "a listing leaves attempts out"
+    );
     let id = dead[0]["id"].as_str().expect("id").to_owned();
     let (status, job) = get_json(&client, &format!("{api}/api/v1/jobs/{id}")).await;
     assert_eq!(status, 200);
@@ -317,6 +321,11 @@ async fn a_job_is_retried_until_it_succeeds_and_a_dead_letter_is_replayed_throug
     let (_, destinations) = get_json(&client, &format!("{api}/api/v1/destinations")).await;
     let crm = &destinations["destinations"][0];
     assert_eq!(crm["circuit"], "closed");
+    let metrics = metrics_text(&client, api_port).await;
+    assert!(
+        metrics.contains(r#"tightbeam_destination_circuit_open{destination="crm"} 0"#),
+        "the circuit shows before it ever opens: {metrics}"
+    );
     wait_until("both jobs show as succeeded", LIMIT, || {
         let client = client.clone();
         let api = api.clone();
