@@ -188,7 +188,13 @@ pub async fn run_client<P: ClientProtocol>(
             return Ok(());
         };
         if context.intake.is_cancelled() {
+            // Connected just as intake stopped: nothing more is read from this peer, and a
+            // client with nothing to send is done (serving would wait on nothing for ever;
+            // a CI run caught that as a drain that lasted the whole grace period).
             outputs = None;
+            if input.is_none() {
+                return Ok(());
+            }
         }
         let stream = StreamId(next_stream);
         next_stream += 1;
@@ -235,6 +241,45 @@ mod tests {
         let (ack, receipt) = Acknowledgement::new_unit();
         let meta = EventMeta::new(ComponentId::new(connector), StreamId(stream), 0);
         (Event::new(Value::from(1), meta, ack), receipt)
+    }
+
+    /// Connects (at once, always) and serves by waiting for ever: a client that serves when
+    /// it should not never ends.
+    struct Connects {
+        intake: tokio_util::sync::CancellationToken,
+    }
+
+    impl ClientProtocol for Connects {
+        type Connection = ();
+        type Error = String;
+
+        async fn connect(&self) -> Result<(), String> {
+            // Intake stops while this connection is being made.
+            self.intake.cancel();
+            Ok(())
+        }
+
+        async fn serve(&self, (): (), _session: ClientSession<'_>) -> SessionEnd {
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_client_with_nothing_to_send_that_connects_as_intake_stops_is_done() {
+        let context = context();
+        let protocol = Connects {
+            intake: context.intake.clone(),
+        };
+        let backoff = Backoff::new(
+            std::time::Duration::from_millis(1),
+            std::time::Duration::from_millis(1),
+        );
+        let ended = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            run_client(protocol, context, "peer", backoff),
+        )
+        .await;
+        assert!(matches!(ended, Ok(Ok(()))), "the client ended");
     }
 
     /// Issue 7: a reply to an event born on an earlier connection is an `err`, never a
