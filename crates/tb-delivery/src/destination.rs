@@ -11,7 +11,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tb_connectors::InputQueue;
 use tb_event::{AckStatus, Event};
 use tb_pipeline::ExpressionRuntime;
-use tb_store::{Attempt, Claimed, JobId, JsonText, NewJob, Settlement, Store, now_ms};
+use tb_store::{Attempt, ClaimKey, Claimed, JobId, JsonText, NewJob, Settlement, Store, now_ms};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -648,18 +648,16 @@ impl Loader {
                 }
             }
         };
-        let mut owned = owned.into_iter();
+        // Entries and their answers come back in the order the loads and jobs were walked.
+        let mut settled = entries.iter().zip(owned);
         let mut chained = Vec::new();
         // Counted per action and status, not per job: a metric's labels cost allocations.
         let mut settled_counts: Vec<(String, &'static str, u64)> = Vec::new();
         for (load, results) in &done {
-            for ((job, result), (_, settlement, _)) in load
-                .jobs
-                .iter()
-                .zip(results)
-                .zip(entries.iter().skip(chained_offset(&done, load)))
+            for ((job, result), ((_, settlement, _), owned)) in
+                load.jobs.iter().zip(results).zip(settled.by_ref())
             {
-                if !owned.next().unwrap_or(false) {
+                if !owned {
                     tracing::warn!(destination = %id, job = %job.id, "A job was settled by a claimer that no longer held it; its attempt is recorded as fenced.");
                     continue;
                 }
@@ -705,15 +703,14 @@ impl Loader {
         }
     }
 
-    /// What the store records for one job's attempt. The claim given to the store carries
-    /// no payload: settling needs only the id, token and attempt number.
+    /// What the store records for one job's attempt.
     fn settlement(
         &self,
         load: &Load,
         job: &Claimed,
         result: &LoadResult,
         now: i64,
-    ) -> (Claimed, Settlement, Attempt) {
+    ) -> (ClaimKey, Settlement, Attempt) {
         let retry = &self.destination.config.retry;
         let settlement = match &result.verdict {
             Verdict::Succeeded => Settlement::Succeeded,
@@ -733,16 +730,7 @@ impl Loader {
             error: result.error.clone(),
             body_excerpt: result.body_excerpt.clone(),
         };
-        let claim = Claimed {
-            id: job.id.clone(),
-            action: String::new(),
-            payload: JsonText::from_trusted(String::new()),
-            context: serde_json::Value::Null,
-            attempt: job.attempt,
-            token: job.token,
-            lease_until: job.lease_until,
-        };
-        (claim, settlement, attempt)
+        (job.key(), settlement, attempt)
     }
 
     async fn store_chained(&self, chained: Vec<NewJob>) {
@@ -808,14 +796,6 @@ impl Loader {
     }
 }
 
-/// Where `load`'s entries start among the settlement entries of `done`.
-fn chained_offset(done: &[(Load, Vec<LoadResult>)], load: &Load) -> usize {
-    done.iter()
-        .take_while(|(other, _)| !std::ptr::eq(other, load))
-        .map(|(other, _)| other.jobs.len())
-        .sum()
-}
-
 fn count_one(counts: &mut Vec<(String, &'static str, u64)>, action: &str, status: &'static str) {
     match counts
         .iter_mut()
@@ -866,13 +846,14 @@ async fn with_heartbeat(
     lease: Duration,
 ) -> Vec<LoadResult> {
     tokio::pin!(sending);
+    let keys: Vec<ClaimKey> = jobs.iter().map(Claimed::key).collect();
     let every = lease / 3;
     let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     loop {
         tokio::select! {
             result = &mut sending => return result,
             _ = beat.tick() => {
-                if let Err(error) = store.heartbeat(jobs.to_vec(), now_ms(), lease.as_millis() as i64).await {
+                if let Err(error) = store.heartbeat(keys.clone(), now_ms(), lease.as_millis() as i64).await {
                     tracing::warn!(%error, "Could not renew the leases of jobs being loaded.");
                 }
             }

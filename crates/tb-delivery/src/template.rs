@@ -109,11 +109,6 @@ impl Template {
         }
         Ok(rendered)
     }
-
-    /// Whether the template has no `{{ ... }}` part.
-    pub fn is_fixed(&self) -> bool {
-        self.parts.iter().all(|part| matches!(part, Part::Text(_)))
-    }
 }
 
 #[cfg(test)]

@@ -70,6 +70,12 @@ impl JobStatus {
         }
     }
 
+    /// The status stored as `name`: the store writes no other.
+    pub(crate) fn stored(name: &str) -> Result<Self, crate::StoreError> {
+        Self::parse(name)
+            .ok_or_else(|| crate::StoreError::Corrupt(format!("a job has status `{name}`")))
+    }
+
     /// The status named `name`, if any.
     pub fn parse(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|status| status.as_str() == name)
@@ -144,6 +150,28 @@ pub struct Claimed {
     pub lease_until: i64,
 }
 
+impl Claimed {
+    /// What identifies this claim to the store: enough to renew its lease or settle it.
+    pub fn key(&self) -> ClaimKey {
+        ClaimKey {
+            id: self.id.clone(),
+            token: self.token,
+            attempt: self.attempt,
+        }
+    }
+}
+
+/// One claim of one job, as heartbeats and settlements name it (without the payload).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimKey {
+    /// The job.
+    pub id: JobId,
+    /// The claim's fencing token.
+    pub token: u64,
+    /// Which attempt the claim is.
+    pub attempt: u32,
+}
+
 /// How an attempt ended, as the claimer reports it.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Settlement {
@@ -215,6 +243,17 @@ pub struct JobFilter {
     pub action: Option<String>,
     /// Only jobs in this status.
     pub status: Option<JobStatus>,
+}
+
+impl JobFilter {
+    /// The destination, action and status matched, as query parameters (`None`: any).
+    pub(crate) fn params(&self) -> (Option<&str>, Option<&str>, Option<&'static str>) {
+        (
+            self.destination.as_deref(),
+            self.action.as_deref(),
+            self.status.map(JobStatus::as_str),
+        )
+    }
 }
 
 /// One page of a listing: jobs in id order (oldest first), after `cursor` when given.

@@ -22,7 +22,8 @@ mod sqlite;
 mod store;
 
 pub use job::{
-    Attempt, Claimed, JobFilter, JobId, JobPage, JobRecord, JobStatus, JsonText, NewJob, Settlement,
+    Attempt, ClaimKey, Claimed, JobFilter, JobId, JobPage, JobRecord, JobStatus, JsonText, NewJob,
+    Settlement,
 };
 pub use postgres::PgStore;
 pub use sqlite::{Durability, SqliteStore};

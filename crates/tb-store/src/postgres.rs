@@ -38,7 +38,8 @@ use tracing::Instrument as _;
 
 use crate::StoreError;
 use crate::job::{
-    Attempt, Claimed, JobFilter, JobId, JobPage, JobRecord, JobStatus, JsonText, NewJob, Settlement,
+    Attempt, ClaimKey, Claimed, JobFilter, JobId, JobPage, JobRecord, JobStatus, JsonText, NewJob,
+    Settlement,
 };
 use crate::store::Wake;
 
@@ -197,7 +198,7 @@ WITH replayed AS (
     RETURNING destination
 )";
 
-/// A [`JobFilter`] as SQL over parameters 1 to 3 ([`filter_params`]).
+/// A [`JobFilter`] as SQL over parameters 1 to 3 ([`JobFilter::params`]).
 const FILTER: &str = "($1::text IS NULL OR destination = $1) AND ($2::text IS NULL OR action = $2)
     AND ($3::text IS NULL OR status = $3)";
 
@@ -231,10 +232,6 @@ pruned AS (
     DELETE FROM {schema}.jobs WHERE id IN (SELECT id FROM chosen) RETURNING 1
 )
 SELECT count(*) FROM pruned";
-
-const TALLY: &str = "
-SELECT destination, action, status, count(*) FROM {schema}.jobs
-GROUP BY destination, action, status";
 
 const COUNTS: &str = "
 SELECT status, count(*) FROM {schema}.jobs WHERE destination = $1 GROUP BY status";
@@ -670,7 +667,7 @@ impl PgStore {
     /// The update failed.
     pub async fn heartbeat(
         &self,
-        claims: &[Claimed],
+        claims: &[ClaimKey],
         now: i64,
         lease_ms: i64,
     ) -> Result<Vec<bool>, StoreError> {
@@ -712,7 +709,7 @@ impl PgStore {
     /// The statement failed (nothing is settled).
     pub async fn settle(
         &self,
-        settled: &[(Claimed, Settlement, Attempt)],
+        settled: &[(ClaimKey, Settlement, Attempt)],
         now: i64,
     ) -> Result<Vec<bool>, StoreError> {
         if settled.is_empty() {
@@ -803,7 +800,7 @@ impl PgStore {
     ///
     /// The update failed (nothing is replayed).
     pub async fn replay_matching(&self, filter: &JobFilter, now: i64) -> Result<u64, StoreError> {
-        let (destination, action, status) = filter_params(filter);
+        let (destination, action, status) = filter.params();
         let sql = self.sql(&format!(
             "WITH replayed AS (
                  UPDATE {{schema}}.jobs SET status = 'available', attempt = 0,
@@ -864,7 +861,7 @@ impl PgStore {
         limit: u32,
         cursor: Option<&str>,
     ) -> Result<JobPage, StoreError> {
-        let (destination, action, status) = filter_params(filter);
+        let (destination, action, status) = filter.params();
         let sql = self.sql(&format!(
             "SELECT {JOB_COLUMNS} FROM {{schema}}.jobs WHERE {FILTER} AND id > $4
              ORDER BY id LIMIT $5"
@@ -923,25 +920,6 @@ impl PgStore {
         single_count(&rows)
     }
 
-    /// How many jobs there are of each (destination, action, status) that has any.
-    ///
-    /// # Errors
-    ///
-    /// The query failed, or a row is unreadable.
-    pub async fn tally(&self) -> Result<Vec<(String, String, JobStatus, u64)>, StoreError> {
-        let rows = self.query("tally jobs", &self.sql(TALLY), &[]).await?;
-        rows.iter()
-            .map(|row| {
-                Ok((
-                    get(row, 0)?,
-                    get(row, 1)?,
-                    parse_status(&get::<String>(row, 2)?)?,
-                    get::<i64>(row, 3)?.unsigned_abs(),
-                ))
-            })
-            .collect()
-    }
-
     /// How many jobs of `destination` are in each status that has any.
     ///
     /// # Errors
@@ -955,7 +933,7 @@ impl PgStore {
             .iter()
             .map(|row| {
                 Ok((
-                    parse_status(&get::<String>(row, 0)?)?,
+                    JobStatus::stored(&get::<String>(row, 0)?)?,
                     get::<i64>(row, 1)?.unsigned_abs(),
                 ))
             })
@@ -1116,19 +1094,6 @@ struct SettleColumns<'a> {
     body_excerpt: Vec<Option<&'a str>>,
 }
 
-fn filter_params(filter: &JobFilter) -> (Option<&str>, Option<&str>, Option<&'static str>) {
-    (
-        filter.destination.as_deref(),
-        filter.action.as_deref(),
-        filter.status.map(JobStatus::as_str),
-    )
-}
-
-fn parse_status(status: &str) -> Result<JobStatus, StoreError> {
-    JobStatus::parse(status)
-        .ok_or_else(|| StoreError::Corrupt(format!("a job has status `{status}`")))
-}
-
 /// Column `index` of `row`, without panicking on a type the store never writes.
 fn get<'a, T: tokio_postgres::types::FromSql<'a>>(
     row: &'a Row,
@@ -1192,7 +1157,7 @@ fn read_job(row: &Row) -> Result<JobRecord, StoreError> {
         destination: get(row, 1)?,
         action: get(row, 2)?,
         version: get(row, 3)?,
-        status: parse_status(&get::<String>(row, 4)?)?,
+        status: JobStatus::stored(&get::<String>(row, 4)?)?,
         attempt: to_attempt(&id, get(row, 5)?)?,
         next_attempt_at: get(row, 6)?,
         last_error: get(row, 7)?,

@@ -15,7 +15,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::StoreError;
 use crate::job::{
-    Attempt, Claimed, JobFilter, JobId, JobPage, JobRecord, JobStatus, JsonText, NewJob, Settlement,
+    Attempt, ClaimKey, Claimed, JobFilter, JobId, JobPage, JobRecord, JobStatus, JsonText, NewJob,
+    Settlement,
 };
 
 const SCHEMA: &str = "
@@ -278,7 +279,7 @@ impl SqliteStore {
     /// The update failed.
     pub fn heartbeat(
         &self,
-        claimed: &Claimed,
+        claimed: &ClaimKey,
         now: i64,
         lease_ms: i64,
     ) -> Result<bool, StoreError> {
@@ -302,7 +303,7 @@ impl SqliteStore {
     /// The transaction failed (nothing is settled).
     pub fn settle(
         &self,
-        settled: &[(Claimed, Settlement, Attempt)],
+        settled: &[(ClaimKey, Settlement, Attempt)],
         now: i64,
     ) -> Result<Vec<bool>, StoreError> {
         let mut connection = self.lock();
@@ -459,7 +460,7 @@ impl SqliteStore {
                 "SELECT {JOB_COLUMNS} FROM jobs WHERE {FILTER} AND id > ?4 ORDER BY id LIMIT ?5"
             ))
             .map_err(StoreError::sqlite("prepare a listing"))?;
-        let (destination, action, status) = filter_params(filter);
+        let (destination, action, status) = filter.params();
         let rows: Vec<StoredJob> = query
             .query_map(
                 params![destination, action, status, cursor.unwrap_or(""), limit],
@@ -512,7 +513,7 @@ impl SqliteStore {
     ///
     /// The update failed (nothing is replayed).
     pub fn replay_matching(&self, filter: &JobFilter, now: i64) -> Result<u64, StoreError> {
-        let (destination, action, status) = filter_params(filter);
+        let (destination, action, status) = filter.params();
         let changed = self
             .durable()?
             .execute(
@@ -585,33 +586,6 @@ impl SqliteStore {
             .map_err(StoreError::sqlite("count pending jobs"))
     }
 
-    /// How many jobs there are of each (destination, action, status) that has any.
-    ///
-    /// # Errors
-    ///
-    /// The query failed, or a row is unreadable.
-    pub fn tally(&self) -> Result<Vec<(String, String, JobStatus, u64)>, StoreError> {
-        let connection = self.lock();
-        let mut query = connection
-            .prepare_cached(
-                "SELECT destination, action, status, COUNT(*) FROM jobs
-                 GROUP BY destination, action, status",
-            )
-            .map_err(StoreError::sqlite("prepare a tally"))?;
-        let rows: Vec<(String, String, String, u64)> = query
-            .query_map([], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
-            })
-            .and_then(Iterator::collect)
-            .map_err(StoreError::sqlite("tally jobs"))?;
-        rows.into_iter()
-            .map(|(destination, action, status, count)| {
-                let status = parse_status(&status)?;
-                Ok((destination, action, status, count))
-            })
-            .collect()
-    }
-
     /// How many jobs of `destination` are in each status that has any.
     ///
     /// # Errors
@@ -630,7 +604,7 @@ impl SqliteStore {
             .map_err(StoreError::sqlite("count jobs"))?;
         let mut counts = rows
             .into_iter()
-            .map(|(status, count)| Ok((parse_status(&status)?, count)))
+            .map(|(status, count)| Ok((JobStatus::stored(&status)?, count)))
             .collect::<Result<Vec<_>, StoreError>>()?;
         counts.sort_by_key(|(status, _)| JobStatus::ALL.iter().position(|s| s == status));
         Ok(counts)
@@ -641,22 +615,9 @@ impl SqliteStore {
 const JOB_COLUMNS: &str = "id, destination, action, version, status, attempt, next_attempt_at,
     last_error, payload, context, created_at, updated_at";
 
-/// A [`JobFilter`] as SQL over parameters 1 to 3 ([`filter_params`]).
+/// A [`JobFilter`] as SQL over parameters 1 to 3 ([`JobFilter::params`]).
 const FILTER: &str = "(?1 IS NULL OR destination = ?1) AND (?2 IS NULL OR action = ?2)
     AND (?3 IS NULL OR status = ?3)";
-
-fn filter_params(filter: &JobFilter) -> (Option<&str>, Option<&str>, Option<&'static str>) {
-    (
-        filter.destination.as_deref(),
-        filter.action.as_deref(),
-        filter.status.map(JobStatus::as_str),
-    )
-}
-
-fn parse_status(status: &str) -> Result<JobStatus, StoreError> {
-    JobStatus::parse(status)
-        .ok_or_else(|| StoreError::Corrupt(format!("a job has status `{status}`")))
-}
 
 /// A job row as stored, before its JSON and status are read.
 struct StoredJob {
@@ -698,7 +659,7 @@ impl StoredJob {
                 .map_err(|error| StoreError::Corrupt(format!("job {} {what}: {error}", self.id)))
         };
         Ok(JobRecord {
-            status: parse_status(&self.status)?,
+            status: JobStatus::stored(&self.status)?,
             payload: json(&self.payload, "payload")?,
             context: json(&self.context, "context")?,
             id: JobId(self.id),

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::job::{Attempt, Claimed, JobFilter, JobId, JobPage, JobRecord, JobStatus, NewJob};
+use crate::job::{
+    Attempt, ClaimKey, Claimed, JobFilter, JobId, JobPage, JobRecord, JobStatus, NewJob,
+};
 use crate::postgres::{PgTarget, redact_url};
 use crate::{Durability, PgStore, Settlement, SqliteStore, StoreError};
 
@@ -171,7 +173,7 @@ impl Store {
     /// The update failed.
     pub async fn heartbeat(
         &self,
-        claims: Vec<Claimed>,
+        claims: Vec<ClaimKey>,
         now: i64,
         lease_ms: i64,
     ) -> Result<Vec<bool>, StoreError> {
@@ -196,7 +198,7 @@ impl Store {
     /// Nothing is settled.
     pub async fn settle(
         &self,
-        settled: Vec<(Claimed, Settlement, Attempt)>,
+        settled: Vec<(ClaimKey, Settlement, Attempt)>,
         now: i64,
     ) -> Result<Vec<bool>, StoreError> {
         match self {
@@ -339,18 +341,6 @@ impl Store {
                 blocking(store, move |store| store.pending(&destination)).await
             }
             Self::Postgres(store) => store.pending(destination).await,
-        }
-    }
-
-    /// See [`SqliteStore::tally`].
-    ///
-    /// # Errors
-    ///
-    /// The query failed.
-    pub async fn tally(&self) -> Result<Vec<(String, String, JobStatus, u64)>, StoreError> {
-        match self {
-            Self::Sqlite(store) => blocking(store, SqliteStore::tally).await,
-            Self::Postgres(store) => store.tally().await,
         }
     }
 

@@ -201,7 +201,7 @@ fn attempt_for(settlement: &Settlement, now: i64) -> Attempt {
 async fn settle_one(store: &Store, claimed: &Claimed, settlement: Settlement, now: i64) -> bool {
     let attempt = attempt_for(&settlement, now);
     store
-        .settle(vec![(claimed.clone(), settlement, attempt)], now)
+        .settle(vec![(claimed.key(), settlement, attempt)], now)
         .await
         .expect("settle")[0]
 }
@@ -281,7 +281,7 @@ async fn a_job_whose_claimer_died_is_taken_up_and_the_stale_claimer_is_fenced(ba
     assert!(claim(&store, 1, 500).await.is_empty(), "leased");
     assert_eq!(
         store
-            .heartbeat(vec![stale.clone()], 900, LEASE)
+            .heartbeat(vec![stale.key()], 900, LEASE)
             .await
             .expect("heartbeat"),
         vec![true],
@@ -297,7 +297,7 @@ async fn a_job_whose_claimer_died_is_taken_up_and_the_stale_claimer_is_fenced(ba
     assert_eq!((taken.attempt, taken.token), (2, stale.token + 1));
     assert_eq!(
         store
-            .heartbeat(vec![stale.clone(), taken.clone()], 2_100, LEASE)
+            .heartbeat(vec![stale.key(), taken.key()], 2_100, LEASE)
             .await
             .expect("heartbeat"),
         vec![false, true],
@@ -494,15 +494,10 @@ async fn succeeded_jobs_are_pruned_in_batches_and_a_deleted_job_is_gone(backend:
         "pending jobs stay"
     );
 
-    let tally = store.tally().await.expect("tally");
     assert_eq!(
-        tally,
-        vec![(
-            "crm".to_owned(),
-            "identify".to_owned(),
-            JobStatus::Available,
-            1
-        )]
+        store.pending("crm").await.expect("pending"),
+        vec![("identify".to_owned(), 1)],
+        "one job of the action is pending"
     );
     assert!(store.delete(last.clone()).await.expect("delete"));
     assert!(store.get(last.clone()).await.expect("get").is_none());
@@ -521,12 +516,12 @@ async fn a_batch_settling_one_claim_twice_settles_it_once_and_fences_the_second(
         .settle(
             vec![
                 (
-                    claims[0].clone(),
+                    claims[0].key(),
                     Settlement::Succeeded,
                     attempt_for(&Settlement::Succeeded, 10),
                 ),
-                (claims[0].clone(), retry.clone(), attempt_for(&retry, 11)),
-                (claims[1].clone(), retry.clone(), attempt_for(&retry, 12)),
+                (claims[0].key(), retry.clone(), attempt_for(&retry, 11)),
+                (claims[1].key(), retry.clone(), attempt_for(&retry, 12)),
             ],
             20,
         )
@@ -643,7 +638,7 @@ async fn two_nodes_claiming_at_once_take_each_job_exactly_once() {
                         .into_iter()
                         .map(|claimed| {
                             let attempt = attempt_for(&Settlement::Succeeded, 20);
-                            (claimed, Settlement::Succeeded, attempt)
+                            (claimed.key(), Settlement::Succeeded, attempt)
                         })
                         .collect();
                     let owned = node.settle(settled, 20).await.expect("settle");
@@ -897,7 +892,7 @@ async fn a_waiting_node_is_woken_by_another_nodes_insert_for_its_destination() {
         .remove(0);
     let discarded = Settlement::Discarded;
     let attempt = attempt_for(&discarded, 0);
-    busy.settle(vec![(claimed.clone(), discarded, attempt)], 0)
+    busy.settle(vec![(claimed.key(), discarded, attempt)], 0)
         .await
         .expect("settle");
     let mut waiting = pin!(idle.wait_for_jobs(&mine, Duration::from_secs(10)));
