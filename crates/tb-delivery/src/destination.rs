@@ -246,9 +246,15 @@ impl Destination {
             breaker,
             data_dir,
         } = context;
+        // Its settings are checked against the system it loads into before anything is
+        // claimed: a refusal is this run's error, shown with the destination.
         let connector = match &self.sender {
             Sender::Connector(connector) => Some(connector.start(data_dir).await?),
-            _ => None,
+            Sender::Postgres(postgres) => {
+                postgres.check().await?;
+                None
+            }
+            Sender::Http(_) => None,
         };
         // Its circuit shows from the start, not only once it first changes.
         metrics.circuit(

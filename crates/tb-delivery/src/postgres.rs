@@ -6,7 +6,6 @@
 //! again one job at a time, so only the jobs at fault are discarded; connection failures and
 //! the like are retried.
 
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use tb_connectors::core::error_chain;
@@ -41,12 +40,8 @@ impl PgLoader {
                 "a postgres destination's url is postgres://user@host:port/database".to_owned(),
             ));
         }
-        let connection = tokio_postgres::Config::from_str(&config.url).map_err(|error| {
-            (
-                "url".to_owned(),
-                format!("the url is not a PostgreSQL URL: {error}"),
-            )
-        })?;
+        let connection =
+            tb_store::PgConnect::parse(&config.url).map_err(|reason| ("url".to_owned(), reason))?;
         let Some(table) = config.table.as_deref() else {
             return Err((
                 "table".to_owned(),
@@ -61,8 +56,8 @@ impl PgLoader {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|message| ("key".to_owned(), message))?;
         let manager = deadpool_postgres::Manager::from_config(
-            connection,
-            tokio_postgres::NoTls,
+            connection.config,
+            connection.tls,
             deadpool_postgres::ManagerConfig {
                 recycling_method: deadpool_postgres::RecyclingMethod::Fast,
             },
@@ -83,6 +78,47 @@ impl PgLoader {
             key_names: config.key.clone(),
             timeout: config.timeout,
         })
+    }
+
+    /// Checks at start that the table can be reached with these credentials: a role or
+    /// database that does not exist, a refused login, a missing table or a missing
+    /// privilege is an error naming the table. A server that cannot be reached now is only
+    /// warned of: jobs wait (and retry) until it is back.
+    ///
+    /// # Errors
+    ///
+    /// The database refused the settings, with its message.
+    pub async fn check(&self) -> Result<(), String> {
+        let probe = format!("SELECT * FROM {} LIMIT 0", self.table);
+        let checking = async {
+            let client = match self.pool.get().await {
+                Ok(client) => client,
+                Err(deadpool_postgres::PoolError::Backend(error)) => return Err(error),
+                Err(error) => {
+                    tracing::warn!(table = %self.table, error = %error_chain(&error), "Cannot reach the database now; jobs wait until it is back.");
+                    return Ok(());
+                }
+            };
+            client.execute(&probe, &[]).await.map(drop)
+        };
+        let failed = match tokio::time::timeout(self.timeout, checking).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(error)) => error,
+            Err(_elapsed) => {
+                tracing::warn!(table = %self.table, "The database did not answer in time; jobs wait until it does.");
+                return Ok(());
+            }
+        };
+        // The server answered with a refusal (a SQLSTATE): the settings are wrong.
+        if failed.code().is_none() {
+            tracing::warn!(table = %self.table, error = %error_chain(&failed), "Cannot reach the database now; jobs wait until it is back.");
+            return Ok(());
+        }
+        Err(format!(
+            "cannot load into {}: {}",
+            self.table,
+            error_chain(&failed)
+        ))
     }
 
     /// Loads `jobs`: one result per job, in order.

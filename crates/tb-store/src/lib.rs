@@ -17,6 +17,7 @@
 //! test suite runs against both through it.
 
 mod job;
+mod pg_tls;
 mod postgres;
 mod sqlite;
 mod store;
@@ -25,6 +26,7 @@ pub use job::{
     Attempt, ClaimKey, Claimed, JobFilter, JobId, JobPage, JobRecord, JobStatus, JsonText, NewJob,
     Settlement,
 };
+pub use pg_tls::PgConnect;
 pub use postgres::PgStore;
 pub use sqlite::{Durability, SqliteStore};
 pub use store::{Store, StoreLocation, Wake, now_ms};

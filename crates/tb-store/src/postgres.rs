@@ -33,7 +33,8 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio::sync::watch;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{AsyncMessage, NoTls, Row};
+use tokio_postgres::{AsyncMessage, Row};
+use tokio_postgres_rustls::MakeRustlsConnect;
 use tracing::Instrument as _;
 
 use crate::StoreError;
@@ -41,6 +42,7 @@ use crate::job::{
     Attempt, ClaimKey, Claimed, JobFilter, JobId, JobPage, JobRecord, JobStatus, JsonText, NewJob,
     Settlement,
 };
+use crate::pg_tls::PgConnect;
 use crate::store::Wake;
 
 /// The channel inserts and replays notify, with the destination as payload.
@@ -243,6 +245,8 @@ SELECT action, count(*) FROM {schema}.jobs WHERE destination = $1
 /// A PostgreSQL URL, read: the connection settings, the schema, and the URL to show.
 pub(crate) struct PgTarget {
     config: tokio_postgres::Config,
+    /// The TLS its `sslmode` asks for.
+    tls: MakeRustlsConnect,
     /// Invariant: a lowercase identifier ([`parse_schema`]), quoted.
     quoted_schema: String,
     /// The URL without its password.
@@ -274,9 +278,8 @@ impl PgTarget {
         } else {
             format!("{base}?{}", kept.join("&"))
         };
-        let mut config: tokio_postgres::Config = libpq_url
-            .parse()
-            .map_err(|error| format!("PostgreSQL URL {shown} is not valid: {error}"))?;
+        let PgConnect { mut config, tls } = PgConnect::parse(&libpq_url)
+            .map_err(|reason| format!("PostgreSQL URL {shown}: {reason}"))?;
         if config.get_application_name().is_none() {
             config.application_name(DEFAULT_APPLICATION_NAME);
         }
@@ -285,6 +288,7 @@ impl PgTarget {
         }
         Ok(Self {
             config,
+            tls,
             quoted_schema: format!("\"{schema}\""),
             shown,
         })
@@ -422,7 +426,7 @@ impl PgStore {
         let target = PgTarget::parse(url).map_err(StoreError::InvalidUrl)?;
         let manager = Manager::from_config(
             target.config.clone(),
-            NoTls,
+            target.tls.clone(),
             ManagerConfig {
                 // A closed connection is dropped when it comes back; one that died unseen
                 // fails its next operation, which is then retried (`retrying`).
@@ -447,8 +451,13 @@ impl PgStore {
         let waiters = Arc::new(Waiters::default());
         let (listening, mut listening_receiver) = watch::channel(0_u64);
         let listener = tokio::spawn(
-            listen(target.config.clone(), waiters.clone(), listening)
-                .instrument(tracing::info_span!("job_store_listener", url = %target.shown)),
+            listen(
+                target.config.clone(),
+                target.tls.clone(),
+                waiters.clone(),
+                listening,
+            )
+            .instrument(tracing::info_span!("job_store_listener", url = %target.shown)),
         );
         let store = Self {
             pool,
@@ -974,12 +983,13 @@ impl PgStore {
 /// dies. `listening` counts the sessions that reached `LISTEN`. Runs until aborted.
 async fn listen(
     config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
     waiters: Arc<Waiters>,
     listening: watch::Sender<u64>,
 ) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        let Err(error) = listen_once(&config, &waiters, &listening, &mut backoff).await;
+        let Err(error) = listen_once(&config, &tls, &waiters, &listening, &mut backoff).await;
         tracing::warn!(
             %error,
             retry_in_ms = backoff.as_millis(),
@@ -993,12 +1003,13 @@ async fn listen(
 /// One `LISTEN` session, until its connection fails.
 async fn listen_once(
     config: &tokio_postgres::Config,
+    tls: &MakeRustlsConnect,
     waiters: &Waiters,
     listening: &watch::Sender<u64>,
     backoff: &mut Duration,
 ) -> Result<Infallible, StoreError> {
     let (client, mut connection) = config
-        .connect(NoTls)
+        .connect(tls.clone())
         .await
         .map_err(StoreError::postgres("connect to listen for jobs"))?;
     // The connection's messages are read here, by this task, while LISTEN runs and after:

@@ -900,3 +900,113 @@ async fn a_waiting_node_is_woken_by_another_nodes_insert_for_its_destination() {
     assert!(busy.replay(claimed.id, 10).await.expect("replay"));
     assert_eq!(waiting.await, Wake::Notified);
 }
+
+/// The store at `url` plus a fresh schema named for the test (also its connections'
+/// application name), and whether every one of its connections is encrypted.
+async fn open_over_tls(
+    admin: &tokio_postgres::Client,
+    url: &str,
+) -> (Result<Store, tb_store::StoreError>, SchemaGuard) {
+    let schema = format!("tb_tls_{}", JobId::new().0.replace('-', ""));
+    let url = format!("{url}&schema={schema}&application_name={schema}&connect_timeout=5");
+    let location = StoreLocation::parse(Some(&url), std::path::Path::new(".")).expect("a URL");
+    let opened = Store::open(&location, Durability::Full).await;
+    if let Ok(store) = &opened {
+        store
+            .insert(vec![job(1, None)], 0)
+            .await
+            .expect("insert over the connection");
+        let encrypted: Vec<bool> = admin
+            .query(
+                "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+                 WHERE a.application_name = $1",
+                &[&schema],
+            )
+            .await
+            .expect("pg_stat_ssl")
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        assert!(!encrypted.is_empty(), "the store's connections are listed");
+        let mode = url.split("sslmode=").nth(1).unwrap_or_default();
+        let want = !mode.starts_with("disable");
+        assert!(
+            encrypted.iter().all(|ssl| *ssl == want),
+            "{url}: every connection encrypted = {want}, found {encrypted:?}"
+        );
+    }
+    (opened, SchemaGuard(schema))
+}
+
+/// libpq's `sslmode`s against the real server, whose certificate (Debian's, for `localhost`)
+/// it names itself: `disable` is plain; `require` encrypts without checking; `verify-ca`
+/// checks the chain to `sslrootcert` but not the name; `verify-full` also checks the name, so
+/// it connects to 127.0.0.1 as `localhost` (`hostaddr`) and refuses the same certificate for
+/// the name `127.0.0.1`, or with only public roots.
+#[tokio::test]
+async fn tls_modes_encrypt_and_check_the_certificate_as_libpq_does() {
+    let admin = match admin_client().await {
+        Ok(admin) => admin,
+        Err(reason) => {
+            assert!(
+                std::env::var("TIGHTBEAM_REQUIRE_SERVICES").as_deref() != Ok("1"),
+                "PostgreSQL is required (TIGHTBEAM_REQUIRE_SERVICES=1) but {reason}"
+            );
+            eprintln!("skipping: {reason}; set TIGHTBEAM_REQUIRE_SERVICES=1 to fail instead");
+            return;
+        }
+    };
+    let setting = |name: &'static str| {
+        let admin = &admin;
+        async move {
+            let row = admin
+                .query_one(&format!("SHOW {name}"), &[])
+                .await
+                .expect("SHOW");
+            row.get::<_, String>(0)
+        }
+    };
+    assert_eq!(setting("ssl").await, "on", "the test server must offer TLS");
+    let certificate = setting("ssl_cert_file").await;
+    let config: tokio_postgres::Config = postgres_url().parse().expect("a URL");
+    let user = config.get_user().unwrap_or("postgres");
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let database = config.get_dbname().unwrap_or("test");
+    let by_address = format!("postgres://{user}@127.0.0.1:{port}/{database}");
+    let by_name = format!("postgres://{user}@localhost:{port}/{database}?hostaddr=127.0.0.1");
+
+    for url in [
+        format!("{by_address}?sslmode=disable"),
+        format!("{by_address}?sslmode=require"),
+        format!("{by_address}?sslmode=verify-ca&sslrootcert={certificate}"),
+        format!("{by_name}&sslmode=verify-full&sslrootcert={certificate}"),
+    ] {
+        let (opened, _schema) = open_over_tls(&admin, &url).await;
+        if let Err(error) = opened {
+            panic!("{url}: {error}");
+        }
+    }
+    for (url, why) in [
+        (
+            format!("{by_address}?sslmode=verify-full&sslrootcert={certificate}"),
+            "not valid for name",
+        ),
+        (
+            // Debian's bundle of public roots, which did not sign the server's certificate.
+            format!("{by_name}&sslmode=verify-full&sslrootcert=/etc/ssl/certs/ca-certificates.crt"),
+            "UnknownIssuer",
+        ),
+    ] {
+        let (opened, _schema) = open_over_tls(&admin, &url).await;
+        match opened {
+            Ok(_) => panic!("{url}: the certificate must be refused"),
+            Err(error) => {
+                let error = error.to_string();
+                assert!(
+                    error.contains("invalid peer certificate") && error.contains(why),
+                    "{url}: {error}"
+                );
+            }
+        }
+    }
+}

@@ -1,7 +1,7 @@
 //! Several engines sharing one PostgreSQL job store: 10,000 jobs loaded by two engines with
 //! no job loaded by both at once, and an engine stopped (SIGSTOP) past its lease whose late
 //! completion is refused (fenced) while the other engine delivered the job. And a
-//! `postgres` destination whose upserts add no row when jobs for the same rows come again.
+//! `postgres` destination (over TLS) whose upserts add no row when jobs for the same rows come again.
 
 mod common;
 
@@ -303,6 +303,64 @@ async fn an_engine_stopped_past_its_lease_cannot_complete_the_job_the_other_engi
     stop_and_expect_drained(b.child, LIMIT);
 }
 
+/// A `postgres` destination checks its settings at start: a table or a role that does not
+/// exist is its run's error, with the database's words, in the topology API; it is not left
+/// to the first job.
+#[tokio::test]
+async fn a_postgres_destination_with_a_missing_table_or_role_fails_at_start_saying_why() {
+    if !postgres_available() {
+        return;
+    }
+    let schema = Schema::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (http_port, api_port) = (free_port(), free_port());
+    let stranger = POSTGRES.replace("postgres@", "tb_no_such_role@");
+    let config = format!(
+        r#"[api]
+address = "127.0.0.1:{api_port}"
+
+[connectors.web]
+kind = "http_server"
+address = "127.0.0.1:{http_port}"
+
+[destinations.missing]
+kind = "postgres"
+url = "{POSTGRES}"
+table = "{schema}.no_such_table"
+inputs = ["web"]
+
+[destinations.stranger]
+kind = "postgres"
+url = "{stranger}"
+table = "public.anything"
+inputs = ["web"]
+"#,
+        schema = schema.0
+    );
+    let path = write(dir.path(), "refused.toml", &config);
+    let mut child = start(dir.path(), &path);
+    wait_for_port(&mut child, api_port, LIMIT);
+    let client = http_client();
+    for (id, words) in [
+        ("missing", "no_such_table\" does not exist"),
+        ("stranger", "role \"tb_no_such_role\" does not exist"),
+    ] {
+        let found = wait_until(&format!("{id} refused at start"), LIMIT, || {
+            let client = client.clone();
+            async move {
+                let destination = component(&client, api_port, id).await;
+                destination["last_error"]
+                    .as_str()
+                    .filter(|error| error.contains(words))
+                    .map(str::to_owned)
+            }
+        })
+        .await;
+        assert!(found.contains("cannot load into"), "{found}");
+    }
+    stop_and_expect_drained(child, LIMIT);
+}
+
 #[tokio::test]
 async fn a_postgres_destination_upserts_so_jobs_loaded_again_add_no_rows() {
     if !postgres_available() {
@@ -316,6 +374,7 @@ async fn a_postgres_destination_upserts_so_jobs_loaded_again_add_no_rows() {
     ));
     let dir = tempfile::tempdir().expect("tempdir");
     let (http_port, api_port) = (free_port(), free_port());
+    let application = format!("{}_loader", schema.0);
     let config = format!(
         r#"[api]
 address = "127.0.0.1:{api_port}"
@@ -326,7 +385,7 @@ address = "127.0.0.1:{http_port}"
 
 [destinations.warehouse]
 kind = "postgres"
-url = "{POSTGRES}"
+url = "{POSTGRES}?sslmode=require&application_name={application}"
 table = "{table}"
 key = ["id"]
 batch_size = 100
@@ -385,6 +444,15 @@ marshal = '{{ "id": .user_id, "name": .name, "plan": .plan }}'
             .as_str()
             .is_some_and(|error| error.contains("null value")),
         "{page}"
+    );
+    // `sslmode=require`: the loader's connections are encrypted.
+    let encrypted = psql(&format!(
+        "SELECT count(*), bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+         WHERE a.application_name = '{application}'"
+    ));
+    assert!(
+        encrypted.ends_with("|t") && !encrypted.starts_with("0|"),
+        "{encrypted}"
     );
     stop_and_expect_drained(child, LIMIT);
 }
