@@ -5,14 +5,17 @@
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tb_connectors::InputQueue;
 use tb_event::{AckStatus, Event};
 use tb_pipeline::ExpressionRuntime;
-use tb_store::{Attempt, ClaimKey, Claimed, JobId, JsonText, NewJob, Settlement, Store, now_ms};
-use tokio::sync::Notify;
+use tb_store::{
+    Attempt, ClaimKey, ClaimOnInsert, Claimed, JobId, JsonText, NewJob, Settlement, Store, now_ms,
+};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -38,6 +41,8 @@ const POLL: Duration = Duration::from_secs(1);
 /// How often succeeded jobs past their retention are pruned, and how many at a time.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 const PRUNE_BATCH: u32 = 1_000;
+/// Batches of jobs claimed on insert that may wait for the loader to take them up.
+const HANDOFF_BATCHES: usize = 16;
 
 /// A destination, built and checked.
 pub struct Destination {
@@ -222,6 +227,10 @@ impl Destination {
             .collect()
     }
 
+    fn lease_ms(&self) -> i64 {
+        i64::try_from(self.config.lease.as_millis()).unwrap_or(i64::MAX)
+    }
+
     /// Its actions' names.
     pub fn action_names(&self) -> Vec<String> {
         self.actions
@@ -264,17 +273,27 @@ impl Destination {
         let destination = Arc::new(self);
         let wake = Arc::new(Notify::new());
         let input_closed = CancellationToken::new();
+        let concurrency = destination.config.concurrency as usize;
+        let (handoff, handed) = Handoff::new(
+            concurrency * destination.config.batch_size as usize,
+            destination.lease_ms(),
+        );
+        let shared = handoff.shared.clone();
         let storing = {
             let destination = destination.clone();
             let store = store.clone();
             let wake = wake.clone();
             let metrics = metrics.clone();
             let input_closed = input_closed.clone();
+            // Moved, not cloned: the loader knows the intake is over when its last sender
+            // is gone.
             async move {
                 // A destination nothing feeds (one that only chained actions reach) runs
                 // until it is stopped, as a source does.
                 if let Some(input) = input {
-                    destination.store_jobs(input, &store, &wake, &metrics).await;
+                    destination
+                        .store_jobs(input, &store, &wake, &metrics, handoff)
+                        .await;
                     input_closed.cancel();
                 }
             }
@@ -289,6 +308,9 @@ impl Destination {
             metrics,
             breaker,
             loads: JoinSet::new(),
+            load_permits: Arc::new(Semaphore::new(concurrency)),
+            handoff: shared,
+            handed,
         }
         .run(intake, input_closed);
         tokio::join!(storing, loading);
@@ -312,6 +334,7 @@ impl Destination {
         store: &Store,
         wake: &Notify,
         metrics: &DeliveryMetrics,
+        handoff: Handoff,
     ) {
         let mut runtime = ExpressionRuntime::default();
         while let Some(first) = input.recv_from().await {
@@ -357,14 +380,23 @@ impl Destination {
                 continue;
             }
             let counts = count_by_action(&jobs);
-            match store.insert(jobs, now_ms()).await {
-                Ok(()) => {
+            let (claim, slots) = handoff.reserve(jobs.len());
+            let stored_count = jobs.len();
+            match store.insert_claiming(jobs, now_ms(), claim).await {
+                Ok(claimed) => {
                     for (action, count) in counts {
                         metrics.jobs(&self.id, &action, "available", count);
                     }
-                    wake.notify_one();
                     for event in stored {
                         event.complete(AckStatus::Delivered);
+                    }
+                    // The loader looks for jobs in the store only when some were stored
+                    // unclaimed.
+                    if claimed.len() < stored_count {
+                        wake.notify_one();
+                    }
+                    if let Some(slots) = slots.filter(|_| !claimed.is_empty()) {
+                        handoff.hand_over(claimed, slots).await;
                     }
                 }
                 Err(error) => {
@@ -411,6 +443,81 @@ struct Load {
     path: String,
     jobs: Vec<Claimed>,
     started_at: i64,
+    /// Its jobs' places among the jobs a destination holds at once, given back when the load
+    /// has settled.
+    slots: Option<OwnedSemaphorePermit>,
+}
+
+/// Jobs the intake claimed as it stored them, for the loader, with their places.
+struct Handed {
+    jobs: Vec<Claimed>,
+    slots: OwnedSemaphorePermit,
+}
+
+/// What the intake and the loader share to claim jobs as they are stored: while the loader
+/// takes them (realtime, circuit closed) the intake stores new jobs already claimed, within
+/// the places left for jobs being loaded, and hands them over, so they are neither read back
+/// nor rewritten by a claim. While the store holds a backlog (the loader's last claim was
+/// full), the intake leaves half the places to the loader's claims, so older jobs keep
+/// going out at least at half the destination's pace however fast new ones come.
+struct Handoff {
+    shared: HandoffShared,
+    sender: mpsc::Sender<Handed>,
+}
+
+/// The loader's half of [`Handoff`]: how many places the intake must leave free, and the
+/// places.
+#[derive(Clone)]
+struct HandoffShared {
+    /// The places the intake leaves to the loader's claims: none while the loader has
+    /// caught up, half while the store holds a backlog, all (`usize::MAX`) while it takes no
+    /// jobs this way.
+    kept_for_claims: Arc<AtomicUsize>,
+    /// One permit per job a destination may hold claimed at once (`concurrency` loads of
+    /// `batch_size`), whichever way it was claimed.
+    slots: Arc<Semaphore>,
+    lease_ms: i64,
+}
+
+impl Handoff {
+    fn new(slots: usize, lease_ms: i64) -> (Self, mpsc::Receiver<Handed>) {
+        let (sender, receiver) = mpsc::channel(HANDOFF_BATCHES);
+        let shared = HandoffShared {
+            kept_for_claims: Arc::new(AtomicUsize::new(usize::MAX)),
+            slots: Arc::new(Semaphore::new(slots)),
+            lease_ms,
+        };
+        (Self { shared, sender }, receiver)
+    }
+
+    /// How many of `count` new jobs to claim as they are stored, with their places; none
+    /// while the loader does not take them.
+    fn reserve(&self, count: usize) -> (Option<ClaimOnInsert>, Option<OwnedSemaphorePermit>) {
+        let kept = self.shared.kept_for_claims.load(Ordering::Acquire);
+        let room = count.min(self.shared.slots.available_permits().saturating_sub(kept));
+        let Some(slots) = u32::try_from(room)
+            .ok()
+            .filter(|room| *room > 0)
+            .and_then(|room| self.shared.slots.clone().try_acquire_many_owned(room).ok())
+        else {
+            return (None, None);
+        };
+        let claim = ClaimOnInsert {
+            count: room,
+            lease_ms: self.shared.lease_ms,
+        };
+        (Some(claim), Some(slots))
+    }
+
+    /// Gives the loader jobs claimed on insert. Should it be gone, their leases run out and
+    /// they are claimed again: nothing is lost.
+    async fn hand_over(&self, jobs: Vec<Claimed>, slots: OwnedSemaphorePermit) {
+        if self.sender.send(Handed { jobs, slots }).await.is_err() {
+            tracing::warn!(
+                "The loader stopped before taking jobs claimed for it; they are taken up when their leases end."
+            );
+        }
+    }
 }
 
 /// The loading half of a destination's run.
@@ -422,16 +529,30 @@ struct Loader {
     breaker: Breaker,
     limiter: Option<Arc<DefaultDirectRateLimiter>>,
     loads: JoinSet<(Load, Vec<LoadResult>)>,
+    /// At most `concurrency` loads send at once.
+    load_permits: Arc<Semaphore>,
+    handoff: HandoffShared,
+    /// Jobs the intake claimed as it stored them.
+    handed: mpsc::Receiver<Handed>,
 }
 
 impl Loader {
     async fn run(mut self, intake: CancellationToken, input_closed: CancellationToken) {
         let id = self.destination.id.clone();
-        let concurrency = self.destination.config.concurrency as usize;
+        let batch = self.destination.config.batch_size;
+        let capacity = self.destination.config.concurrency as usize * batch as usize;
         let mut next_tick = self.destination.schedule.next_tick(chrono::Utc::now());
         let mut ticking = matches!(self.destination.schedule, Schedule::Realtime);
         let mut next_prune = Instant::now();
         let mut next_count = Instant::now();
+        let mut next_poll = Instant::now();
+        // Whether the last claim left nothing due behind; until then the store may hold a
+        // backlog, which goes before new jobs.
+        let mut caught_up = false;
+        // Whether the store may hold jobs to claim: after a full claim, when woken (jobs
+        // stored unclaimed, chained jobs, another node's jobs), once a poll period, at a tick
+        // and at the end of input. Jobs handed over by the intake need no claim.
+        let mut worth_claiming = true;
         loop {
             if intake.is_cancelled() {
                 break;
@@ -446,27 +567,36 @@ impl Loader {
             }
             let mut wait = POLL;
             let mut claimed_all = false;
-            // Claims come in chunks of at least half the loads, so a busy destination does not
-            // pay a transaction for every load that ends.
-            let room = concurrency - self.loads.len().min(concurrency);
-            if ticking && (room >= concurrency.div_ceil(2) || (room > 0 && self.loads.is_empty())) {
-                let loads = match self.breaker.allowance(Instant::now(), self.loads.len()) {
+            // Claims come in chunks of at least half the places, so a busy destination does
+            // not pay a transaction for every load that ends; once a poll period, any room
+            // is used, so due retries are not kept waiting by a steady stream of new jobs.
+            let room = self.handoff.slots.available_permits();
+            let polling = next_poll <= Instant::now();
+            worth_claiming |= polling || input_closed.is_cancelled();
+            if ticking
+                && worth_claiming
+                && (room >= capacity.div_ceil(2)
+                    || (room > 0 && (self.loads.is_empty() || polling)))
+            {
+                next_poll = Instant::now() + POLL;
+                let limit = match self.breaker.allowance(Instant::now(), self.loads.len()) {
                     Allowance::Any => room,
-                    Allowance::Probe => 1,
+                    Allowance::Probe => room.min(batch as usize),
                     Allowance::Wait(pause) => {
                         wait = wait.min(pause);
                         0
                     }
                 };
-                if loads > 0 {
-                    let limit = loads as u32 * self.destination.config.batch_size;
+                if limit > 0 {
                     match self.claim(limit).await {
                         Ok(count) => {
-                            claimed_all = count == limit as usize
+                            claimed_all = count == limit
                                 && !matches!(
                                     self.breaker.allowance(Instant::now(), usize::MAX),
                                     Allowance::Wait(_)
-                                )
+                                );
+                            caught_up = !claimed_all;
+                            worth_claiming = claimed_all;
                         }
                         Err(error) => {
                             tracing::error!(destination = %id, %error, "Could not claim jobs; trying again.")
@@ -478,8 +608,21 @@ impl Loader {
                     }
                 }
             }
+            let kept_for_claims = if next_tick.is_some()
+                || self.breaker.state() != crate::breaker::CircuitState::Closed
+            {
+                usize::MAX
+            } else if caught_up {
+                0
+            } else {
+                capacity.div_ceil(2)
+            };
+            self.handoff
+                .kept_for_claims
+                .store(kept_for_claims, Ordering::Release);
             if input_closed.is_cancelled()
                 && self.loads.is_empty()
+                && self.handed.is_empty()
                 && !claimed_all
                 && (ticking || next_tick.is_none())
             {
@@ -487,7 +630,7 @@ impl Loader {
                 // stays stored for the next run.
                 break;
             }
-            if claimed_all && self.loads.len() < concurrency {
+            if claimed_all && self.handoff.slots.available_permits() > 0 {
                 continue;
             }
             if let Some(tick) = next_tick.filter(|_| !ticking) {
@@ -497,6 +640,7 @@ impl Loader {
                     .min(until.max(Duration::from_millis(1)));
                 if until.is_zero() {
                     ticking = true;
+                    worth_claiming = true;
                     next_tick = self.destination.schedule.next_tick(chrono::Utc::now());
                     continue;
                 }
@@ -510,30 +654,63 @@ impl Loader {
                     }
                     self.settle(done).await;
                 }
-                () = self.wake.notified(), if next_tick.is_none() => {}
+                Some(handed) = self.handed.recv() => { self.start_claimed(handed.jobs, handed.slots) },
+                () = self.wake.notified(), if next_tick.is_none() => worth_claiming = true,
                 // Another node's new jobs (PostgreSQL's NOTIFY); on SQLite, a plain wait.
-                _ = self.store.wait_for_jobs(&id, wait) => {}
+                _ = self.store.wait_for_jobs(&id, wait) => worth_claiming = true,
                 () = intake.cancelled() => {}
                 () = input_closed.cancelled(), if !input_closed.is_cancelled() => {}
             }
         }
-        // Stopping: loads in flight finish and settle; nothing new is claimed.
-        while let Some(done) = self.loads.join_next().await {
-            self.settle(done.into_iter().collect()).await;
+        // Stopping: loads in flight finish and settle, and so do the jobs the intake claimed
+        // before it heard; nothing new is claimed.
+        self.handoff
+            .kept_for_claims
+            .store(usize::MAX, Ordering::Release);
+        loop {
+            tokio::select! {
+                Some(handed) = self.handed.recv() => self.start_claimed(handed.jobs, handed.slots),
+                Some(done) = self.loads.join_next(), if !self.loads.is_empty() => {
+                    self.settle(done.into_iter().collect()).await;
+                }
+                else => break,
+            }
         }
     }
 
     /// Claims up to `limit` due jobs and starts their loads; returns how many it claimed.
-    async fn claim(&mut self, limit: u32) -> Result<usize, tb_store::StoreError> {
+    async fn claim(&mut self, limit: usize) -> Result<usize, tb_store::StoreError> {
+        let Some(slots) = u32::try_from(limit).ok().and_then(|limit| {
+            self.handoff
+                .slots
+                .clone()
+                .try_acquire_many_owned(limit)
+                .ok()
+        }) else {
+            // The intake took the places meanwhile.
+            return Ok(0);
+        };
         let claimed = self
             .store
-            .claim(&self.destination.id, limit, now_ms(), self.lease_ms())
+            .claim(
+                &self.destination.id,
+                slots.num_permits() as u32,
+                now_ms(),
+                self.lease_ms(),
+            )
             .await?;
         let count = claimed.len();
-        for load in self.group(claimed) {
+        self.start_claimed(claimed, slots);
+        Ok(count)
+    }
+
+    /// Starts the loads of `claimed`, each holding its jobs' places (those left over are
+    /// given back).
+    fn start_claimed(&mut self, claimed: Vec<Claimed>, mut slots: OwnedSemaphorePermit) {
+        for mut load in self.group(claimed) {
+            load.slots = slots.split(load.jobs.len());
             self.start(load);
         }
-        Ok(count)
     }
 
     /// Groups claimed jobs into loads of one action and path, `batch_size` at most each.
@@ -555,6 +732,7 @@ impl Loader {
                     path: String::new(),
                     jobs: vec![job],
                     started_at: now_ms(),
+                    slots: None,
                 });
                 continue;
             };
@@ -569,6 +747,7 @@ impl Loader {
                     path,
                     jobs: vec![job],
                     started_at: now_ms(),
+                    slots: None,
                 }),
             }
         }
@@ -595,6 +774,7 @@ impl Loader {
         let destination = self.destination.clone();
         let store = self.store.clone();
         let limiter = self.limiter.clone();
+        let load_permits = self.load_permits.clone();
         self.loads.spawn(async move {
             if load.action == usize::MAX {
                 let result = LoadResult {
@@ -609,6 +789,8 @@ impl Loader {
             }
             let action = &destination.actions[load.action];
             let sending = async {
+                // Waiting for its turn is under the heartbeat too: its jobs are claimed.
+                let _turn = load_permits.acquire().await;
                 if let Some(limiter) = &limiter {
                     limiter.until_ready().await;
                 }
@@ -761,7 +943,7 @@ impl Loader {
     }
 
     fn lease_ms(&self) -> i64 {
-        i64::try_from(self.destination.config.lease.as_millis()).unwrap_or(i64::MAX)
+        self.destination.lease_ms()
     }
 
     /// Sets the pending-jobs gauge of each action from the store.
@@ -864,5 +1046,46 @@ async fn with_heartbeat(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reserved(handoff: &Handoff, count: usize) -> usize {
+        match handoff.reserve(count) {
+            (Some(claim), Some(slots)) => {
+                assert_eq!(claim.count, slots.num_permits());
+                // Held until the caller's load settles; here, given back at once.
+                claim.count
+            }
+            (None, None) => 0,
+            other => panic!("a claim and its places come together: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_intake_claims_within_the_free_places_and_leaves_what_the_loader_keeps() {
+        let (handoff, _handed) = Handoff::new(800, 15_000);
+        assert_eq!(
+            reserved(&handoff, 100),
+            0,
+            "closed until the loader opens it"
+        );
+
+        handoff.shared.kept_for_claims.store(0, Ordering::Release);
+        assert_eq!(reserved(&handoff, 100), 100, "caught up: all it asks");
+        let held = handoff.shared.slots.clone().try_acquire_many_owned(650);
+        assert!(held.is_ok());
+        assert_eq!(reserved(&handoff, 500), 150, "no more than the free places");
+
+        handoff.shared.kept_for_claims.store(400, Ordering::Release);
+        drop(held);
+        assert_eq!(
+            reserved(&handoff, 1_000),
+            400,
+            "behind: half the places stay for the loader's claims of older jobs"
+        );
     }
 }

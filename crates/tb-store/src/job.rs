@@ -130,6 +130,65 @@ pub struct NewJob {
     pub run_at: Option<i64>,
 }
 
+impl NewJob {
+    /// Its status and next attempt time when stored at `now`: `scheduled` until a later
+    /// `run_at`; otherwise `running` under a lease of `claim_lease` ms when it is claimed
+    /// as it is stored, else `available`. A running job's next attempt time is its lease's
+    /// end, as a claim makes it.
+    pub(crate) fn stored_state(&self, now: i64, claim_lease: Option<i64>) -> (JobStatus, i64) {
+        match (self.run_at, claim_lease) {
+            (Some(at), _) if at > now => (JobStatus::Scheduled, at),
+            (_, Some(lease_ms)) => (JobStatus::Running, now + lease_ms),
+            _ => (JobStatus::Available, now),
+        }
+    }
+}
+
+/// Jobs claimed as they are stored, by the claimer that stores them: the first `count` jobs
+/// of a batch that are due, each leased for `lease_ms` (attempt 1, token 1), exactly as if
+/// [`Store::claim`](crate::Store::claim) had taken them. It saves a destination that keeps
+/// up with its input the claim's read and rewrite of every job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClaimOnInsert {
+    /// How many of the batch's first jobs to claim.
+    pub count: usize,
+    /// Their lease.
+    pub lease_ms: i64,
+}
+
+impl ClaimOnInsert {
+    /// The lease of the job at `index` of a batch, if it is one to claim.
+    pub(crate) fn lease_of(claim: Option<Self>, index: usize) -> Option<i64> {
+        claim
+            .filter(|claim| index < claim.count)
+            .map(|claim| claim.lease_ms)
+    }
+}
+
+/// The jobs of a batch stored at `now` that `claim` claimed, as their claimer holds them.
+pub(crate) fn claimed_on_insert(
+    jobs: Vec<NewJob>,
+    now: i64,
+    claim: Option<ClaimOnInsert>,
+) -> Vec<Claimed> {
+    jobs.into_iter()
+        .enumerate()
+        .filter_map(|(index, job)| {
+            let lease_ms = ClaimOnInsert::lease_of(claim, index)?;
+            let (status, lease_until) = job.stored_state(now, Some(lease_ms));
+            (status == JobStatus::Running).then_some(Claimed {
+                id: job.id,
+                action: job.action,
+                payload: job.payload,
+                context: job.context,
+                attempt: 1,
+                token: 1,
+                lease_until,
+            })
+        })
+        .collect()
+}
+
 /// A job as a claimer holds it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Claimed {

@@ -23,8 +23,8 @@ mod sqlite;
 mod store;
 
 pub use job::{
-    Attempt, ClaimKey, Claimed, JobFilter, JobId, JobPage, JobRecord, JobStatus, JsonText, NewJob,
-    Settlement,
+    Attempt, ClaimKey, ClaimOnInsert, Claimed, JobFilter, JobId, JobPage, JobRecord, JobStatus,
+    JsonText, NewJob, Settlement,
 };
 pub use pg_tls::PgConnect;
 pub use postgres::PgStore;

@@ -39,8 +39,8 @@ use tracing::Instrument as _;
 
 use crate::StoreError;
 use crate::job::{
-    Attempt, ClaimKey, Claimed, JobFilter, JobId, JobPage, JobRecord, JobStatus, JsonText, NewJob,
-    Settlement,
+    Attempt, ClaimKey, ClaimOnInsert, Claimed, JobFilter, JobId, JobPage, JobRecord, JobStatus,
+    JsonText, NewJob, Settlement,
 };
 use crate::pg_tls::PgConnect;
 use crate::store::Wake;
@@ -99,11 +99,14 @@ CREATE INDEX IF NOT EXISTS attempts_by_job ON {schema}.attempts (job_id, seq);
 const INSERT: &str = "
 WITH inserted AS (
     INSERT INTO {schema}.jobs (id, destination, action, version, payload, context, status,
-        next_attempt_at, created_at, updated_at)
-    SELECT id, destination, action, version, payload, context, status, next_attempt_at, $9, $9
-    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+        attempt, token, lease_until, next_attempt_at, created_at, updated_at)
+    SELECT id, destination, action, version, payload, context, status,
+        running::int, running::int, CASE WHEN running THEN next_attempt_at END,
+        next_attempt_at, $9, $9
+    FROM (SELECT *, status = 'running' AS running FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
         $7::text[], $8::bigint[])
-        AS batch (id, destination, action, version, payload, context, status, next_attempt_at)
+        AS batch (id, destination, action, version, payload, context, status, next_attempt_at))
+        AS batch
     RETURNING destination
 )
 SELECT pg_notify('tightbeam_jobs', destination)::text
@@ -586,20 +589,32 @@ impl PgStore {
     ///
     /// The statement failed (nothing is stored), or the connection was lost twice.
     pub async fn insert(&self, jobs: &[NewJob], now: i64) -> Result<(), StoreError> {
+        self.insert_claiming(jobs, now, None).await
+    }
+
+    /// Stores `jobs` as [`PgStore::insert`] does, the first ones `claim` names already
+    /// claimed by the caller ([`ClaimOnInsert`]).
+    ///
+    /// # Errors
+    ///
+    /// The statement failed (nothing is stored, nothing claimed).
+    pub async fn insert_claiming(
+        &self,
+        jobs: &[NewJob],
+        now: i64,
+        claim: Option<ClaimOnInsert>,
+    ) -> Result<(), StoreError> {
         if jobs.is_empty() {
             return Ok(());
         }
         let mut columns = InsertColumns::default();
-        for job in jobs {
-            let (status, at) = match job.run_at {
-                Some(at) if at > now => (JobStatus::Scheduled, at),
-                _ => (JobStatus::Available, now),
-            };
+        for (index, job) in jobs.iter().enumerate() {
+            let (status, at) = job.stored_state(now, ClaimOnInsert::lease_of(claim, index));
             columns.id.push(&job.id.0);
             columns.destination.push(&job.destination);
             columns.action.push(&job.action);
             columns.version.push(job.version.as_deref());
-            columns.payload.push(job.payload.as_str().to_owned());
+            columns.payload.push(job.payload.as_str());
             columns.context.push(job.context.to_string());
             columns.status.push(status.as_str());
             columns.next_attempt_at.push(at);
@@ -1085,7 +1100,7 @@ struct InsertColumns<'a> {
     destination: Vec<&'a str>,
     action: Vec<&'a str>,
     version: Vec<Option<&'a str>>,
-    payload: Vec<String>,
+    payload: Vec<&'a str>,
     context: Vec<String>,
     status: Vec<&'static str>,
     next_attempt_at: Vec<i64>,

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::job::{
-    Attempt, ClaimKey, Claimed, JobFilter, JobId, JobPage, JobRecord, JobStatus, NewJob,
+    Attempt, ClaimKey, ClaimOnInsert, Claimed, JobFilter, JobId, JobPage, JobRecord, JobStatus,
+    NewJob, claimed_on_insert,
 };
 use crate::postgres::{PgTarget, redact_url};
 use crate::{Durability, PgStore, Settlement, SqliteStore, StoreError};
@@ -136,9 +137,33 @@ impl Store {
     ///
     /// Nothing is stored.
     pub async fn insert(&self, jobs: Vec<NewJob>, now: i64) -> Result<(), StoreError> {
+        self.insert_claiming(jobs, now, None).await.map(drop)
+    }
+
+    /// Stores `jobs` in one transaction, the first ones `claim` names claimed by the caller
+    /// as they are stored ([`ClaimOnInsert`]); returns those, as [`Store::claim`] would.
+    ///
+    /// # Errors
+    ///
+    /// Nothing is stored, nothing claimed.
+    pub async fn insert_claiming(
+        &self,
+        jobs: Vec<NewJob>,
+        now: i64,
+        claim: Option<ClaimOnInsert>,
+    ) -> Result<Vec<Claimed>, StoreError> {
         match self {
-            Self::Sqlite(store) => blocking(store, move |store| store.insert(&jobs, now)).await,
-            Self::Postgres(store) => store.insert(&jobs, now).await,
+            Self::Sqlite(store) => {
+                blocking(store, move |store| {
+                    store.insert_claiming(&jobs, now, claim)?;
+                    Ok(claimed_on_insert(jobs, now, claim))
+                })
+                .await
+            }
+            Self::Postgres(store) => {
+                store.insert_claiming(&jobs, now, claim).await?;
+                Ok(claimed_on_insert(jobs, now, claim))
+            }
         }
     }
 

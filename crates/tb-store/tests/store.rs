@@ -14,8 +14,8 @@ use std::pin::pin;
 use std::time::{Duration, Instant};
 
 use tb_store::{
-    Attempt, Claimed, Durability, JobFilter, JobId, JobStatus, JsonText, NewJob, Settlement, Store,
-    StoreLocation, Wake,
+    Attempt, ClaimOnInsert, Claimed, Durability, JobFilter, JobId, JobStatus, JsonText, NewJob,
+    Settlement, Store, StoreLocation, Wake,
 };
 
 const LEASE: i64 = 1_000;
@@ -171,6 +171,7 @@ for_each_store!(
     succeeded_jobs_are_pruned_in_batches_and_a_deleted_job_is_gone,
     a_batch_settling_one_claim_twice_settles_it_once_and_fences_the_second,
     payloads_come_back_as_they_were_stored,
+    jobs_claimed_as_they_are_stored_are_leased_to_their_claimer_alone,
 );
 
 fn job(n: u64, run_at: Option<i64>) -> NewJob {
@@ -327,6 +328,60 @@ async fn a_job_whose_claimer_died_is_taken_up_and_the_stale_claimer_is_fenced(ba
         vec![true, false],
         "the duplicate attempt is on record, fenced"
     );
+}
+
+/// A claimer that stores jobs may claim the first ones as it stores them: they are its
+/// under a lease, as a claim would make them (attempt 1, token 1), nobody else claims them
+/// until the lease ends, and then they are taken up and the first claimer is fenced. A
+/// scheduled job is never claimed early, and the jobs past `count` are stored available.
+async fn jobs_claimed_as_they_are_stored_are_leased_to_their_claimer_alone(backend: Backend) {
+    let store = backend.open().await;
+    let batch = vec![
+        job(1, None),
+        job(2, Some(5_000)),
+        job(3, None),
+        job(4, None),
+    ];
+    let ids: Vec<JobId> = batch.iter().map(|job| job.id.clone()).collect();
+    let mine = store
+        .insert_claiming(
+            batch,
+            0,
+            Some(ClaimOnInsert {
+                count: 3,
+                lease_ms: LEASE,
+            }),
+        )
+        .await
+        .expect("insert");
+    let claimed: Vec<(JobId, u32, u64, i64)> = mine
+        .iter()
+        .map(|job| (job.id.clone(), job.attempt, job.token, job.lease_until))
+        .collect();
+    assert_eq!(
+        claimed,
+        vec![(ids[0].clone(), 1, 1, LEASE), (ids[2].clone(), 1, 1, LEASE)],
+        "the due jobs among the first three"
+    );
+    assert_eq!(mine[0].payload.as_str(), r#"{"n":1}"#);
+    assert_eq!(count(&store, JobStatus::Running).await, 2);
+    assert_eq!(count(&store, JobStatus::Scheduled).await, 1);
+
+    let others = claim(&store, 10, 500).await;
+    let taken: Vec<JobId> = others.iter().map(|job| job.id.clone()).collect();
+    assert_eq!(taken, vec![ids[3].clone()], "only the job past `count`");
+    assert!(settle_one(&store, &mine[0], Settlement::Succeeded, 600).await);
+
+    // The claimer of the third died: its lease ends and it is taken up, the claimer fenced.
+    let again = claim(&store, 10, LEASE + 1).await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(
+        (&again[0].id, again[0].attempt, again[0].token),
+        (&ids[2], 2, 2)
+    );
+    assert!(!settle_one(&store, &mine[1], Settlement::Succeeded, LEASE + 2).await);
+    assert!(settle_one(&store, &again[0], Settlement::Succeeded, LEASE + 3).await);
+    assert_eq!(count(&store, JobStatus::Succeeded).await, 2);
 }
 
 async fn a_failed_job_waits_for_its_retry_time_then_is_discarded_and_replayed(backend: Backend) {
