@@ -7,6 +7,7 @@
 #   bench/w3.sh [RUNS]                 # batches of 100 jobs per request, SQLite store
 #   BATCH=1 CONCURRENCY=64 bench/w3.sh # one request per job, 64 requests in flight
 #   STORE=postgres bench/w3.sh         # the PostgreSQL store on 127.0.0.1:5432 (database test)
+#   PG_OPTIONS='&sslmode=disable' STORE=postgres bench/w3.sh   # ... without TLS (default: prefer)
 #   RATE=10000 bench/w3.sh             # a fixed 10,000 events/s, for the latency percentiles
 source "$(dirname "$0")/events.sh"
 runs=${1:-3}
@@ -29,7 +30,7 @@ for run in $(seq "$runs"); do
     sqlite) store="sqlite://$data/w3/jobs.db" ;;
     postgres)
       schema="w3_$$_$run"
-      store="postgres://postgres@127.0.0.1:5432/test?schema=$schema" ;;
+      store="postgres://postgres@127.0.0.1:5432/test?schema=$schema${PG_OPTIONS:-}" ;;
   esac
   "$receiver" --address "127.0.0.1:$receiver_port" --expect "$expect" > "$data/w3.receiver" &
   receiver_pid=$!
