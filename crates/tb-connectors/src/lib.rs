@@ -11,6 +11,8 @@
 //! events on `<id>._errors`, never a panic.
 #![deny(missing_docs)]
 
+#[cfg(feature = "amqp")]
+pub mod amqp;
 pub mod blackhole;
 #[cfg(feature = "chaos")]
 pub mod chaos;
@@ -31,7 +33,8 @@ pub use crate::core::{
 
 /// Every connector kind this build knows, for the runtime to look up by `kind`.
 pub fn builtin_connectors() -> Vec<Box<dyn ConnectorBuilder>> {
-    let builders: Vec<Box<dyn ConnectorBuilder>> = vec![
+    #[allow(unused_mut, reason = "each optional kind pushes itself")]
+    let mut builders: Vec<Box<dyn ConnectorBuilder>> = vec![
         Box::new(blackhole::BlackholeBuilder),
         Box::new(file::FileBuilder),
         Box::new(generator::GeneratorBuilder),
@@ -44,12 +47,10 @@ pub fn builtin_connectors() -> Vec<Box<dyn ConnectorBuilder>> {
         Box::new(ws::WsClientBuilder),
         Box::new(ws::WsServerBuilder),
     ];
+    #[cfg(feature = "amqp")]
+    builders.push(Box::new(amqp::AmqpBuilder));
     #[cfg(feature = "chaos")]
-    let builders = {
-        let mut builders = builders;
-        builders.push(Box::new(chaos::ChaosBuilder));
-        builders
-    };
+    builders.push(Box::new(chaos::ChaosBuilder));
     builders
 }
 

@@ -108,6 +108,10 @@ struct Engine {
     api_port: u16,
 }
 
+/// Retries of the tests: three, quickly, so that a discard comes soon.
+const FEW_RETRIES: &str =
+    r#"{ max_retries = 3, initial_backoff = "200ms", max_backoff = "1s", jitter = false }"#;
+
 impl Engine {
     fn start(receiver_port: u16) -> Self {
         Self::start_with(receiver_port, "", "")
@@ -115,9 +119,14 @@ impl Engine {
 
     /// With `extra` keys on destination `crm` and `tail` after its action `identify`.
     fn start_with(receiver_port: u16, extra: &str, tail: &str) -> Self {
+        Self::start_retrying(receiver_port, FEW_RETRIES, extra, tail)
+    }
+
+    /// As [`Engine::start_with`], with the destination's `retry`.
+    fn start_retrying(receiver_port: u16, retry: &str, extra: &str, tail: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let (http_port, api_port) = (free_port(), free_port());
-        let text = config(http_port, api_port, receiver_port, extra) + tail;
+        let text = config(http_port, api_port, receiver_port, retry, extra) + tail;
         let path = write(dir.path(), "crm.toml", &text);
         let mut child = start(dir.path(), &path);
         wait_for_port(&mut child, http_port, LIMIT);
@@ -131,7 +140,7 @@ impl Engine {
     }
 }
 
-fn config(http_port: u16, api_port: u16, receiver: u16, extra: &str) -> String {
+fn config(http_port: u16, api_port: u16, receiver: u16, retry: &str, extra: &str) -> String {
     format!(
         r#"data_dir = "data"
 shutdown_grace = "5s"
@@ -146,7 +155,7 @@ address = "127.0.0.1:{http_port}"
 [destinations.crm]
 kind = "http"
 url = "http://127.0.0.1:{receiver}"
-retry = {{ max_retries = 3, initial_backoff = "200ms", max_backoff = "1s", jitter = false }}
+retry = {retry}
 signing = {{ secret = "{SECRET}" }}
 {extra}
 [destinations.crm.actions.identify]
@@ -417,7 +426,9 @@ except Exception:
 
 #[tokio::test]
 async fn jobs_pending_at_a_kill_9_are_all_delivered_after_a_restart() {
-    // The receiver is down at first: jobs are stored (and acknowledged) and wait.
+    // The receiver is down at first: jobs are stored (and acknowledged) and wait, retrying
+    // often enough to be sent soon after it is back, and never running out of retries
+    // however slow the machine is.
     let receiver_port = free_port();
     let Engine {
         dir,
@@ -425,7 +436,12 @@ async fn jobs_pending_at_a_kill_9_are_all_delivered_after_a_restart() {
         mut child,
         http_port,
         ..
-    } = Engine::start(receiver_port);
+    } = Engine::start_retrying(
+        receiver_port,
+        r#"{ max_retries = 1000, initial_backoff = "200ms", max_backoff = "1s" }"#,
+        "",
+        "",
+    );
     let client = http_client();
     const EVENTS: u64 = 3_000;
     for chunk in 0..(EVENTS / 500) {

@@ -78,6 +78,12 @@ impl StreamDecoder {
         std::mem::swap(&mut self.decoded, decoded);
     }
 
+    /// Sets the `%tightbeam.*` fields of the events decoded from now on (a message
+    /// transport's per-message metadata: routing key, subject, headers).
+    pub fn set_fields(&mut self, fields: Option<Arc<ObjectMap>>) {
+        self.fields = fields;
+    }
+
     /// Events decoded on this stream so far.
     pub fn events_decoded(&self) -> u64 {
         self.next_seq

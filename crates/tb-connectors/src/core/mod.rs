@@ -22,6 +22,7 @@ mod status;
 mod stream_server;
 mod streams;
 mod tasks;
+mod template;
 mod tls;
 mod traits;
 
@@ -50,5 +51,6 @@ pub use status::{ComponentStatus, StatusCell, StatusRecord};
 pub use stream_server::{StreamServer, bind, serve_router};
 pub use streams::{LAG_GRACE, StreamWriters, fail_outgoing};
 pub use tasks::{OwnedTask, spawn_owned};
+pub use template::FieldTemplate;
 pub use tls::http_client_builder;
 pub use traits::{Connector, ConnectorBuilder, Roles, RunningConnector, StartFuture};

@@ -1,0 +1,393 @@
+//! The `amqp` connector against the real RabbitMQ on 127.0.0.1:5672 (guest/guest): messages
+//! from a queue through a pipeline to an exchange, each confirmed to the broker only after
+//! the broker confirmed its result; a message the pipeline rejects goes to the queue's
+//! dead-letter exchange, once, instead of coming back forever.
+//!
+//! Skipped with the reason when RabbitMQ is unreachable, unless
+//! `TIGHTBEAM_REQUIRE_SERVICES=1`: then it fails.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+
+const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// Held by each test: one of them stops the broker, which the others must not see.
+static BROKER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A connection of the test's own, or `None` (the reason printed) when RabbitMQ is down and
+/// services are not required.
+async fn broker() -> Option<Connection> {
+    match Connection::connect(URL, ConnectionProperties::default()).await {
+        Ok(connection) => Some(connection),
+        Err(error) => {
+            assert!(
+                std::env::var("TIGHTBEAM_REQUIRE_SERVICES").as_deref() != Ok("1"),
+                "RabbitMQ at 127.0.0.1:5672 is required (TIGHTBEAM_REQUIRE_SERVICES=1): {error}"
+            );
+            println!("skipping: RabbitMQ at 127.0.0.1:5672 is unreachable: {error}");
+            None
+        }
+    }
+}
+
+/// Names no other test run uses.
+fn unique(prefix: &str) -> String {
+    format!("{prefix}_{}_{}", std::process::id(), free_port())
+}
+
+async fn publish_all(channel: &lapin::Channel, queue: &str, bodies: &[String]) {
+    publish_with(channel, queue, bodies, BasicProperties::default()).await;
+}
+
+async fn publish_with(
+    channel: &lapin::Channel,
+    queue: &str,
+    bodies: &[String],
+    properties: BasicProperties,
+) {
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirm_select");
+    for body in bodies {
+        channel
+            .basic_publish(
+                "".into(),
+                queue.into(),
+                BasicPublishOptions::default(),
+                body.as_bytes(),
+                properties.clone(),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirmed");
+    }
+}
+
+/// Takes `count` messages from `queue` (acking them), as JSON with their routing keys.
+async fn take(
+    channel: &lapin::Channel,
+    queue: &str,
+    count: usize,
+) -> Vec<(String, serde_json::Value)> {
+    let mut consumer = channel
+        .basic_consume(
+            queue.into(),
+            unique("test").as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    let mut taken = Vec::with_capacity(count);
+    while taken.len() < count {
+        let delivery = tokio::time::timeout(LIMIT, consumer.next())
+            .await
+            .unwrap_or_else(|_| panic!("{} of {count} messages in {queue} in time", taken.len()))
+            .expect("a delivery")
+            .expect("no error");
+        let body: serde_json::Value = serde_json::from_slice(&delivery.data).expect("JSON");
+        taken.push((delivery.routing_key.to_string(), body));
+        delivery
+            .acker
+            .ack(BasicAckOptions::default())
+            .await
+            .expect("ack");
+    }
+    taken
+}
+
+/// Deletes a test's queues and exchanges.
+async fn clean_up(channel: &lapin::Channel, queues: &[&str], exchanges: &[&str]) {
+    for queue in queues {
+        let _ = channel
+            .queue_delete(
+                (*queue).into(),
+                lapin::options::QueueDeleteOptions::default(),
+            )
+            .await;
+    }
+    for exchange in exchanges {
+        let _ = channel
+            .exchange_delete(
+                (*exchange).into(),
+                lapin::options::ExchangeDeleteOptions::default(),
+            )
+            .await;
+    }
+}
+
+async fn ready_messages(channel: &lapin::Channel, queue: &str) -> u32 {
+    channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("passive declare")
+        .message_count()
+}
+
+/// 1,000 messages through a pipeline: each reaches the output exchange with its routing key
+/// made from the event and the source's routing key readable in VRL, and the input queue is
+/// empty once the engine has stopped (every message was acked, none left to come again).
+/// A message the pipeline fails on is rejected to the dead-letter exchange, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_flow_queue_to_exchange_and_a_rejected_one_is_dead_lettered() {
+    let _alone = BROKER.lock().await;
+    let Some(connection) = broker().await else {
+        return;
+    };
+    let channel = connection.create_channel().await.expect("channel");
+    let (input, output, exchange, dead, dead_exchange) = (
+        unique("tb_in"),
+        unique("tb_out"),
+        unique("tb_x"),
+        unique("tb_dead"),
+        unique("tb_dlx"),
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let api_port = free_port();
+    let config = format!(
+        r#"[api]
+address = "127.0.0.1:{api_port}"
+
+[connectors.rabbit_in]
+kind = "amqp"
+url = "{URL}"
+queue = "{input}"
+prefetch = 200
+declare.exchanges = [{{ name = "{dead_exchange}", kind = "fanout", durable = false }}]
+declare.queues = [
+  {{ name = "{input}", durable = false, dead_letter_exchange = "{dead_exchange}" }},
+  {{ name = "{dead}", durable = false }},
+]
+declare.bindings = [{{ queue = "{dead}", exchange = "{dead_exchange}" }}]
+
+[pipelines.tag]
+inputs = ["rabbit_in"]
+steps = [{{ kind = "transform", source = '''
+.n = to_int!(.n)
+.processed = true
+.came_by = %tightbeam.routing_key
+''' }}]
+
+[connectors.rabbit_out]
+kind = "amqp"
+url = "{URL}"
+inputs = ["tag"]
+exchange = "{exchange}"
+routing_key = "readings.{{{{ .kind }}}}"
+declare.exchanges = [{{ name = "{exchange}", kind = "topic", durable = false }}]
+declare.queues = [{{ name = "{output}", durable = false }}]
+declare.bindings = [{{ queue = "{output}", exchange = "{exchange}", routing_key = "readings.#" }}]
+"#
+    );
+    let path = write(dir.path(), "rabbit.toml", &config);
+    let mut child = start(dir.path(), &path);
+    wait_for_port(&mut child, api_port, LIMIT);
+    let client = http_client();
+    wait_until("rabbit_in consuming", LIMIT, || {
+        let client = client.clone();
+        async move {
+            let found = component(&client, api_port, "rabbit_in").await;
+            (found["status"] == "running").then_some(())
+        }
+    })
+    .await;
+
+    let kinds = ["temp", "humidity"];
+    let mut bodies: Vec<String> = (0..1_000)
+        .map(|n| format!(r#"{{"n":{n},"kind":"{}"}}"#, kinds[n % 2]))
+        .collect();
+    // The pipeline fails on this one (`n` is no integer); nothing reads its `_errors`, so the
+    // message is rejected.
+    bodies.insert(500, r#"{"n":"poison","kind":"temp"}"#.to_owned());
+    publish_all(&channel, &input, &bodies).await;
+
+    let taken = take(&channel, &output, 1_000).await;
+    let mut numbers: Vec<i64> = taken
+        .iter()
+        .map(|(routing_key, body)| {
+            assert_eq!(body["processed"], true, "{body}");
+            assert_eq!(body["came_by"], input.as_str(), "{body}");
+            assert_eq!(
+                *routing_key,
+                format!("readings.{}", body["kind"].as_str().unwrap_or(""))
+            );
+            body["n"].as_i64().expect("n")
+        })
+        .collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, (0..1_000).collect::<Vec<_>>(), "each message once");
+
+    let dead_letters = take(&channel, &dead, 1).await;
+    assert_eq!(dead_letters[0].1["n"], "poison");
+
+    stop_and_expect_drained(child, LIMIT);
+    assert_eq!(
+        ready_messages(&channel, &input).await,
+        0,
+        "every message was acked"
+    );
+    assert_eq!(
+        ready_messages(&channel, &dead).await,
+        0,
+        "dead-lettered once, not again"
+    );
+    assert_eq!(
+        ready_messages(&channel, &output).await,
+        0,
+        "no duplicates published"
+    );
+}
+
+/// `rabbitmqctl` with `args`; panics when it fails.
+fn rabbitmqctl(args: &[&str]) {
+    let output = std::process::Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .expect("rabbitmqctl");
+    assert!(
+        output.status.success(),
+        "rabbitmqctl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Starts the broker's application again when dropped, so a failed test leaves it running.
+struct RestartOnDrop;
+
+impl Drop for RestartOnDrop {
+    fn drop(&mut self) {
+        rabbitmqctl(&["start_app"]);
+    }
+}
+
+/// The broker stopped (`rabbitmqctl stop_app`) and started while the engine runs: both
+/// halves show `reconnecting` with the error meanwhile, come back by themselves, and every
+/// message (persistent, in durable queues) reaches the output, at least once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_broker_stopped_and_started_while_the_engine_runs_loses_nothing() {
+    let _alone = BROKER.lock().await;
+    if broker().await.is_none() {
+        return;
+    }
+    let (input, output) = (unique("tb_in"), unique("tb_out"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let api_port = free_port();
+    let config = format!(
+        r#"[api]
+address = "127.0.0.1:{api_port}"
+
+[connectors.rabbit_in]
+kind = "amqp"
+url = "{URL}"
+queue = "{input}"
+reconnect_max = "1s"
+declare.queues = [{{ name = "{input}" }}, {{ name = "{output}" }}]
+
+[connectors.rabbit_out]
+kind = "amqp"
+url = "{URL}"
+inputs = ["rabbit_in"]
+routing_key = "{output}"
+reconnect_max = "1s"
+"#
+    );
+    let path = write(dir.path(), "restart.toml", &config);
+    let mut child = start(dir.path(), &path);
+    wait_for_port(&mut child, api_port, LIMIT);
+    let client = http_client();
+    let status_of = |id: &'static str, wanted: &'static str| {
+        let client = client.clone();
+        move || {
+            let client = client.clone();
+            async move {
+                let found = component(&client, api_port, id).await;
+                (found["status"] == wanted).then_some(found)
+            }
+        }
+    };
+    wait_until(
+        "rabbit_in consuming",
+        LIMIT,
+        status_of("rabbit_in", "running"),
+    )
+    .await;
+    let persistent = BasicProperties::default().with_delivery_mode(2);
+    let first: Vec<String> = (0..500).map(|n| format!(r#"{{"n":{n}}}"#)).collect();
+    let second: Vec<String> = (500..1_000).map(|n| format!(r#"{{"n":{n}}}"#)).collect();
+    {
+        let connection = broker().await.expect("broker");
+        let channel = connection.create_channel().await.expect("channel");
+        publish_with(&channel, &input, &first, persistent.clone()).await;
+        wait_until("the first 500 at the output", LIMIT, || {
+            let channel = channel.clone();
+            let output = output.clone();
+            async move { (ready_messages(&channel, &output).await >= 500).then_some(()) }
+        })
+        .await;
+    }
+
+    let restarted = std::time::Instant::now();
+    rabbitmqctl(&["stop_app"]);
+    let restart = RestartOnDrop;
+    let away = wait_until(
+        "rabbit_in reconnecting",
+        LIMIT,
+        status_of("rabbit_in", "reconnecting"),
+    )
+    .await;
+    assert!(
+        away["last_error"]
+            .as_str()
+            .is_some_and(|error| !error.contains("guest:guest")),
+        "the error is shown, the password is not: {away}"
+    );
+    drop(restart);
+    wait_until("rabbit_in back", LIMIT, status_of("rabbit_in", "running")).await;
+    println!(
+        "broker stopped and started: the engine consumed again {:.1} s after the stop",
+        restarted.elapsed().as_secs_f64()
+    );
+
+    let connection = broker().await.expect("broker is back");
+    let channel = connection.create_channel().await.expect("channel");
+    publish_with(&channel, &input, &second, persistent).await;
+    let taken = take(&channel, &output, 1_000).await;
+    let distinct: std::collections::BTreeSet<i64> = taken
+        .iter()
+        .filter_map(|(_, body)| body["n"].as_i64())
+        .collect();
+    stop_and_expect_drained(child, LIMIT);
+    let duplicates = ready_messages(&channel, &output).await;
+    println!(
+        "{} distinct of 1,000 delivered, {} duplicates",
+        distinct.len(),
+        taken.len() - distinct.len() + duplicates as usize
+    );
+    assert_eq!(distinct.len(), 1_000, "nothing lost");
+    assert_eq!(
+        ready_messages(&channel, &input).await,
+        0,
+        "every message was acked"
+    );
+    clean_up(&channel, &[&input, &output], &[]).await;
+}
