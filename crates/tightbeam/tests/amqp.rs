@@ -41,9 +41,24 @@ async fn broker() -> Option<Connection> {
     }
 }
 
-/// Names no other test run uses.
+/// Names no other test (of this run or another) uses: a free port alone may come twice, and
+/// a queue shared with an earlier test would lose messages to that test's consumer.
 fn unique(prefix: &str) -> String {
-    format!("{prefix}_{}_{}", std::process::id(), free_port())
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|since| since.as_nanos())
+        .unwrap_or_default();
+    let next = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{prefix}_{}_{nanos}_{next}", std::process::id())
+}
+
+/// Stops a consumer of the test's own, so it takes nothing more.
+async fn cancel(channel: &lapin::Channel, tag: &str) {
+    channel
+        .basic_cancel(tag.into(), lapin::options::BasicCancelOptions::default())
+        .await
+        .expect("cancel the consumer");
 }
 
 async fn publish_all(channel: &lapin::Channel, queue: &str, bodies: &[String]) {
@@ -78,14 +93,17 @@ async fn publish_with(
 
 /// Takes `count` messages from `queue` (acking them), as JSON with their routing keys.
 async fn take(
-    channel: &lapin::Channel,
+    connection: &Connection,
     queue: &str,
     count: usize,
 ) -> Vec<(String, serde_json::Value)> {
+    // A channel of its own: consuming shares nothing with the test's publishing.
+    let channel = &connection.create_channel().await.expect("channel");
+    let tag = unique("test");
     let mut consumer = channel
         .basic_consume(
             queue.into(),
-            unique("test").as_str().into(),
+            tag.as_str().into(),
             BasicConsumeOptions::default(),
             FieldTable::default(),
         )
@@ -106,6 +124,7 @@ async fn take(
             .await
             .expect("ack");
     }
+    cancel(channel, &tag).await;
     taken
 }
 
@@ -127,6 +146,29 @@ async fn clean_up(channel: &lapin::Channel, queues: &[&str], exchanges: &[&str])
             )
             .await;
     }
+}
+
+/// Waits until `queue` exists: the engine declares it once connected, which may be after
+/// its status reads `running` (a message published to a queue not yet declared is dropped
+/// by the broker, and would look lost).
+async fn wait_for_queue(connection: &Connection, queue: &str) {
+    wait_until(&format!("queue {queue} declared"), LIMIT, || async {
+        // A failed passive declare closes its channel: a fresh one each time.
+        let channel = connection.create_channel().await.ok()?;
+        channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .ok()
+            .map(drop)
+    })
+    .await;
 }
 
 async fn ready_messages(channel: &lapin::Channel, queue: &str) -> u32 {
@@ -219,9 +261,10 @@ declare.bindings = [{{ queue = "{output}", exchange = "{exchange}", routing_key 
     // The pipeline fails on this one (`n` is no integer); nothing reads its `_errors`, so the
     // message is rejected.
     bodies.insert(500, r#"{"n":"poison","kind":"temp"}"#.to_owned());
+    wait_for_queue(&connection, &input).await;
     publish_all(&channel, &input, &bodies).await;
 
-    let taken = take(&channel, &output, 1_000).await;
+    let taken = take(&connection, &output, 1_000).await;
     let mut numbers: Vec<i64> = taken
         .iter()
         .map(|(routing_key, body)| {
@@ -237,7 +280,7 @@ declare.bindings = [{{ queue = "{output}", exchange = "{exchange}", routing_key 
     numbers.sort_unstable();
     assert_eq!(numbers, (0..1_000).collect::<Vec<_>>(), "each message once");
 
-    let dead_letters = take(&channel, &dead, 1).await;
+    let dead_letters = take(&connection, &dead, 1).await;
     assert_eq!(dead_letters[0].1["n"], "poison");
 
     stop_and_expect_drained(child, LIMIT);
@@ -337,6 +380,7 @@ reconnect_max = "1s"
     {
         let connection = broker().await.expect("broker");
         let channel = connection.create_channel().await.expect("channel");
+        wait_for_queue(&connection, &input).await;
         publish_with(&channel, &input, &first, persistent.clone()).await;
         wait_until("the first 500 at the output", LIMIT, || {
             let channel = channel.clone();
@@ -370,8 +414,9 @@ reconnect_max = "1s"
 
     let connection = broker().await.expect("broker is back");
     let channel = connection.create_channel().await.expect("channel");
+    wait_for_queue(&connection, &input).await;
     publish_with(&channel, &input, &second, persistent).await;
-    let taken = take(&channel, &output, 1_000).await;
+    let taken = take(&connection, &output, 1_000).await;
     let distinct: std::collections::BTreeSet<i64> = taken
         .iter()
         .filter_map(|(_, body)| body["n"].as_i64())
@@ -388,6 +433,186 @@ reconnect_max = "1s"
         ready_messages(&channel, &input).await,
         0,
         "every message was acked"
+    );
+    clean_up(&channel, &[&input, &output], &[]).await;
+}
+
+/// Takes messages from `queue` (acking them) until `expected` distinct `n` have come, or
+/// fails after `LIMIT`; returns how many came in all (duplicates included).
+async fn take_distinct(connection: &Connection, queue: &str, expected: usize) -> usize {
+    let channel = &connection.create_channel().await.expect("channel");
+    let tag = unique("test");
+    let mut consumer = channel
+        .basic_consume(
+            queue.into(),
+            tag.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    let mut distinct = std::collections::BTreeSet::new();
+    let mut total = 0;
+    while distinct.len() < expected {
+        let delivery = tokio::time::timeout(LIMIT, consumer.next())
+            .await
+            .unwrap_or_else(|_| panic!("{} of {expected} in {queue} in time", distinct.len()))
+            .expect("a delivery")
+            .expect("no error");
+        let body: serde_json::Value = serde_json::from_slice(&delivery.data).expect("JSON");
+        distinct.insert(body["n"].as_i64().expect("n"));
+        total += 1;
+        delivery
+            .acker
+            .ack(BasicAckOptions::default())
+            .await
+            .expect("ack");
+    }
+    cancel(channel, &tag).await;
+    total
+}
+
+/// A config moving `input` to `output` through a pipeline, with the API on `api_port`.
+fn relay_config(api_port: u16, input: &str, output: &str) -> String {
+    format!(
+        r#"[api]
+address = "127.0.0.1:{api_port}"
+
+[connectors.rabbit_in]
+kind = "amqp"
+url = "{URL}"
+queue = "{input}"
+prefetch = 500
+declare.queues = [{{ name = "{input}" }}, {{ name = "{output}" }}]
+
+[pipelines.mark]
+inputs = ["rabbit_in"]
+steps = [{{ kind = "transform", source = ".relayed = true" }}]
+
+[connectors.rabbit_out]
+kind = "amqp"
+url = "{URL}"
+inputs = ["mark"]
+routing_key = "{output}"
+"#
+    )
+}
+
+/// kill -9 of the engine in the middle of 10,000 messages, then a restart: every message
+/// reaches the output (at least once; the duplicates are counted and printed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_9_in_the_middle_of_10000_messages_loses_none() {
+    let _alone = BROKER.lock().await;
+    let Some(connection) = broker().await else {
+        return;
+    };
+    let channel = connection.create_channel().await.expect("channel");
+    let (input, output) = (unique("tb_in"), unique("tb_out"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let api_port = free_port();
+    let path = write(
+        dir.path(),
+        "relay.toml",
+        &relay_config(api_port, &input, &output),
+    );
+    let mut child = start(dir.path(), &path);
+    wait_for_port(&mut child, api_port, LIMIT);
+    const COUNT: usize = 10_000;
+    let bodies: Vec<String> = (0..COUNT).map(|n| format!(r#"{{"n":{n}}}"#)).collect();
+    wait_for_queue(&connection, &input).await;
+    publish_with(
+        &channel,
+        &input,
+        &bodies,
+        BasicProperties::default().with_delivery_mode(2),
+    )
+    .await;
+    wait_until("some messages relayed", LIMIT, || {
+        let channel = channel.clone();
+        let output = output.clone();
+        async move { (ready_messages(&channel, &output).await >= 1_000).then_some(()) }
+    })
+    .await;
+    child.kill().expect("kill -9");
+    child.wait().expect("reap");
+    let relayed_at_kill = ready_messages(&channel, &output).await;
+
+    let started = std::time::Instant::now();
+    let mut child = start(dir.path(), &path);
+    wait_for_port(&mut child, api_port, LIMIT);
+    let total = take_distinct(&connection, &output, COUNT).await;
+    stop_and_expect_drained(child, LIMIT);
+    let late = ready_messages(&channel, &output).await as usize;
+    println!(
+        "kill -9 after {relayed_at_kill} of {COUNT} relayed: {COUNT} distinct at the output, {} duplicates, {:.1} s after the restart",
+        total + late - COUNT,
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        ready_messages(&channel, &input).await,
+        0,
+        "every message was acked"
+    );
+    clean_up(&channel, &[&input, &output], &[]).await;
+}
+
+/// Two engines on one queue share its messages: when nothing fails, each message is
+/// relayed once in all, and both engines took part.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_engines_on_one_queue_relay_each_message_once() {
+    let _alone = BROKER.lock().await;
+    let Some(connection) = broker().await else {
+        return;
+    };
+    let channel = connection.create_channel().await.expect("channel");
+    let (input, output) = (unique("tb_in"), unique("tb_out"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut engines = Vec::new();
+    for name in ["a", "b"] {
+        let api_port = free_port();
+        let folder = dir.path().join(name);
+        std::fs::create_dir_all(&folder).expect("folder");
+        let path = write(
+            &folder,
+            "relay.toml",
+            &relay_config(api_port, &input, &output),
+        );
+        let mut child = start(&folder, &path);
+        wait_for_port(&mut child, api_port, LIMIT);
+        engines.push((child, api_port));
+    }
+    let client = http_client();
+    for (_, api_port) in &engines {
+        let api_port = *api_port;
+        wait_until("both consuming", LIMIT, || {
+            let client = client.clone();
+            async move {
+                let found = component(&client, api_port, "rabbit_in").await;
+                (found["status"] == "running").then_some(())
+            }
+        })
+        .await;
+    }
+    const COUNT: usize = 4_000;
+    let bodies: Vec<String> = (0..COUNT).map(|n| format!(r#"{{"n":{n}}}"#)).collect();
+    wait_for_queue(&connection, &input).await;
+    publish_all(&channel, &input, &bodies).await;
+    let total = take_distinct(&connection, &output, COUNT).await;
+    let mut shares = Vec::new();
+    for (_, api_port) in &engines {
+        let found = component(&client, *api_port, "rabbit_in").await;
+        shares.push(found["metrics"]["recv"].as_u64().unwrap_or(0));
+    }
+    for (child, _) in engines {
+        stop_and_expect_drained(child, LIMIT);
+    }
+    let late = ready_messages(&channel, &output).await as usize;
+    println!("two engines on one queue: {shares:?} messages each, {total} relayed");
+    assert_eq!(total + late, COUNT, "each message once in all");
+    assert_eq!(shares.iter().sum::<u64>(), COUNT as u64, "{shares:?}");
+    assert!(
+        shares.iter().all(|share| *share > 0),
+        "both took part: {shares:?}"
     );
     clean_up(&channel, &[&input, &output], &[]).await;
 }
