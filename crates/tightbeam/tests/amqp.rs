@@ -91,13 +91,15 @@ async fn publish_with(
     }
 }
 
-/// Takes `count` messages from `queue` (acking them), as JSON with their routing keys.
-async fn take(
+/// Takes messages from `queue` on a channel of its own (so consuming shares nothing with
+/// the test's publishing), acking each, until `enough` says so; fails after `LIMIT`, saying
+/// what `progress` gives.
+async fn take_until(
     connection: &Connection,
     queue: &str,
-    count: usize,
-) -> Vec<(String, serde_json::Value)> {
-    // A channel of its own: consuming shares nothing with the test's publishing.
+    mut enough: impl FnMut(String, serde_json::Value) -> bool,
+    progress: impl Fn() -> String,
+) {
     let channel = &connection.create_channel().await.expect("channel");
     let tag = unique("test");
     let mut consumer = channel
@@ -109,23 +111,44 @@ async fn take(
         )
         .await
         .expect("consume");
-    let mut taken = Vec::with_capacity(count);
-    while taken.len() < count {
+    loop {
         let delivery = tokio::time::timeout(LIMIT, consumer.next())
             .await
-            .unwrap_or_else(|_| panic!("{} of {count} messages in {queue} in time", taken.len()))
+            .unwrap_or_else(|_| panic!("{} in {queue} in time", progress()))
             .expect("a delivery")
             .expect("no error");
         let body: serde_json::Value = serde_json::from_slice(&delivery.data).expect("JSON");
-        taken.push((delivery.routing_key.to_string(), body));
         delivery
             .acker
             .ack(BasicAckOptions::default())
             .await
             .expect("ack");
+        if enough(delivery.routing_key.to_string(), body) {
+            break;
+        }
     }
     cancel(channel, &tag).await;
-    taken
+}
+
+/// Takes `count` messages from `queue`, as JSON with their routing keys.
+async fn take(
+    connection: &Connection,
+    queue: &str,
+    count: usize,
+) -> Vec<(String, serde_json::Value)> {
+    let taken = std::cell::RefCell::new(Vec::with_capacity(count));
+    take_until(
+        connection,
+        queue,
+        |routing_key, body| {
+            let mut taken = taken.borrow_mut();
+            taken.push((routing_key, body));
+            taken.len() == count
+        },
+        || format!("{} of {count} messages", taken.borrow().len()),
+    )
+    .await;
+    taken.into_inner()
 }
 
 /// Deletes a test's queues and exchanges.
@@ -437,38 +460,23 @@ reconnect_max = "1s"
     clean_up(&channel, &[&input, &output], &[]).await;
 }
 
-/// Takes messages from `queue` (acking them) until `expected` distinct `n` have come, or
-/// fails after `LIMIT`; returns how many came in all (duplicates included).
+/// Takes messages from `queue` until `expected` distinct `n` have come; returns how many
+/// came in all (duplicates included).
 async fn take_distinct(connection: &Connection, queue: &str, expected: usize) -> usize {
-    let channel = &connection.create_channel().await.expect("channel");
-    let tag = unique("test");
-    let mut consumer = channel
-        .basic_consume(
-            queue.into(),
-            tag.as_str().into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("consume");
-    let mut distinct = std::collections::BTreeSet::new();
+    let distinct = std::cell::RefCell::new(std::collections::BTreeSet::new());
     let mut total = 0;
-    while distinct.len() < expected {
-        let delivery = tokio::time::timeout(LIMIT, consumer.next())
-            .await
-            .unwrap_or_else(|_| panic!("{} of {expected} in {queue} in time", distinct.len()))
-            .expect("a delivery")
-            .expect("no error");
-        let body: serde_json::Value = serde_json::from_slice(&delivery.data).expect("JSON");
-        distinct.insert(body["n"].as_i64().expect("n"));
-        total += 1;
-        delivery
-            .acker
-            .ack(BasicAckOptions::default())
-            .await
-            .expect("ack");
-    }
-    cancel(channel, &tag).await;
+    take_until(
+        connection,
+        queue,
+        |_, body| {
+            total += 1;
+            let mut distinct = distinct.borrow_mut();
+            distinct.insert(body["n"].as_i64().expect("n"));
+            distinct.len() == expected
+        },
+        || format!("{} of {expected} distinct", distinct.borrow().len()),
+    )
+    .await;
     total
 }
 
