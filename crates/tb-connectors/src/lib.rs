@@ -33,8 +33,11 @@ pub use crate::core::{
 
 /// Every connector kind this build knows, for the runtime to look up by `kind`.
 pub fn builtin_connectors() -> Vec<Box<dyn ConnectorBuilder>> {
-    #[allow(unused_mut, reason = "each optional kind pushes itself")]
+    // In the order of their names, as `validate` lists them; optional kinds in their place.
+    #[allow(unused_mut, reason = "the test-only kind pushes itself")]
     let mut builders: Vec<Box<dyn ConnectorBuilder>> = vec![
+        #[cfg(feature = "amqp")]
+        Box::new(amqp::AmqpBuilder),
         Box::new(blackhole::BlackholeBuilder),
         Box::new(file::FileBuilder),
         Box::new(generator::GeneratorBuilder),
@@ -47,8 +50,6 @@ pub fn builtin_connectors() -> Vec<Box<dyn ConnectorBuilder>> {
         Box::new(ws::WsClientBuilder),
         Box::new(ws::WsServerBuilder),
     ];
-    #[cfg(feature = "amqp")]
-    builders.push(Box::new(amqp::AmqpBuilder));
     #[cfg(feature = "chaos")]
     builders.push(Box::new(chaos::ChaosBuilder));
     builders
