@@ -178,23 +178,13 @@ async fn wait_for_queue(connection: &Connection, queue: &str) {
     wait_until(&format!("queue {queue} declared"), LIMIT, || async {
         // A failed passive declare closes its channel: a fresh one each time.
         let channel = connection.create_channel().await.ok()?;
-        channel
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .ok()
-            .map(drop)
+        passive_declare(&channel, queue).await.ok().map(drop)
     })
     .await;
 }
 
-async fn ready_messages(channel: &lapin::Channel, queue: &str) -> u32 {
+/// `queue` as the broker has it, without declaring it.
+async fn passive_declare(channel: &lapin::Channel, queue: &str) -> lapin::Result<lapin::Queue> {
     channel
         .queue_declare(
             queue.into(),
@@ -204,6 +194,11 @@ async fn ready_messages(channel: &lapin::Channel, queue: &str) -> u32 {
             },
             FieldTable::default(),
         )
+        .await
+}
+
+async fn ready_messages(channel: &lapin::Channel, queue: &str) -> u32 {
+    passive_declare(channel, queue)
         .await
         .expect("passive declare")
         .message_count()
