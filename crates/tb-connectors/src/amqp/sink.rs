@@ -2,20 +2,30 @@
 //! event is delivered once the broker confirms its message (publisher confirms), errored when
 //! the broker refuses it or the connection fails (its source sends it again), rejected when
 //! it cannot be sent as it is (no routing key in it, cannot be encoded, routed to no queue).
+//!
+//! Confirms are awaited while the next batches are published, up to [`MAX_IN_FLIGHT`]
+//! messages: waiting for each batch's confirms before sending the next would cost a round
+//! trip to the broker per batch.
 
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::{BasicProperties, Confirmation};
+use lapin::{BasicProperties, Confirmation, PublisherConfirm};
 use tb_codec::Encoder;
 use tb_event::{AckStatus, Event};
 
 use super::Broker;
 use crate::core::{Backoff, FieldTemplate, InputQueue, complete_events, connect_with_backoff};
 
+/// Messages published and not yet confirmed, at most.
+const MAX_IN_FLIGHT: usize = 4_096;
+
 /// Publishes what `input` brings until it closes.
 pub(super) async fn publish(broker: &Broker, routing_key: &FieldTemplate, mut input: InputQueue) {
     let config = &broker.config;
     let mut backoff = Backoff::new(config.reconnect_min, config.reconnect_max);
-    let mut session: Option<(lapin::Connection, lapin::Channel)> = None;
+    let mut session: Option<Session> = None;
+    let mut sessions_opened = 0u64;
     let mut encoder = Encoder::new(config.codec, &config.interceptors);
     let properties = if config.persistent {
         BasicProperties::default().with_delivery_mode(2)
@@ -23,7 +33,25 @@ pub(super) async fn publish(broker: &Broker, routing_key: &FieldTemplate, mut in
         BasicProperties::default()
     }
     .with_content_type(encoder.content_type().into());
-    while let Some(batch) = input.recv().await {
+    let mut in_flight = FuturesUnordered::new();
+    loop {
+        let batch = tokio::select! {
+            biased;
+            Some(confirmed) = in_flight.next(), if !in_flight.is_empty() => {
+                let Confirmed { session: of_session, lost } = settle(broker, confirmed);
+                if let Some(error) = lost
+                    && session.as_ref().is_some_and(|session| session.number == of_session)
+                {
+                    session = None;
+                    report_lost(broker, &error);
+                }
+                continue;
+            }
+            batch = input.recv(), if in_flight.len() < MAX_IN_FLIGHT => match batch {
+                Some(batch) => batch,
+                None => break,
+            },
+        };
         broker.metrics.input.inc_by(batch.len() as u64);
         if session.is_none() {
             // While stopping, a broker that cannot be reached fails the batch back to its
@@ -37,9 +65,17 @@ pub(super) async fn publish(broker: &Broker, routing_key: &FieldTemplate, mut in
                 &broker.shown_url,
                 &broker.status,
             )
-            .await;
+            .await
+            .map(|(connection, channel)| {
+                sessions_opened += 1;
+                Session {
+                    connection,
+                    channel,
+                    number: sessions_opened,
+                }
+            });
         }
-        let Some((_, channel)) = &session else {
+        let Some(open) = &session else {
             complete_events(
                 batch,
                 AckStatus::Errored,
@@ -48,26 +84,39 @@ pub(super) async fn publish(broker: &Broker, routing_key: &FieldTemplate, mut in
             );
             continue;
         };
-        let sent = Publisher {
+        let number = open.number;
+        let (published, sent) = Publisher {
             broker,
-            channel,
+            session: open,
             routing_key,
             properties: &properties,
         }
         .send(batch, &mut encoder)
         .await;
+        in_flight.extend(
+            published
+                .into_iter()
+                .map(|(event, key, confirm)| awaited(event, key, number, confirm)),
+        );
         if let Err(error) = sent {
-            tracing::warn!(connector = %broker.id, url = %broker.shown_url, %error, "Lost the AMQP connection while publishing; its events are errored.");
-            broker.status.set_with_error(
-                crate::ComponentStatus::Reconnecting,
-                format!("lost the connection to {}: {error}", broker.shown_url),
-            );
+            report_lost(broker, &error);
             session = None;
         }
     }
-    if let Some((connection, _)) = session {
-        let _ = connection.close(200, "stopping".into()).await;
+    while let Some(confirmed) = in_flight.next().await {
+        settle(broker, confirmed);
     }
+    if let Some(session) = session {
+        let _ = session.connection.close(200, "stopping".into()).await;
+    }
+}
+
+fn report_lost(broker: &Broker, error: &str) {
+    tracing::warn!(connector = %broker.id, url = %broker.shown_url, %error, "Lost the AMQP connection while publishing; its events are errored.");
+    broker.status.set_with_error(
+        crate::ComponentStatus::Reconnecting,
+        format!("lost the connection to {}: {error}", broker.shown_url),
+    );
 }
 
 async fn open_publisher(broker: &Broker) -> Result<(lapin::Connection, lapin::Channel), String> {
@@ -79,19 +128,82 @@ async fn open_publisher(broker: &Broker) -> Result<(lapin::Connection, lapin::Ch
     Ok((connection, channel))
 }
 
+/// A connection with confirms on, numbered so a confirm that failed on an old one does not
+/// close its successor.
+struct Session {
+    connection: lapin::Connection,
+    channel: lapin::Channel,
+    number: u64,
+}
+
+/// A published message whose confirm arrived.
+struct Published {
+    event: Event,
+    routing_key: String,
+    session: u64,
+    confirmation: lapin::Result<Confirmation>,
+}
+
+/// What settling a confirm tells the publishing loop.
+struct Confirmed {
+    session: u64,
+    /// The connection failed.
+    lost: Option<String>,
+}
+
+/// Completes a published message's event by its confirm.
+fn settle(broker: &Broker, published: Published) -> Confirmed {
+    let Published {
+        event,
+        routing_key: key,
+        session,
+        confirmation,
+    } = published;
+    let mut lost = None;
+    let (status, reason) = match confirmation {
+        Ok(Confirmation::Ack(None) | Confirmation::NotRequested) => (AckStatus::Delivered, None),
+        Ok(Confirmation::Ack(Some(_returned))) => {
+            tracing::warn!(connector = %broker.id, exchange = %broker.config.exchange, routing_key = %key, "A message was routed to no queue; its event is rejected.");
+            (
+                AckStatus::Rejected,
+                Some(format!(
+                    "routed to no queue: exchange `{}`, routing key `{key}`",
+                    broker.config.exchange
+                )),
+            )
+        }
+        Ok(Confirmation::Nack(_)) => (
+            AckStatus::Errored,
+            Some("the broker refused the message (nack)".to_owned()),
+        ),
+        Err(error) => {
+            let error = crate::core::error_chain(&error);
+            lost = Some(error.clone());
+            (AckStatus::Errored, Some(error))
+        }
+    };
+    complete_events(vec![event], status, reason.map(Into::into), &broker.metrics);
+    Confirmed { session, lost }
+}
+
 struct Publisher<'a> {
     broker: &'a Broker,
-    channel: &'a lapin::Channel,
+    session: &'a Session,
     routing_key: &'a FieldTemplate,
     properties: &'a BasicProperties,
 }
 
 impl Publisher<'_> {
-    /// Publishes `batch` and completes each event by its confirm. `Err` when the connection
-    /// failed (every event not confirmed is errored).
-    async fn send(&self, batch: Vec<Event>, encoder: &mut Encoder) -> Result<(), String> {
+    /// Publishes `batch`, returning each published event with its routing key and the
+    /// confirm to wait for, and `Err` when the connection failed (the events not published
+    /// are errored).
+    async fn send(
+        &self,
+        batch: Vec<Event>,
+        encoder: &mut Encoder,
+    ) -> (Vec<(Event, String, PublisherConfirm)>, Result<(), String>) {
+        let mut published = Vec::with_capacity(batch.len());
         let metrics = &self.broker.metrics;
-        let mut confirms = Vec::with_capacity(batch.len());
         let mut body = Vec::new();
         let mut events = batch.into_iter();
         let mut lost = None;
@@ -127,6 +239,7 @@ impl Publisher<'_> {
                 ..BasicPublishOptions::default()
             };
             match self
+                .session
                 .channel
                 .basic_publish(
                     self.broker.config.exchange.as_str().into(),
@@ -137,40 +250,13 @@ impl Publisher<'_> {
                 )
                 .await
             {
-                Ok(confirm) => confirms.push((event, key, confirm)),
+                Ok(confirm) => published.push((event, key, confirm)),
                 Err(error) => {
                     lost = Some(crate::core::error_chain(&error));
                     complete_events(vec![event], AckStatus::Errored, None, metrics);
                     break;
                 }
             }
-        }
-        for (event, key, confirm) in confirms {
-            let (status, reason) = match confirm.await {
-                Ok(Confirmation::Ack(None) | Confirmation::NotRequested) => {
-                    (AckStatus::Delivered, None)
-                }
-                Ok(Confirmation::Ack(Some(_returned))) => {
-                    tracing::warn!(connector = %self.broker.id, exchange = %self.broker.config.exchange, routing_key = %key, "A message was routed to no queue; its event is rejected.");
-                    (
-                        AckStatus::Rejected,
-                        Some(format!(
-                            "routed to no queue: exchange `{}`, routing key `{key}`",
-                            self.broker.config.exchange
-                        )),
-                    )
-                }
-                Ok(Confirmation::Nack(_)) => (
-                    AckStatus::Errored,
-                    Some("the broker refused the message (nack)".to_owned()),
-                ),
-                Err(error) => {
-                    let error = crate::core::error_chain(&error);
-                    lost.get_or_insert(error.clone());
-                    (AckStatus::Errored, Some(error))
-                }
-            };
-            complete_events(vec![event], status, reason.map(Into::into), metrics);
         }
         let rest: Vec<Event> = events.collect();
         if !rest.is_empty() {
@@ -181,6 +267,20 @@ impl Publisher<'_> {
                 metrics,
             );
         }
-        lost.map_or(Ok(()), Err)
+        (published, lost.map_or(Ok(()), Err))
+    }
+}
+
+async fn awaited(
+    event: Event,
+    routing_key: String,
+    session: u64,
+    confirm: PublisherConfirm,
+) -> Published {
+    Published {
+        event,
+        routing_key,
+        session,
+        confirmation: confirm.await,
     }
 }

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
 };
@@ -13,9 +13,12 @@ use tb_event::{AckStatus, KeyString, ObjectMap, StreamId, Value};
 
 use super::Broker;
 use crate::core::{
-    Backoff, ChunkAck, IngestTarget, OutputSender, StreamDecoder, connect_with_backoff,
-    ingest_message,
+    Backoff, ChunkAck, IngestTarget, MessageAck, MessageIn, OutputSender, StreamDecoder,
+    connect_with_backoff, ingest_messages,
 };
+
+/// Messages already delivered that are decoded and sent on together, at most.
+const MAX_MESSAGES_PER_BATCH: usize = 512;
 
 /// Why a consuming session ended.
 enum End {
@@ -128,21 +131,25 @@ async fn run_session(
             }
             delivery = consumer.next() => match delivery {
                 Some(Ok(delivery)) => {
-                    if delivery.redelivered {
-                        target.metrics.redelivered.inc();
-                    }
-                    decoder.set_fields(Some(Arc::new(fields_of(&delivery))));
-                    match ingest_message(decoder, &delivery.data, target).await {
-                        Some(acknowledgement) => {
-                            let acker = delivery.acker;
-                            pending.push(async move { (acker, acknowledgement.await) });
-                        }
-                        // An empty body holds no event: nothing to wait for.
-                        None => {
-                            if let Err(error) = delivery.acker.ack(BasicAckOptions::default()).await {
-                                break End::Lost(crate::core::error_chain(&error));
+                    // What else has already arrived goes on with it, as one batch.
+                    let mut deliveries = vec![delivery];
+                    let mut failed = None;
+                    while deliveries.len() < MAX_MESSAGES_PER_BATCH {
+                        match consumer.next().now_or_never() {
+                            Some(Some(Ok(delivery))) => deliveries.push(delivery),
+                            Some(Some(Err(error))) => {
+                                failed = Some(crate::core::error_chain(&error));
+                                break;
                             }
+                            Some(None) | None => break,
                         }
+                    }
+                    match hand_on(deliveries, decoder, target).await {
+                        Ok(handed) => pending.extend(handed.into_iter().map(|(acker, ack)| async move { (acker, ack.wait().await) })),
+                        Err(error) => break End::Lost(error),
+                    }
+                    if let Some(error) = failed {
+                        break End::Lost(error);
                     }
                 }
                 Some(Err(error)) => break End::Lost(crate::core::error_chain(&error)),
@@ -159,6 +166,40 @@ async fn run_session(
         }
     }
     end
+}
+
+/// Decodes `deliveries` and sends their events on together; each message's confirmation
+/// is returned, to be awaited. A message that held no event is acked at once.
+async fn hand_on(
+    deliveries: Vec<lapin::message::Delivery>,
+    decoder: &mut StreamDecoder,
+    target: &IngestTarget<'_>,
+) -> Result<Vec<(lapin::Acker, MessageAck)>, String> {
+    let redelivered = deliveries
+        .iter()
+        .filter(|delivery| delivery.redelivered)
+        .count();
+    target.metrics.redelivered.inc_by(redelivered as u64);
+    let messages: Vec<MessageIn<'_>> = deliveries
+        .iter()
+        .map(|delivery| (&delivery.data[..], Some(Arc::new(fields_of(delivery)))))
+        .collect();
+    let acks = ingest_messages(decoder, &messages, target).await;
+    drop(messages);
+    let mut handed = Vec::with_capacity(acks.len());
+    for (delivery, ack) in deliveries.into_iter().zip(acks) {
+        let acker = delivery.acker;
+        match ack {
+            Some(ack) => handed.push((acker, ack)),
+            None => {
+                acker
+                    .ack(BasicAckOptions::default())
+                    .await
+                    .map_err(|error| crate::core::error_chain(&error))?;
+            }
+        }
+    }
+    Ok(handed)
 }
 
 /// Tells the broker how a message ended.

@@ -84,6 +84,11 @@ impl StreamDecoder {
         self.fields = fields;
     }
 
+    /// The `%tightbeam.*` fields events get now.
+    pub fn fields(&self) -> Option<Arc<ObjectMap>> {
+        self.fields.clone()
+    }
+
     /// Events decoded on this stream so far.
     pub fn events_decoded(&self) -> u64 {
         self.next_seq

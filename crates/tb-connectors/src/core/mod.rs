@@ -41,7 +41,10 @@ pub use ingest::{StreamDecoder, decode_error_event};
 pub use input::{InputBatch, InputQueue};
 pub use metrics::{ConnectorMetrics, latency_buckets};
 pub use positions::{PositionTracker, Ticket};
-pub use reader::{AtEnd, ChunkAck, IngestTarget, ingest_message, ingest_reader};
+pub use reader::{
+    AtEnd, ChunkAck, IngestTarget, MessageAck, MessageIn, ingest_message, ingest_messages,
+    ingest_reader,
+};
 pub use redact::{REDACTED, is_credential_name, redact_query, redact_url};
 pub use routing::{Foreign, ReplyStreams, route_replies};
 pub use sink::{

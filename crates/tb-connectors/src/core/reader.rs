@@ -205,18 +205,62 @@ pub async fn ingest_message(
     message: &[u8],
     target: &IngestTarget<'_>,
 ) -> Option<impl std::future::Future<Output = ChunkAck> + use<>> {
-    let (ack, receipt) = Acknowledgement::new_unit();
+    let fields = decoder.fields();
+    let mut acks = ingest_messages(decoder, &[(message, fields)], target).await;
+    acks.pop().flatten().map(MessageAck::wait)
+}
+
+/// One message of a batch given to [`ingest_messages`]: its body and the `%tightbeam`
+/// fields of its events.
+pub type MessageIn<'a> = (&'a [u8], Option<std::sync::Arc<tb_event::ObjectMap>>);
+
+/// The events of one message, handed on: wait for their acknowledgement.
+pub struct MessageAck {
+    handed: Handed,
+    events_through: u64,
+}
+
+impl MessageAck {
+    /// Resolves when the message's events are acknowledged.
+    pub async fn wait(self) -> ChunkAck {
+        wait_at(self.handed, 0, self.events_through).await
+    }
+}
+
+/// Decodes messages that arrived together (each self-contained, with its own
+/// acknowledgement) and hands all their events on in one batch, so a broker's burst costs
+/// one send downstream, not one per message. Returns, in order, each message's
+/// acknowledgement to wait for, or `None` for a message that held nothing.
+pub async fn ingest_messages(
+    decoder: &mut StreamDecoder,
+    messages: &[MessageIn<'_>],
+    target: &IngestTarget<'_>,
+) -> Vec<Option<MessageAck>> {
+    let mut acks = Vec::with_capacity(messages.len());
     let mut events = Vec::new();
+    let mut error_events = Vec::new();
     let mut failures = Vec::new();
-    decoder.decode(message, &ack, &mut events, &mut failures);
-    decoder.finish(&ack, &mut events, &mut failures);
-    let count = forward(decoder, ack, events, failures, target).await?;
-    let events_through = decoder.events_decoded();
-    Some(wait_at(
-        Handed::new(receipt, count, target.metrics),
-        0,
-        events_through,
-    ))
+    for (body, fields) in messages {
+        decoder.set_fields(fields.clone());
+        let (ack, receipt) = Acknowledgement::new_unit();
+        let before = events.len();
+        decoder.decode(body, &ack, &mut events, &mut failures);
+        decoder.finish(&ack, &mut events, &mut failures);
+        let count = (events.len() - before) as u64;
+        let held_something = count > 0 || !failures.is_empty();
+        error_events.extend(
+            failures.drain(..).map(|failure| {
+                decode_error_event(target.id, decoder.stream(), &failure, ack.clone())
+            }),
+        );
+        ack.complete(AckStatus::Delivered);
+        acks.push(held_something.then(|| MessageAck {
+            handed: Handed::new(receipt, count, target.metrics),
+            events_through: decoder.events_decoded(),
+        }));
+    }
+    send_decoded(events, error_events, target).await;
+    acks
 }
 
 /// Decodes one chunk (or the end of the stream when `chunk` is `None`), sends the events
@@ -255,12 +299,22 @@ pub(crate) async fn forward(
         .map(|failure| decode_error_event(target.id, decoder.stream(), failure, ack.clone()))
         .collect();
     ack.complete(AckStatus::Delivered);
+    let count = events.len() as u64;
+    send_decoded(events, error_events, target).await;
+    Some(count)
+}
+
+/// Counts and sends decoded events and error events on (each output only when it has
+/// something for it).
+async fn send_decoded(events: Vec<Event>, error_events: Vec<Event>, target: &IngestTarget<'_>) {
     target.metrics.received.inc_by(events.len() as u64);
     target.metrics.errors.inc_by(error_events.len() as u64);
     target.metrics.output.inc_by(events.len() as u64);
-    // A closed output fails the events, which the receipt reports; nothing to add here.
-    let _ = target.errors.send(error_events).await;
-    let count = events.len() as u64;
-    let _ = target.output.send(events).await;
-    Some(count)
+    // A closed output fails the events, which the receipts report; nothing to add here.
+    if !error_events.is_empty() {
+        let _ = target.errors.send(error_events).await;
+    }
+    if !events.is_empty() {
+        let _ = target.output.send(events).await;
+    }
 }
