@@ -21,6 +21,8 @@ pub mod file;
 pub mod generator;
 pub mod http_client;
 pub mod http_server;
+#[cfg(feature = "nats")]
+pub mod nats;
 pub mod stdio;
 pub mod tcp;
 pub mod ws;
@@ -43,6 +45,8 @@ pub fn builtin_connectors() -> Vec<Box<dyn ConnectorBuilder>> {
         Box::new(generator::GeneratorBuilder),
         Box::new(http_client::HttpClientBuilder),
         Box::new(http_server::HttpServerBuilder),
+        #[cfg(feature = "nats")]
+        Box::new(nats::NatsBuilder),
         Box::new(stdio::StdinBuilder),
         Box::new(stdio::StdoutBuilder),
         Box::new(tcp::TcpClientBuilder),

@@ -41,18 +41,6 @@ async fn broker() -> Option<Connection> {
     }
 }
 
-/// Names no other test (of this run or another) uses: a free port alone may come twice, and
-/// a queue shared with an earlier test would lose messages to that test's consumer.
-fn unique(prefix: &str) -> String {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|since| since.as_nanos())
-        .unwrap_or_default();
-    let next = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!("{prefix}_{}_{nanos}_{next}", std::process::id())
-}
-
 /// Stops a consumer of the test's own, so it takes nothing more.
 async fn cancel(channel: &lapin::Channel, tag: &str) {
     channel
@@ -262,15 +250,7 @@ declare.bindings = [{{ queue = "{output}", exchange = "{exchange}", routing_key 
     let path = write(dir.path(), "rabbit.toml", &config);
     let mut child = start(dir.path(), &path);
     wait_for_port(&mut child, api_port, LIMIT);
-    let client = http_client();
-    wait_until("rabbit_in consuming", LIMIT, || {
-        let client = client.clone();
-        async move {
-            let found = component(&client, api_port, "rabbit_in").await;
-            (found["status"] == "running").then_some(())
-        }
-    })
-    .await;
+    wait_for_status(&http_client(), api_port, "rabbit_in", "running", LIMIT).await;
 
     let kinds = ["temp", "humidity"];
     let mut bodies: Vec<String> = (0..1_000)
@@ -376,22 +356,7 @@ reconnect_max = "1s"
     let mut child = start(dir.path(), &path);
     wait_for_port(&mut child, api_port, LIMIT);
     let client = http_client();
-    let status_of = |id: &'static str, wanted: &'static str| {
-        let client = client.clone();
-        move || {
-            let client = client.clone();
-            async move {
-                let found = component(&client, api_port, id).await;
-                (found["status"] == wanted).then_some(found)
-            }
-        }
-    };
-    wait_until(
-        "rabbit_in consuming",
-        LIMIT,
-        status_of("rabbit_in", "running"),
-    )
-    .await;
+    wait_for_status(&client, api_port, "rabbit_in", "running", LIMIT).await;
     let persistent = BasicProperties::default().with_delivery_mode(2);
     let first: Vec<String> = (0..500).map(|n| format!(r#"{{"n":{n}}}"#)).collect();
     let second: Vec<String> = (500..1_000).map(|n| format!(r#"{{"n":{n}}}"#)).collect();
@@ -411,12 +376,7 @@ reconnect_max = "1s"
     let restarted = std::time::Instant::now();
     rabbitmqctl(&["stop_app"]);
     let restart = RestartOnDrop;
-    let away = wait_until(
-        "rabbit_in reconnecting",
-        LIMIT,
-        status_of("rabbit_in", "reconnecting"),
-    )
-    .await;
+    let away = wait_for_status(&client, api_port, "rabbit_in", "reconnecting", LIMIT).await;
     assert!(
         away["last_error"]
             .as_str()
@@ -424,7 +384,7 @@ reconnect_max = "1s"
         "the error is shown, the password is not: {away}"
     );
     drop(restart);
-    wait_until("rabbit_in back", LIMIT, status_of("rabbit_in", "running")).await;
+    wait_for_status(&client, api_port, "rabbit_in", "running", LIMIT).await;
     println!(
         "broker stopped and started: the engine consumed again {:.1} s after the stop",
         restarted.elapsed().as_secs_f64()
@@ -458,21 +418,15 @@ reconnect_max = "1s"
 /// Takes messages from `queue` until `expected` distinct `n` have come; returns how many
 /// came in all (duplicates included).
 async fn take_distinct(connection: &Connection, queue: &str, expected: usize) -> usize {
-    let distinct = std::cell::RefCell::new(std::collections::BTreeSet::new());
-    let mut total = 0;
+    let distinct = DistinctN::new(expected);
     take_until(
         connection,
         queue,
-        |_, body| {
-            total += 1;
-            let mut distinct = distinct.borrow_mut();
-            distinct.insert(body["n"].as_i64().expect("n"));
-            distinct.len() == expected
-        },
-        || format!("{} of {expected} distinct", distinct.borrow().len()),
+        |_, body| distinct.see(&body),
+        || distinct.progress(),
     )
     .await;
-    total
+    distinct.taken()
 }
 
 /// A config moving `input` to `output` through a pipeline, with the API on `api_port`.
@@ -586,15 +540,7 @@ async fn two_engines_on_one_queue_relay_each_message_once() {
     }
     let client = http_client();
     for (_, api_port) in &engines {
-        let api_port = *api_port;
-        wait_until("both consuming", LIMIT, || {
-            let client = client.clone();
-            async move {
-                let found = component(&client, api_port, "rabbit_in").await;
-                (found["status"] == "running").then_some(())
-            }
-        })
-        .await;
+        wait_for_status(&client, *api_port, "rabbit_in", "running", LIMIT).await;
     }
     const COUNT: usize = 4_000;
     let bodies: Vec<String> = (0..COUNT).map(|n| format!(r#"{{"n":{n}}}"#)).collect();

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
+use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use futures::{FutureExt, StreamExt};
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
 };
@@ -13,12 +13,9 @@ use tb_event::{AckStatus, KeyString, ObjectMap, StreamId, Value};
 
 use super::Broker;
 use crate::core::{
-    Backoff, ChunkAck, IngestTarget, MessageAck, MessageIn, OutputSender, StreamDecoder,
-    connect_with_backoff, ingest_messages,
+    Backoff, ChunkAck, IngestTarget, MAX_MESSAGES_PER_BATCH, MessageAck, MessageIn, OutputSender,
+    StreamDecoder, connect_with_backoff, ingest_messages, take_ready,
 };
-
-/// Messages already delivered that are decoded and sent on together, at most.
-const MAX_MESSAGES_PER_BATCH: usize = 512;
 
 /// Why a consuming session ended.
 enum End {
@@ -132,16 +129,15 @@ async fn run_session(
             delivery = consumer.next() => match delivery {
                 Some(Ok(delivery)) => {
                     // What else has already arrived goes on with it, as one batch.
-                    let mut deliveries = vec![delivery];
+                    let mut deliveries = Vec::new();
                     let mut failed = None;
-                    while deliveries.len() < MAX_MESSAGES_PER_BATCH {
-                        match consumer.next().now_or_never() {
-                            Some(Some(Ok(delivery))) => deliveries.push(delivery),
-                            Some(Some(Err(error))) => {
+                    for delivery in take_ready(&mut consumer, Ok(delivery), MAX_MESSAGES_PER_BATCH) {
+                        match delivery {
+                            Ok(delivery) => deliveries.push(delivery),
+                            Err(error) => {
                                 failed = Some(crate::core::error_chain(&error));
                                 break;
                             }
-                            Some(None) | None => break,
                         }
                     }
                     match hand_on(deliveries, decoder, target).await {

@@ -42,8 +42,8 @@ pub use input::{InputBatch, InputQueue};
 pub use metrics::{ConnectorMetrics, latency_buckets};
 pub use positions::{PositionTracker, Ticket};
 pub use reader::{
-    AtEnd, ChunkAck, IngestTarget, MessageAck, MessageIn, ingest_message, ingest_messages,
-    ingest_reader,
+    AtEnd, ChunkAck, IngestTarget, MAX_MESSAGES_PER_BATCH, MessageAck, MessageIn, ingest_message,
+    ingest_messages, ingest_reader, take_ready,
 };
 pub use redact::{REDACTED, is_credential_name, redact_query, redact_url};
 pub use routing::{Foreign, ReplyStreams, route_replies};

@@ -227,6 +227,27 @@ impl MessageAck {
     }
 }
 
+/// `first` and whatever else `messages` has ready right now, up to `max` in all: a burst a
+/// broker already delivered, to be ingested as one batch.
+pub fn take_ready<S: futures::Stream + Unpin>(
+    messages: &mut S,
+    first: S::Item,
+    max: usize,
+) -> Vec<S::Item> {
+    use futures::FutureExt;
+    let mut ready = vec![first];
+    while ready.len() < max {
+        match messages.next().now_or_never() {
+            Some(Some(message)) => ready.push(message),
+            Some(None) | None => break,
+        }
+    }
+    ready
+}
+
+/// Messages a broker source decodes and sends on together, at most.
+pub const MAX_MESSAGES_PER_BATCH: usize = 512;
+
 /// Decodes messages that arrived together (each self-contained, with its own
 /// acknowledgement) and hands all their events on in one batch, so a broker's burst costs
 /// one send downstream, not one per message. Returns, in order, each message's

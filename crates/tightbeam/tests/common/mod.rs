@@ -201,6 +201,22 @@ where
     }
 }
 
+/// Waits until component `id` of the engine whose API is on `api_port` shows `status`;
+/// returns what the API showed of it then.
+pub async fn wait_for_status(
+    client: &reqwest::Client,
+    api_port: u16,
+    id: &str,
+    status: &str,
+    limit: Duration,
+) -> serde_json::Value {
+    wait_until(&format!("{id} {status}"), limit, || async {
+        let found = component(client, api_port, id).await;
+        (found["status"] == status).then_some(found)
+    })
+    .await
+}
+
 /// Serves `app` on a free port of 127.0.0.1 (a peer the engine talks to) and returns the
 /// port; `port` 0 picks one.
 pub async fn serve_app(app: axum::Router, port: u16) -> u16 {
@@ -210,4 +226,51 @@ pub async fn serve_app(app: axum::Router, port: u16) -> u16 {
     let port = listener.local_addr().expect("addr").port();
     tokio::spawn(async move { axum::serve(listener, app).await });
     port
+}
+
+/// Names no other test (of this run or another) uses: a free port alone may come twice, and
+/// a queue or stream shared with an earlier test would lose messages to that test's consumer.
+pub fn unique(prefix: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|since| since.as_nanos())
+        .unwrap_or_default();
+    let next = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{prefix}_{}_{nanos}_{next}", std::process::id())
+}
+
+/// Counts the messages a test takes until it has seen `expected` distinct values of `n`.
+pub struct DistinctN {
+    seen: std::cell::RefCell<std::collections::BTreeSet<i64>>,
+    taken: std::cell::Cell<usize>,
+    expected: usize,
+}
+
+impl DistinctN {
+    pub fn new(expected: usize) -> Self {
+        Self {
+            seen: std::cell::RefCell::default(),
+            taken: std::cell::Cell::new(0),
+            expected,
+        }
+    }
+
+    /// Counts `body`; true once `expected` distinct values were seen.
+    pub fn see(&self, body: &serde_json::Value) -> bool {
+        self.taken.set(self.taken.get() + 1);
+        let mut seen = self.seen.borrow_mut();
+        seen.insert(body["n"].as_i64().expect("n"));
+        seen.len() == self.expected
+    }
+
+    /// How far it got, for a timeout's message.
+    pub fn progress(&self) -> String {
+        format!("{} of {} distinct", self.seen.borrow().len(), self.expected)
+    }
+
+    /// Messages taken, duplicates included.
+    pub fn taken(&self) -> usize {
+        self.taken.get()
+    }
 }
