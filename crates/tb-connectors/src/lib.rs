@@ -21,6 +21,8 @@ pub mod file;
 pub mod generator;
 pub mod http_client;
 pub mod http_server;
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
 #[cfg(feature = "nats")]
 pub mod nats;
 pub mod stdio;
@@ -45,6 +47,8 @@ pub fn builtin_connectors() -> Vec<Box<dyn ConnectorBuilder>> {
         Box::new(generator::GeneratorBuilder),
         Box::new(http_client::HttpClientBuilder),
         Box::new(http_server::HttpServerBuilder),
+        #[cfg(feature = "mqtt")]
+        Box::new(mqtt::MqttBuilder),
         #[cfg(feature = "nats")]
         Box::new(nats::NatsBuilder),
         Box::new(stdio::StdinBuilder),

@@ -19,7 +19,7 @@ use tb_event::ComponentId;
 
 use crate::core::{
     BuildError, Connector, ConnectorBuilder, ConnectorContext, FieldTemplate, Roles, StartFuture,
-    parse_config, redact_url,
+    parse_config, redact_url, start_running,
 };
 
 /// Builds AMQP connectors.
@@ -93,44 +93,41 @@ struct Amqp {
 
 impl Connector for Amqp {
     fn start(self: Box<Self>, context: ConnectorContext) -> StartFuture {
-        Box::pin(async move {
-            let running: crate::RunningConnector = Box::pin(async move {
-                let ConnectorContext {
-                    id,
-                    output,
-                    errors,
-                    input,
-                    intake,
-                    status,
-                    metrics,
-                    data_dir: _,
-                } = context;
-                let broker = Broker {
-                    id: id.clone(),
-                    shown_url: redact_url(&self.config.url),
-                    config: self.config.clone(),
-                    status,
-                    metrics,
-                    intake,
-                };
-                let consuming = async {
-                    match &self.config.queue {
-                        Some(queue) => source::consume(&broker, queue, &output, &errors).await,
-                        None => {
-                            output.finish();
-                            errors.finish();
-                        }
+        start_running(async move {
+            let ConnectorContext {
+                id,
+                output,
+                errors,
+                input,
+                intake,
+                status,
+                metrics,
+                data_dir: _,
+            } = context;
+            let broker = Broker {
+                id: id.clone(),
+                shown_url: redact_url(&self.config.url),
+                config: self.config.clone(),
+                status,
+                metrics,
+                intake,
+            };
+            let consuming = async {
+                match &self.config.queue {
+                    Some(queue) => source::consume(&broker, queue, &output, &errors).await,
+                    None => {
+                        output.finish();
+                        errors.finish();
                     }
-                };
-                let publishing = async {
-                    if let Some(input) = input {
-                        sink::publish(&broker, &self.routing_key, input).await;
-                    }
-                };
-                tokio::join!(consuming, publishing);
-                Ok(())
-            });
-            Ok(running)
+                }
+            };
+            let publishing = async {
+                if let Some(input) = input {
+                    sink::publish(&broker, &self.routing_key, input).await;
+                }
+            };
+            tokio::join!(consuming, publishing);
+            Ok(())
         })
     }
 }

@@ -55,5 +55,7 @@ pub use stream_server::{StreamServer, bind, serve_router};
 pub use streams::{LAG_GRACE, StreamWriters, fail_outgoing};
 pub use tasks::{OwnedTask, spawn_owned};
 pub use template::FieldTemplate;
-pub use tls::http_client_builder;
-pub use traits::{Connector, ConnectorBuilder, Roles, RunningConnector, StartFuture};
+pub use tls::{http_client_builder, rustls_client_config};
+pub use traits::{
+    Connector, ConnectorBuilder, Roles, RunningConnector, StartFuture, start_running,
+};

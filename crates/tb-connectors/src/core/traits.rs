@@ -17,6 +17,18 @@ pub type RunningConnector = Pin<Box<dyn Future<Output = Result<(), ConnectorErro
 pub type StartFuture =
     Pin<Box<dyn Future<Output = Result<RunningConnector, ConnectorError>> + Send>>;
 
+/// The start of a connector that acquires nothing before it runs (a broker client that
+/// connects, with backoff, as it runs): `run` is its run future.
+pub fn start_running<F>(run: F) -> StartFuture
+where
+    F: Future<Output = Result<(), ConnectorError>> + Send + 'static,
+{
+    Box::pin(async move {
+        let running: RunningConnector = Box::pin(run);
+        Ok(running)
+    })
+}
+
 /// Which way a connector kind moves events.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Roles {

@@ -24,7 +24,7 @@ use tb_event::ComponentId;
 
 use crate::core::{
     Backoff, BuildError, Connector, ConnectorBuilder, ConnectorContext, FieldTemplate, Roles,
-    StartFuture, connect_with_backoff, parse_config, redact_url,
+    StartFuture, connect_with_backoff, parse_config, redact_url, start_running,
 };
 
 /// Builds NATS connectors.
@@ -131,49 +131,46 @@ struct Nats {
 
 impl Connector for Nats {
     fn start(self: Box<Self>, context: ConnectorContext) -> StartFuture {
-        Box::pin(async move {
-            let running: crate::RunningConnector = Box::pin(async move {
-                let ConnectorContext {
-                    id,
-                    output,
-                    errors,
-                    input,
-                    intake,
-                    status,
-                    metrics,
-                    data_dir: _,
-                } = context;
-                let server = Server {
-                    id,
-                    shown_url: redact_url(&self.config.url),
-                    config: self.config,
-                    consumer: self.consumer,
-                    status,
-                    metrics,
-                    intake,
-                };
-                let Some(client) = server.connect().await else {
-                    // Stopped before the server could be reached: nothing was taken.
-                    output.finish();
-                    errors.finish();
-                    if let Some(input) = input {
-                        sink::fail_unreachable(&server, input).await;
-                    }
-                    return Ok(());
-                };
-                let receiving = source::receive(&server, &client, &output, &errors);
-                let publishing = async {
-                    if let Some(input) = input {
-                        sink::publish(&server, &client, &self.publish_subject, input).await;
-                    }
-                };
-                tokio::join!(receiving, publishing);
-                // Acknowledgements and publishes still buffered reach the server first.
-                let _ = client.flush().await;
-                let _ = client.drain().await;
-                Ok(())
-            });
-            Ok(running)
+        start_running(async move {
+            let ConnectorContext {
+                id,
+                output,
+                errors,
+                input,
+                intake,
+                status,
+                metrics,
+                data_dir: _,
+            } = context;
+            let server = Server {
+                id,
+                shown_url: redact_url(&self.config.url),
+                config: self.config,
+                consumer: self.consumer,
+                status,
+                metrics,
+                intake,
+            };
+            let Some(client) = server.connect().await else {
+                // Stopped before the server could be reached: nothing was taken.
+                output.finish();
+                errors.finish();
+                if let Some(input) = input {
+                    sink::fail_unreachable(&server, input).await;
+                }
+                return Ok(());
+            };
+            let receiving = source::receive(&server, &client, &output, &errors);
+            let publishing = async {
+                if let Some(input) = input {
+                    sink::publish(&server, &client, &self.publish_subject, input).await;
+                }
+            };
+            tokio::join!(receiving, publishing);
+            // Acknowledgements and publishes still buffered reach the server first.
+            let _ = client.flush().await;
+            let _ = client.drain().await;
+            Ok(())
         })
     }
 }

@@ -269,6 +269,11 @@ impl DistinctN {
         format!("{} of {} distinct", self.seen.borrow().len(), self.expected)
     }
 
+    /// Distinct values seen so far.
+    pub fn distinct(&self) -> usize {
+        self.seen.borrow().len()
+    }
+
     /// Messages taken, duplicates included.
     pub fn taken(&self) -> usize {
         self.taken.get()
