@@ -207,11 +207,7 @@ async fn relay(
             }
         }
     }
-    let seconds = started.map_or(0.0, |started| started.elapsed().as_secs_f64());
-    println!(
-        "relayed {count} messages in {seconds:.2} s: {:.0} messages/s",
-        count as f64 / seconds
-    );
+    tb_loadgen::print_relayed(count, started);
     Ok(())
 }
 
@@ -235,7 +231,5 @@ async fn drain(connection: &Connection, queue: &str, count: usize) -> Result<()>
         delivery?.acker.ack(BasicAckOptions::default()).await?;
         taken += 1;
     }
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
-    println!("drained {count} messages; last at {} us", now.as_micros());
-    Ok(())
+    tb_loadgen::print_drained(count)
 }

@@ -124,9 +124,11 @@ pub async fn serve_halves(
         Some(WriteEnd::InputClosed) => ended(SessionEnd::Done, true, false),
         Some(WriteEnd::Broken) => ended(SessionEnd::Broken, false, false),
         None if context.intake.is_cancelled() => {
-            let end = match (has_input, writing.await) {
-                (true, WriteEnd::Broken) => SessionEnd::Broken,
-                _ => SessionEnd::Done,
+            // With no input, `writing` never ends: waiting for it held the drain for the
+            // whole grace period when intake stopped during a session (a CI run caught it).
+            let end = match has_input && matches!(writing.await, WriteEnd::Broken) {
+                true => SessionEnd::Broken,
+                false => SessionEnd::Done,
             };
             ended(end, false, true)
         }
