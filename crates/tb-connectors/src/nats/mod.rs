@@ -320,6 +320,10 @@ fn report(
                 format!("lost the connection to {shown_url}"),
             );
         }
+        // The client's own stop, at shutdown.
+        async_nats::Event::Draining | async_nats::Event::Closed => {
+            tracing::debug!(connector = %id, url = %shown_url, %event, "NATS client event.");
+        }
         other => {
             tracing::warn!(connector = %id, url = %shown_url, event = %other, "NATS client event.")
         }
