@@ -86,7 +86,7 @@ async fn run_session(
             biased;
             () = target.intake.cancelled() => break End::Stopped,
             Some((publish, acknowledged)) = pending.next(), if !pending.is_empty() => {
-                if let Err(error) = acknowledge(&client, publish, acknowledged).await {
+                if let Err(error) = acknowledge(&mut eventloop, publish, acknowledged).await {
                     break End::Lost(error);
                 }
             }
@@ -129,7 +129,7 @@ async fn finish(
     while !pending.is_empty() {
         tokio::select! {
             Some((publish, status)) = pending.next() => {
-                if let Err(error) = acknowledge(&client, publish, status).await {
+                if let Err(error) = acknowledge(&mut eventloop, publish, status).await {
                     return End::Lost(error);
                 }
             }
@@ -157,8 +157,13 @@ async fn finish(
 
 /// Sends a message's PUBACK by its events' outcome: delivered or rejected acknowledge it;
 /// errored ends the session instead, so the broker delivers it again.
+///
+/// The PUBACK is written to the connection here, not queued through the client: rumqttc's
+/// event loop hands out the incoming messages it has buffered before it takes a queued
+/// request, so under a steady stream queued PUBACKs lagged by hundreds, and Mosquitto
+/// (2.0.11) went on sending until its queue for the client overflowed and dropped messages.
 async fn acknowledge(
-    client: &AsyncClient,
+    eventloop: &mut EventLoop,
     publish: Publish,
     status: AckStatus,
 ) -> Result<(), String> {
@@ -168,8 +173,20 @@ async fn acknowledge(
             publish.topic
         ));
     }
-    client
-        .ack(&publish)
+    if publish.qos == rumqttc::QoS::AtMostOnce {
+        return Ok(());
+    }
+    let network = eventloop
+        .network
+        .as_mut()
+        .ok_or_else(|| "the connection is gone".to_owned())?;
+    let written = async {
+        network
+            .write(Packet::PubAck(rumqttc::PubAck::new(publish.pkid)))
+            .await?;
+        network.flush().await
+    };
+    written
         .await
         .map_err(|error| crate::core::error_chain(&error))
 }
