@@ -51,7 +51,7 @@ pub(super) async fn receive(
 /// to confirm it (JetStream only).
 struct Received {
     payload: bytes::Bytes,
-    fields: ObjectMap,
+    fields: Arc<ObjectMap>,
     acker: Option<async_nats::jetstream::message::Acker>,
 }
 
@@ -85,7 +85,7 @@ async fn subscribe(
     };
     let messages = subscriber.map(|message| {
         Ok::<_, String>(Received {
-            fields: core_fields(&message),
+            fields: Arc::new(core_fields(&message)),
             payload: message.payload,
             acker: None,
         })
@@ -112,7 +112,7 @@ async fn consume(
         let consumer = server.consumer.as_str();
         let messages = messages.map(move |message| match message {
             Ok(message) => {
-                let fields = jetstream_fields(&message, stream, consumer);
+                let fields = Arc::new(jetstream_fields(&message, stream, consumer));
                 let (message, acker) = message.split();
                 Ok(Received {
                     payload: message.payload,
@@ -237,24 +237,14 @@ async fn hand_on(
         .filter(|message| message.fields.get("redelivered") == Some(&Value::Boolean(true)))
         .count();
     target.metrics.redelivered.inc_by(redelivered as u64);
-    let mut bodies = Vec::with_capacity(received.len());
-    let mut ackers = Vec::with_capacity(received.len());
-    for Received {
-        payload,
-        fields,
-        acker,
-    } in received
-    {
-        bodies.push((payload, Arc::new(fields)));
-        ackers.push(acker);
-    }
-    let messages: Vec<MessageIn<'_>> = bodies
+    let messages: Vec<MessageIn<'_>> = received
         .iter()
-        .map(|(payload, fields)| (&payload[..], Some(Arc::clone(fields))))
+        .map(|message| (&message.payload[..], Some(Arc::clone(&message.fields))))
         .collect();
     let acks = ingest_messages(decoder, &messages, target).await;
+    drop(messages);
     let mut handed = Vec::with_capacity(acks.len());
-    for (acker, ack) in ackers.into_iter().zip(acks) {
+    for (Received { acker, .. }, ack) in received.into_iter().zip(acks) {
         match ack {
             Some(ack) => handed.push((acker, ack)),
             None => {
