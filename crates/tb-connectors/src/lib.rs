@@ -21,10 +21,14 @@ pub mod file;
 pub mod generator;
 pub mod http_client;
 pub mod http_server;
+#[cfg(feature = "http_stream")]
+pub mod http_stream;
 #[cfg(feature = "mqtt")]
 pub mod mqtt;
 #[cfg(feature = "nats")]
 pub mod nats;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod stdio;
 pub mod tcp;
 pub mod ws;
@@ -47,10 +51,14 @@ pub fn builtin_connectors() -> Vec<Box<dyn ConnectorBuilder>> {
         Box::new(generator::GeneratorBuilder),
         Box::new(http_client::HttpClientBuilder),
         Box::new(http_server::HttpServerBuilder),
+        #[cfg(feature = "http_stream")]
+        Box::new(http_stream::HttpStreamBuilder),
         #[cfg(feature = "mqtt")]
         Box::new(mqtt::MqttBuilder),
         #[cfg(feature = "nats")]
         Box::new(nats::NatsBuilder),
+        #[cfg(feature = "redis")]
+        Box::new(redis::RedisBuilder),
         Box::new(stdio::StdinBuilder),
         Box::new(stdio::StdoutBuilder),
         Box::new(tcp::TcpClientBuilder),

@@ -8,6 +8,7 @@ mod context;
 pub mod defaults;
 mod errors;
 mod fanout;
+mod http_request;
 mod http_serve;
 mod ingest;
 mod input;
@@ -36,6 +37,7 @@ pub use errors::{
     BuildError, ConnectorError, check_bindable, error_chain, parse_config, validate_address,
 };
 pub use fanout::{FanoutControl, OutputSender, SendRejected, Subscription, Unconnected};
+pub use http_request::{header_map, http_url};
 pub use http_serve::serve_http;
 pub use ingest::{StreamDecoder, decode_error_event};
 pub use input::{InputBatch, InputQueue};
@@ -48,7 +50,8 @@ pub use reader::{
 pub use redact::{REDACTED, is_credential_name, redact_query, redact_url};
 pub use routing::{Foreign, ReplyStreams, route_replies};
 pub use sink::{
-    ByteStream, FrameWriter, complete_events, complete_written, encode_batch, write_batches,
+    ByteStream, FrameWriter, complete_events, complete_written, encode_batch, encode_message,
+    write_batches,
 };
 pub use status::{ComponentStatus, StatusCell, StatusRecord};
 pub use stream_server::{StreamServer, bind, serve_router};

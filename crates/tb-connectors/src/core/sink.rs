@@ -51,6 +51,17 @@ pub fn encode_batch(
     encoded
 }
 
+/// One event encoded as a message of its own (a broker message, a stream entry): the
+/// encoder is flushed after it. The error says why, for a rejection.
+pub fn encode_message(encoder: &mut Encoder, value: &tb_event::Value) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    encoder
+        .encode(value, &mut body)
+        .and_then(|()| encoder.flush(&mut body))
+        .map_err(|error| format!("cannot be encoded: {error}"))?;
+    Ok(body)
+}
+
 /// Completes written events as delivered, or errored (worth retrying) if the write failed.
 pub fn complete_written(events: Vec<Event>, written: bool, metrics: &ConnectorMetrics) {
     if written {

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::HeaderMap;
 use serde::Deserialize;
 use tb_codec::{CodecKind, InterceptorConfig};
 
@@ -83,29 +83,12 @@ pub(super) struct Prepared {
 impl HttpClientConfig {
     /// Checks the URL, method, headers and batch settings.
     pub(super) fn prepare(&self) -> Result<Prepared, BuildError> {
-        let url = reqwest::Url::parse(&self.url)
-            .ok()
-            .filter(|url| url.scheme() == "http" || url.scheme() == "https")
-            .ok_or_else(|| BuildError::at("url", "must be an http:// or https:// URL"))?;
+        let url = crate::core::http_url("url", &self.url)?;
         let method = reqwest::Method::from_bytes(self.method.to_ascii_uppercase().as_bytes())
             .map_err(|_| {
                 BuildError::at("method", format!("`{}` is not an HTTP method", self.method))
             })?;
-        let mut headers = HeaderMap::new();
-        for (name, value) in &self.headers {
-            let header_name = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| BuildError::at("headers", format!("`{name}` is not a header name")))?;
-            let mut header_value = HeaderValue::from_str(value).map_err(|_| {
-                BuildError::at(
-                    "headers",
-                    format!("the value of header `{name}` is not valid"),
-                )
-            })?;
-            if crate::core::is_credential_name(name) {
-                header_value.set_sensitive(true);
-            }
-            headers.insert(header_name, header_value);
-        }
+        let headers = crate::core::header_map(&self.headers)?;
         if self.body == BodyShape::Array && self.codec != CodecKind::Json {
             return Err(BuildError::at(
                 "body",

@@ -11,7 +11,7 @@ use tb_codec::Encoder;
 use tb_event::{AckStatus, Event as TbEvent};
 
 use super::{Broker, Session, SessionKind, qos_of};
-use crate::core::{Backoff, FieldTemplate, InputQueue, complete_events};
+use crate::core::{Backoff, FieldTemplate, InputQueue, complete_events, encode_message};
 
 /// Messages published and not yet acknowledged by the broker, at most.
 const MAX_IN_FLIGHT: usize = 1_024;
@@ -122,14 +122,7 @@ pub(super) async fn publish(broker: &Broker, topic: &FieldTemplate, mut input: I
             let message = topic
                 .render(&event.value)
                 .map_err(|reason| format!("no topic: {reason}"))
-                .and_then(|topic| {
-                    let mut body = Vec::new();
-                    encoder
-                        .encode(&event.value, &mut body)
-                        .and_then(|()| encoder.flush(&mut body))
-                        .map(|()| (topic, body))
-                        .map_err(|error| format!("cannot be encoded: {error}"))
-                });
+                .and_then(|topic| Ok((topic, encode_message(&mut encoder, &event.value)?)));
             let (topic, body) = match message {
                 Ok(message) => message,
                 Err(reason) => {

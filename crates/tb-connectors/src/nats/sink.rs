@@ -15,7 +15,7 @@ use tb_codec::Encoder;
 use tb_event::{AckStatus, Event};
 
 use super::Server;
-use crate::core::{FieldTemplate, InputQueue, complete_events};
+use crate::core::{FieldTemplate, InputQueue, complete_events, encode_message};
 
 /// JetStream messages published and not yet acknowledged, at most.
 const MAX_IN_FLIGHT: usize = 4_096;
@@ -135,16 +135,9 @@ fn message_of(
             Err(reason) => return Err(format!("no subject: {reason}")),
         },
     };
-    let mut body = Vec::new();
-    let encoded = encoder
-        .encode(&event.value, &mut body)
-        .and_then(|()| encoder.flush(&mut body));
-    if let Err(error) = encoded {
-        return Err(format!("cannot be encoded: {error}"));
-    }
     Ok(Outgoing {
         subject,
-        payload: Bytes::from(body),
+        payload: Bytes::from(encode_message(encoder, &event.value)?),
         core,
     })
 }
