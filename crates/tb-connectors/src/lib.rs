@@ -32,6 +32,8 @@ pub mod redis;
 pub mod stdio;
 pub mod tcp;
 pub mod ws;
+#[cfg(feature = "zmq")]
+pub mod zmq;
 
 pub use crate::core::{
     BuildError, ComponentStatus, Connector, ConnectorBuilder, ConnectorContext, ConnectorError,
@@ -65,6 +67,8 @@ pub fn builtin_connectors() -> Vec<Box<dyn ConnectorBuilder>> {
         Box::new(tcp::TcpServerBuilder),
         Box::new(ws::WsClientBuilder),
         Box::new(ws::WsServerBuilder),
+        #[cfg(feature = "zmq")]
+        Box::new(zmq::ZmqBuilder),
     ];
     #[cfg(feature = "chaos")]
     builders.push(Box::new(chaos::ChaosBuilder));

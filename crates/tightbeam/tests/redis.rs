@@ -18,6 +18,10 @@ use redis::streams::StreamRangeReply;
 const URL: &str = "redis://127.0.0.1:6379";
 const LIMIT: Duration = Duration::from_secs(60);
 
+/// Held by each test: one of them kills every other client's connection (`CLIENT KILL`),
+/// which the others' own connections must not meet.
+static SERVER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A connection of the test's own, or `None` (the reason printed) when Redis is down and
 /// services are not required.
 async fn server() -> Option<MultiplexedConnection> {
@@ -169,6 +173,7 @@ fn engine(folder: &std::path::Path, config: &str, api_port: u16) -> std::process
 
 /// One relay test's world: two streams of its own and a folder for engines.
 struct Relay {
+    _alone: tokio::sync::MutexGuard<'static, ()>,
     redis: MultiplexedConnection,
     input: String,
     output: String,
@@ -177,7 +182,9 @@ struct Relay {
 
 impl Relay {
     async fn new() -> Option<Self> {
+        let alone = SERVER.lock().await;
         Some(Self {
+            _alone: alone,
             redis: server().await?,
             input: unique("tb_in"),
             output: unique("tb_out"),
@@ -412,6 +419,7 @@ async fn two_engines_in_one_group_relay_each_entry_once() {
 /// each event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pubsub_messages_flow_channel_to_channel() {
+    let _alone = SERVER.lock().await;
     let Some(mut redis) = server().await else {
         return;
     };
