@@ -1,14 +1,16 @@
 """A streaming-HTTP feed for the `http_stream` tests: envelopes as NDJSON lines or
 server-sent events, with DATA, PING and SYNC, scripted per connection.
 
-    python3 stream_server.py PORT FORMAT TOTAL
+    python3 stream_server.py PORT FORMAT TOTAL [steady]
 
 `GET /stream` streams the messages n = start..TOTAL-1, where start is the marker the client
-resumes from (the `Last-Event-ID` header, else 0), a SYNC whose marker is the next n after
+resumes from (the `Last-Event-ID` header, else the last marker it POSTed to /sync, as a feed
+that saves its clients' places would, else 0), a SYNC whose marker is the next n after
 every 10 messages. The first connection goes silent after 50 messages (no PING: the client
 must notice and reconnect); the second drops the connection after 100; later ones send the
-rest and then PING every 0.5 s. `POST /sync` records a marker. `GET /state` tells what was
-recorded: the resume marker of each connection and the markers synced, in order.
+rest and then PING every 0.5 s. With `steady`, every connection sends the rest. `POST /sync`
+records a marker. `GET /state` tells what was recorded: the marker each connection resumed
+from and the markers synced, in order.
 """
 
 import json
@@ -18,6 +20,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 PORT, FORMAT, TOTAL = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+STEADY = len(sys.argv) > 4 and sys.argv[4] == "steady"
 STATE = {"connections": [], "synced": []}
 LOCK = threading.Lock()
 
@@ -56,6 +59,8 @@ class Feed(BaseHTTPRequestHandler):
             return
         resume = self.headers.get("Last-Event-ID")
         with LOCK:
+            if resume is None and STATE["synced"]:
+                resume = STATE["synced"][-1]
             STATE["connections"].append(resume)
             connection = len(STATE["connections"])
         start = int(resume[1:]) if resume else 0
@@ -64,7 +69,7 @@ class Feed(BaseHTTPRequestHandler):
         self.send_header("content-type", kind)
         self.send_header("connection", "close")
         self.end_headers()
-        stop = {1: 50, 2: 100}.get(connection, TOTAL)
+        stop = TOTAL if STEADY else {1: 50, 2: 100}.get(connection, TOTAL)
         try:
             self.send_envelope(envelope("PING"))
             for n in range(start, max(start, stop)):
@@ -73,9 +78,9 @@ class Feed(BaseHTTPRequestHandler):
                 if (n + 1) % 10 == 0:
                     marker = f"m{n + 1}"
                     self.send_envelope(envelope("SYNC", syncMarker=marker), event_id=marker)
-            if connection == 1:
+            if connection == 1 and not STEADY:
                 time.sleep(3600)  # silent: no PING
-            elif connection == 2:
+            elif connection == 2 and not STEADY:
                 return  # the connection drops
             while True:
                 time.sleep(0.5)
