@@ -95,6 +95,11 @@ reconnect_max = "500ms"
 kind = "file"
 path = "out.ndjson"
 inputs = ["feed"]
+
+[connectors.bad]
+kind = "file"
+path = "errors.ndjson"
+inputs = ["feed._errors"]
 "#
     )
 }
@@ -153,6 +158,19 @@ async fn relay_through_silence_and_a_dropped_connection(format: &str) {
         TOTAL,
         "no duplicates: each connection resumed where the last confirmed"
     );
+    // The third connection began with two envelopes that cannot be read.
+    let bad = json_lines(&dir.path().join("errors.ndjson"));
+    let reasons: Vec<&str> = bad
+        .iter()
+        .map(|line| line["error"]["message"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(bad.len(), 2, "{bad:?}");
+    assert!(reasons[0].contains("not JSON"), "{reasons:?}");
+    assert!(
+        reasons[1].contains("unknown envelope type `HELLO`"),
+        "{reasons:?}"
+    );
+    assert_eq!(bad[0]["raw"], "this is not JSON");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -226,8 +226,19 @@ async fn entries_flow_stream_to_stream_and_a_rejected_one_is_dead_lettered() {
     bodies.insert(500, r#"{"n":"poison","kind":"temp"}"#.to_owned());
     let (input, output) = (relay.input.clone(), relay.output.clone());
     append_all(&mut relay.redis, &input, &bodies).await;
-    let taken = wait_for_distinct(&mut relay.redis, &output, 1_000).await;
-    assert_eq!(taken, 1_000, "each entry once");
+    // An entry without the `data` field is taken whole: its fields as a JSON object.
+    let _: String = redis::cmd("XADD")
+        .arg(&input)
+        .arg("*")
+        .arg("n")
+        .arg("1000")
+        .arg("kind")
+        .arg("temp")
+        .query_async(&mut relay.redis)
+        .await
+        .expect("XADD");
+    let taken = wait_for_distinct(&mut relay.redis, &output, 1_001).await;
+    assert_eq!(taken, 1_001, "each entry once");
     for body in bodies_in(&mut relay.redis, &output).await {
         assert_eq!(body["relayed"], true, "{body}");
         assert_eq!(body["came_from"], input.as_str(), "{body}");
@@ -247,7 +258,7 @@ async fn entries_flow_stream_to_stream_and_a_rejected_one_is_dead_lettered() {
     // Past `claim_idle` (1 s): an entry left pending would be claimed and handled again.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let found = component(&http_client(), api_port, "redis_in").await;
-    assert_eq!(found["metrics"]["recv"], 1_001, "{found}");
+    assert_eq!(found["metrics"]["recv"], 1_002, "{found}");
     assert_eq!(
         pending(&mut relay.redis, &input, "relay").await,
         0,
@@ -256,7 +267,7 @@ async fn entries_flow_stream_to_stream_and_a_rejected_one_is_dead_lettered() {
     stop_and_expect_drained(child, LIMIT);
     assert_eq!(
         length(&mut relay.redis, &output).await,
-        1_000,
+        1_001,
         "no duplicates"
     );
     relay.finish().await;

@@ -8,7 +8,8 @@ resumes from (the `Last-Event-ID` header, else the last marker it POSTed to /syn
 that saves its clients' places would, else 0), a SYNC whose marker is the next n after
 every 10 messages. The first connection goes silent after 50 messages (no PING: the client
 must notice and reconnect); the second drops the connection after 100; later ones send the
-rest and then PING every 0.5 s. With `steady`, every connection sends the rest. `POST /sync`
+rest (after two envelopes that cannot be read: text that is not JSON, and an unknown type)
+and then PING every 0.5 s. With `steady`, every connection sends the rest. `POST /sync`
 records a marker. `GET /state` tells what was recorded: the marker each connection resumed
 from and the markers synced, in order.
 """
@@ -47,6 +48,11 @@ class Feed(BaseHTTPRequestHandler):
         self.wfile.write(frame.encode())
         self.wfile.flush()
 
+    def send_raw(self, text):
+        frame = f"data: {text}\n\n" if FORMAT == "sse" else text + "\n"
+        self.wfile.write(frame.encode())
+        self.wfile.flush()
+
     def do_GET(self):
         if self.path == "/state":
             with LOCK:
@@ -72,6 +78,10 @@ class Feed(BaseHTTPRequestHandler):
         stop = TOTAL if STEADY else {1: 50, 2: 100}.get(connection, TOTAL)
         try:
             self.send_envelope(envelope("PING"))
+            if connection == 3 and not STEADY:
+                # Envelopes that cannot be read: the client reports them and goes on.
+                self.send_raw("this is not JSON")
+                self.send_envelope(envelope("HELLO"))
             for n in range(start, max(start, stop)):
                 message = {"n": n, "kind": "temp"}
                 self.send_envelope(envelope("DATA", pipelineMessage=message))
