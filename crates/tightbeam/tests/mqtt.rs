@@ -383,6 +383,9 @@ impl Drop for OwnMosquitto {
 /// drops the rest).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_9_in_the_middle_of_10000_messages_loses_none() {
+    // `start-stop-daemon --stop --exec /usr/sbin/mosquitto` in the restart test stops every
+    // Mosquitto, this test's own too: they must not overlap.
+    let _alone = BROKER.lock().await;
     let Some(broker) = OwnMosquitto::start() else {
         return;
     };

@@ -18,8 +18,8 @@ pub use config::{AmqpConfig, Binding, Declarations, ExchangeDeclaration, QueueDe
 use tb_event::ComponentId;
 
 use crate::core::{
-    BuildError, Connector, ConnectorBuilder, ConnectorContext, FieldTemplate, Roles, StartFuture,
-    parse_config, redact_url, start_running,
+    BuildError, Connector, ConnectorBuilder, ConnectorContext, FieldTemplate, Remote, Roles,
+    StartFuture, parse_config, redact_url, start_running,
 };
 
 /// Builds AMQP connectors.
@@ -105,12 +105,8 @@ impl Connector for Amqp {
                 data_dir: _,
             } = context;
             let broker = Broker {
-                id: id.clone(),
-                shown_url: redact_url(&self.config.url),
+                remote: Remote::new(id.clone(), &self.config.url, status, metrics, intake),
                 config: self.config.clone(),
-                status,
-                metrics,
-                intake,
             };
             let consuming = async {
                 match &self.config.queue {
@@ -134,20 +130,16 @@ impl Connector for Amqp {
 
 /// What both halves share: the broker's address and settings, and where they report.
 struct Broker {
-    id: ComponentId,
-    /// The URL without its password.
-    shown_url: String,
+    remote: Remote,
     config: AmqpConfig,
-    status: crate::StatusCell,
-    metrics: crate::ConnectorMetrics,
-    intake: tokio_util::sync::CancellationToken,
 }
 
 impl Broker {
     /// A connection and a channel on it, with what `declare` asks declared.
     async fn open(&self, purpose: &str) -> Result<(lapin::Connection, lapin::Channel), String> {
-        let properties = lapin::ConnectionProperties::default()
-            .with_connection_name(format!("tightbeam {} {purpose}", self.id.as_str()).into());
+        let properties = lapin::ConnectionProperties::default().with_connection_name(
+            format!("tightbeam {} {purpose}", self.remote.id.as_str()).into(),
+        );
         let connection = lapin::Connection::connect(&self.config.url, properties)
             .await
             .map_err(|error| crate::core::error_chain(&error))?;

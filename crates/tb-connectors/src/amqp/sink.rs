@@ -15,7 +15,7 @@ use tb_codec::Encoder;
 use tb_event::{AckStatus, Event};
 
 use super::Broker;
-use crate::core::{Backoff, FieldTemplate, InputQueue, complete_events, connect_with_backoff};
+use crate::core::{Backoff, FieldTemplate, InputQueue, complete_events};
 
 /// Messages published and not yet confirmed, at most.
 const MAX_IN_FLIGHT: usize = 4_096;
@@ -43,7 +43,9 @@ pub(super) async fn publish(broker: &Broker, routing_key: &FieldTemplate, mut in
                     && session.as_ref().is_some_and(|session| session.number == of_session)
                 {
                     session = None;
-                    report_lost(broker, &error);
+                    broker
+                .remote
+                .report_lost(&error, "its events are errored; connecting again");
                 }
                 continue;
             }
@@ -52,35 +54,29 @@ pub(super) async fn publish(broker: &Broker, routing_key: &FieldTemplate, mut in
                 None => break,
             },
         };
-        broker.metrics.input.inc_by(batch.len() as u64);
+        broker.remote.metrics.input.inc_by(batch.len() as u64);
         if session.is_none() {
             // While stopping, a broker that cannot be reached fails the batch back to its
             // sources instead of holding the drain.
-            session = connect_with_backoff(
-                || open_publisher(broker),
-                &mut backoff,
-                &broker.intake,
-                true,
-                &broker.id,
-                &broker.shown_url,
-                &broker.status,
-            )
-            .await
-            .map(|(connection, channel)| {
-                sessions_opened += 1;
-                Session {
-                    connection,
-                    channel,
-                    number: sessions_opened,
-                }
-            });
+            session = broker
+                .remote
+                .with_backoff(|| open_publisher(broker), &mut backoff, true)
+                .await
+                .map(|(connection, channel)| {
+                    sessions_opened += 1;
+                    Session {
+                        connection,
+                        channel,
+                        number: sessions_opened,
+                    }
+                });
         }
         let Some(open) = &session else {
             complete_events(
                 batch,
                 AckStatus::Errored,
-                Some(format!("cannot reach {}", broker.shown_url).into()),
-                &broker.metrics,
+                Some(format!("cannot reach {}", broker.remote.shown_url).into()),
+                &broker.remote.metrics,
             );
             continue;
         };
@@ -99,7 +95,9 @@ pub(super) async fn publish(broker: &Broker, routing_key: &FieldTemplate, mut in
                 .map(|(event, key, confirm)| awaited(event, key, number, confirm)),
         );
         if let Err(error) = sent {
-            report_lost(broker, &error);
+            broker
+                .remote
+                .report_lost(&error, "its events are errored; connecting again");
             session = None;
         }
     }
@@ -109,14 +107,6 @@ pub(super) async fn publish(broker: &Broker, routing_key: &FieldTemplate, mut in
     if let Some(session) = session {
         let _ = session.connection.close(200, "stopping".into()).await;
     }
-}
-
-fn report_lost(broker: &Broker, error: &str) {
-    tracing::warn!(connector = %broker.id, url = %broker.shown_url, %error, "Lost the AMQP connection while publishing; its events are errored.");
-    broker.status.set_with_error(
-        crate::ComponentStatus::Reconnecting,
-        format!("lost the connection to {}: {error}", broker.shown_url),
-    );
 }
 
 async fn open_publisher(broker: &Broker) -> Result<(lapin::Connection, lapin::Channel), String> {
@@ -163,7 +153,7 @@ fn settle(broker: &Broker, published: Published) -> Confirmed {
     let (status, reason) = match confirmation {
         Ok(Confirmation::Ack(None) | Confirmation::NotRequested) => (AckStatus::Delivered, None),
         Ok(Confirmation::Ack(Some(_returned))) => {
-            tracing::warn!(connector = %broker.id, exchange = %broker.config.exchange, routing_key = %key, "A message was routed to no queue; its event is rejected.");
+            tracing::warn!(connector = %broker.remote.id, exchange = %broker.config.exchange, routing_key = %key, "A message was routed to no queue; its event is rejected.");
             (
                 AckStatus::Rejected,
                 Some(format!(
@@ -182,7 +172,12 @@ fn settle(broker: &Broker, published: Published) -> Confirmed {
             (AckStatus::Errored, Some(error))
         }
     };
-    complete_events(vec![event], status, reason.map(Into::into), &broker.metrics);
+    complete_events(
+        vec![event],
+        status,
+        reason.map(Into::into),
+        &broker.remote.metrics,
+    );
     Confirmed { session, lost }
 }
 
@@ -203,7 +198,7 @@ impl Publisher<'_> {
         encoder: &mut Encoder,
     ) -> (Vec<(Event, String, PublisherConfirm)>, Result<(), String>) {
         let mut published = Vec::with_capacity(batch.len());
-        let metrics = &self.broker.metrics;
+        let metrics = &self.broker.remote.metrics;
         let mut body = Vec::new();
         let mut events = batch.into_iter();
         let mut lost = None;
@@ -211,7 +206,7 @@ impl Publisher<'_> {
             let key = match self.routing_key.render(&event.value) {
                 Ok(key) => key,
                 Err(reason) => {
-                    tracing::warn!(connector = %self.broker.id, %reason, "An event gives no routing key; it is rejected.");
+                    tracing::warn!(connector = %self.broker.remote.id, %reason, "An event gives no routing key; it is rejected.");
                     complete_events(
                         vec![event],
                         AckStatus::Rejected,

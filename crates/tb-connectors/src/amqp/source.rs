@@ -14,7 +14,7 @@ use tb_event::{AckStatus, KeyString, ObjectMap, StreamId, Value};
 use super::Broker;
 use crate::core::{
     Backoff, ChunkAck, IngestTarget, MAX_MESSAGES_PER_BATCH, MessageAck, MessageIn, OutputSender,
-    StreamDecoder, connect_with_backoff, ingest_messages, take_ready,
+    StreamDecoder, ingest_messages, take_ready,
 };
 
 /// Why a consuming session ended.
@@ -36,30 +36,24 @@ pub(super) async fn consume(
     let config = &broker.config;
     let mut backoff = Backoff::new(config.reconnect_min, config.reconnect_max);
     let mut decoder = StreamDecoder::new(
-        broker.id.clone(),
+        broker.remote.id.clone(),
         StreamId(0),
         config.codec,
         &config.interceptors,
         None,
     );
     let target = IngestTarget {
-        id: &broker.id,
+        id: &broker.remote.id,
         output,
         errors,
-        metrics: &broker.metrics,
-        intake: &broker.intake,
+        metrics: &broker.remote.metrics,
+        intake: &broker.remote.intake,
     };
     loop {
-        let session = connect_with_backoff(
-            || open_consumer(broker, queue),
-            &mut backoff,
-            &broker.intake,
-            true,
-            &broker.id,
-            &broker.shown_url,
-            &broker.status,
-        )
-        .await;
+        let session = broker
+            .remote
+            .with_backoff(|| open_consumer(broker, queue), &mut backoff, true)
+            .await;
         let Some((connection, consumer)) = session else {
             break;
         };
@@ -71,10 +65,9 @@ pub(super) async fn consume(
                 break;
             }
             End::Lost(error) => {
-                tracing::warn!(connector = %broker.id, url = %broker.shown_url, %error, "Lost the AMQP connection; messages not yet confirmed will be delivered again.");
-                broker.status.set_with_error(
-                    crate::ComponentStatus::Reconnecting,
-                    format!("lost the connection to {}: {error}", broker.shown_url),
+                broker.remote.report_lost(
+                    &error,
+                    "connecting again; messages not yet confirmed will be delivered again",
                 );
             }
         }
@@ -94,7 +87,9 @@ async fn open_consumer(
         channel
             .basic_consume(
                 queue.into(),
-                format!("tightbeam-{}", broker.id.as_str()).as_str().into(),
+                format!("tightbeam-{}", broker.remote.id.as_str())
+                    .as_str()
+                    .into(),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
             )

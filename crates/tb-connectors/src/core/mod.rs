@@ -17,6 +17,7 @@ pub(crate) mod parallel_reader;
 mod positions;
 pub(crate) mod reader;
 mod redact;
+mod remote;
 mod routing;
 mod sink;
 mod status;
@@ -48,6 +49,7 @@ pub use reader::{
     ingest_messages, ingest_reader, take_ready,
 };
 pub use redact::{REDACTED, is_credential_name, redact_query, redact_url};
+pub use remote::Remote;
 pub use routing::{Foreign, ReplyStreams, route_replies};
 pub use sink::{
     ByteStream, FrameWriter, complete_events, complete_written, encode_batch, encode_message,

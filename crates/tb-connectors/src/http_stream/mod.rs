@@ -24,8 +24,8 @@ use tb_event::{AckStatus, ComponentId, StreamId};
 
 use crate::core::{
     Backoff, BuildError, Connector, ConnectorBuilder, ConnectorContext, IngestTarget, MessageIn,
-    OutputSender, PositionTracker, Roles, StartFuture, StreamDecoder, Ticket, connect_with_backoff,
-    ingest_messages, parse_config, pause, redact_url, start_running,
+    OutputSender, PositionTracker, Remote, Roles, StartFuture, StreamDecoder, Ticket,
+    ingest_messages, parse_config, pause, start_running,
 };
 use frames::{Frame, Framer};
 
@@ -104,16 +104,18 @@ impl Connector for HttpStream {
                     source: std::io::Error::other(error.without_url()),
                 })?;
             let feed = Feed {
-                shown_url: redact_url(self.url.as_str()),
-                id: context.id,
+                remote: Remote::new(
+                    context.id,
+                    self.url.as_str(),
+                    context.status,
+                    context.metrics,
+                    context.intake,
+                ),
                 config: self.config,
                 url: self.url,
                 sync_url: self.sync_url,
                 headers: self.headers,
                 client,
-                status: context.status,
-                metrics: context.metrics,
-                intake: context.intake,
             };
             feed.run(&context.output, &context.errors).await;
             Ok(())
@@ -134,16 +136,12 @@ type Settled = (Ticket, AckStatus);
 
 /// The connector at run time.
 struct Feed {
-    id: ComponentId,
-    shown_url: String,
+    remote: Remote,
     config: HttpStreamConfig,
     url: reqwest::Url,
     sync_url: Option<reqwest::Url>,
     headers: HeaderMap,
     client: reqwest::Client,
-    status: crate::StatusCell,
-    metrics: crate::ConnectorMetrics,
-    intake: tokio_util::sync::CancellationToken,
 }
 
 /// One connection's state: the tracker of what was handed on, and their acknowledgements.
@@ -158,33 +156,27 @@ impl Feed {
     /// Connects, reads and reconnects until intake stops; then finishes the outputs.
     async fn run(&self, output: &OutputSender, errors: &OutputSender) {
         let mut decoder = StreamDecoder::new(
-            self.id.clone(),
+            self.remote.id.clone(),
             StreamId(0),
             self.config.codec,
             &self.config.interceptors,
             None,
         );
         let target = IngestTarget {
-            id: &self.id,
+            id: &self.remote.id,
             output,
             errors,
-            metrics: &self.metrics,
-            intake: &self.intake,
+            metrics: &self.remote.metrics,
+            intake: &self.remote.intake,
         };
         let mut backoff = Backoff::new(self.config.reconnect_min, self.config.reconnect_max);
         // The marker confirmed last: where a new connection resumes.
         let mut confirmed: Option<String> = None;
         loop {
-            let opened = connect_with_backoff(
-                || self.open(confirmed.as_deref()),
-                &mut backoff,
-                &self.intake,
-                true,
-                &self.id,
-                &self.shown_url,
-                &self.status,
-            )
-            .await;
+            let opened = self
+                .remote
+                .with_backoff(|| self.open(confirmed.as_deref()), &mut backoff, true)
+                .await;
             let Some(response) = opened else { break };
             match self
                 .read(response, &mut confirmed, &mut decoder, &target)
@@ -192,12 +184,9 @@ impl Feed {
             {
                 End::Stopped => return,
                 End::Lost(error) => {
-                    tracing::warn!(connector = %self.id, url = %self.shown_url, %error, resume_from = ?confirmed, "The feed's connection ended; reconnecting.");
-                    self.status.set_with_error(
-                        crate::ComponentStatus::Reconnecting,
-                        format!("the connection to {} ended: {error}", self.shown_url),
-                    );
-                    pause(backoff.next_delay(), &self.intake, true).await;
+                    let resume = format!("connecting again, to resume from marker {confirmed:?}");
+                    self.remote.report_lost(&error, &resume);
+                    pause(backoff.next_delay(), &self.remote.intake, true).await;
                 }
             }
         }
@@ -223,7 +212,7 @@ impl Feed {
         if !status.is_success() {
             return Err(format!("the feed answered {status}"));
         }
-        tracing::info!(connector = %self.id, url = %self.shown_url, resume_from = ?marker, "Connected to the feed.");
+        tracing::info!(connector = %self.remote.id, url = %self.remote.shown_url, resume_from = ?marker, "Connected to the feed.");
         Ok(response)
     }
 
@@ -248,7 +237,7 @@ impl Feed {
             let silence = tokio::time::sleep_until((heard + self.config.heartbeat_timeout).into());
             tokio::select! {
                 biased;
-                () = self.intake.cancelled() => {
+                () = self.remote.intake.cancelled() => {
                     self.stop(&mut session, confirmed, target).await;
                     return End::Stopped;
                 }
@@ -389,17 +378,18 @@ impl Feed {
             Ok(response) => format!("sync_url answered {}", response.status()),
             Err(error) => crate::core::error_chain(&error.without_url()),
         };
-        self.metrics.errors.inc();
-        tracing::warn!(connector = %self.id, marker, error = %failure, "Could not save the feed's position.");
+        self.remote.metrics.errors.inc();
+        tracing::warn!(connector = %self.remote.id, marker, error = %failure, "Could not save the feed's position.");
     }
 
     /// An envelope that cannot be read: counted, logged and put on `_errors`.
     async fn report_bad(&self, frame: &Frame, reason: &str, target: &IngestTarget<'_>) {
-        tracing::warn!(connector = %self.id, %reason, "The feed sent an envelope that cannot be read.");
-        self.metrics.errors.inc();
+        tracing::warn!(connector = %self.remote.id, %reason, "The feed sent an envelope that cannot be read.");
+        self.remote.metrics.errors.inc();
         let error = tb_codec::DecodeError::invalid(reason, frame.text.as_bytes());
         let (ack, _receipt) = tb_event::Acknowledgement::new_unit();
-        let event = crate::core::decode_error_event(&self.id, StreamId(0), &error, ack.clone());
+        let event =
+            crate::core::decode_error_event(&self.remote.id, StreamId(0), &error, ack.clone());
         ack.complete(AckStatus::Delivered);
         let _ = target.errors.send(vec![event]).await;
     }
@@ -416,7 +406,7 @@ impl Feed {
         loop {
             let settled = tokio::select! {
                 biased;
-                () = self.intake.cancelled() => return End::Lost(error),
+                () = self.remote.intake.cancelled() => return End::Lost(error),
                 settled = session.pending.next() => settled,
             };
             let Some(settled) = settled else {

@@ -23,8 +23,8 @@ use rumqttc::{AsyncClient, ConnectReturnCode, Event, EventLoop, MqttOptions, Pac
 use tb_event::ComponentId;
 
 use crate::core::{
-    Backoff, BuildError, Connector, ConnectorBuilder, ConnectorContext, FieldTemplate, Roles,
-    StartFuture, connect_with_backoff, parse_config, redact_url, start_running,
+    Backoff, BuildError, Connector, ConnectorBuilder, ConnectorContext, FieldTemplate, Remote,
+    Roles, StartFuture, parse_config, redact_url, start_running,
 };
 
 /// How long a connection attempt may take before it counts as failed.
@@ -181,15 +181,11 @@ impl Connector for Mqtt {
                 data_dir: _,
             } = context;
             let broker = Broker {
-                id,
-                shown_url: redact_url(&self.config.url),
+                remote: Remote::new(id, &self.config.url, status, metrics, intake),
                 config: self.config,
                 address: self.address,
                 tls: self.tls,
                 client_id: self.client_id,
-                status,
-                metrics,
-                intake,
             };
             let subscribing = async {
                 if broker.config.topics.is_empty() {
@@ -212,16 +208,11 @@ impl Connector for Mqtt {
 
 /// What both halves share: the broker's address and settings, and where they report.
 struct Broker {
-    id: ComponentId,
-    /// The URL without its password.
-    shown_url: String,
+    remote: Remote,
     config: MqttConfig,
     address: Address,
     tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     client_id: String,
-    status: crate::StatusCell,
-    metrics: crate::ConnectorMetrics,
-    intake: tokio_util::sync::CancellationToken,
 }
 
 /// One connection: the client that queues requests, and the event loop that carries them.
@@ -242,16 +233,9 @@ impl Broker {
     /// Connects with backoff (status `reconnecting` with the error meanwhile); `None` when
     /// intake stopped first.
     async fn connect(&self, kind: &SessionKind, backoff: &mut Backoff) -> Option<Session> {
-        connect_with_backoff(
-            || self.open(kind),
-            backoff,
-            &self.intake,
-            true,
-            &self.id,
-            &self.shown_url,
-            &self.status,
-        )
-        .await
+        self.remote
+            .with_backoff(|| self.open(kind), backoff, true)
+            .await
     }
 
     /// A connection whose CONNACK arrived.
@@ -291,14 +275,5 @@ impl Broker {
         .await
         .map_err(|_| format!("no CONNACK within {CONNECT_TIMEOUT:?}"))?;
         connected.map(|()| (client, eventloop))
-    }
-
-    /// Shows a lost connection in the status and the log.
-    fn report_lost(&self, error: &str) {
-        tracing::warn!(connector = %self.id, url = %self.shown_url, %error, "Lost the MQTT connection; reconnecting. Messages not yet acknowledged will be delivered again.");
-        self.status.set_with_error(
-            crate::ComponentStatus::Reconnecting,
-            format!("lost the connection to {}: {error}", self.shown_url),
-        );
     }
 }

@@ -41,7 +41,7 @@ impl InFlight {
             events,
             AckStatus::Errored,
             Some(reason.into()),
-            &broker.metrics,
+            &broker.remote.metrics,
         );
     }
 
@@ -53,14 +53,24 @@ impl InFlight {
                     return;
                 };
                 if *packet_id == 0 {
-                    complete_events(vec![published], AckStatus::Delivered, None, &broker.metrics);
+                    complete_events(
+                        vec![published],
+                        AckStatus::Delivered,
+                        None,
+                        &broker.remote.metrics,
+                    );
                 } else {
                     self.written.insert(*packet_id, published);
                 }
             }
             Event::Incoming(Packet::PubAck(ack)) => {
                 if let Some(published) = self.written.remove(&ack.pkid) {
-                    complete_events(vec![published], AckStatus::Delivered, None, &broker.metrics);
+                    complete_events(
+                        vec![published],
+                        AckStatus::Delivered,
+                        None,
+                        &broker.remote.metrics,
+                    );
                 }
             }
             _ => {}
@@ -91,7 +101,7 @@ pub(super) async fn publish(broker: &Broker, topic: &FieldTemplate, mut input: I
                     Ok(event) => in_flight.observe(broker, &event),
                     Err(error) => {
                         let error = crate::core::error_chain(&error);
-                        broker.report_lost(&error);
+                        broker.remote.report_lost(&error, "the events in flight are errored; connecting again");
                         in_flight.fail_all(broker, &format!("the connection was lost: {error}"));
                         session = None;
                     }
@@ -103,7 +113,7 @@ pub(super) async fn publish(broker: &Broker, topic: &FieldTemplate, mut input: I
                 None => break,
             },
         };
-        broker.metrics.input.inc_by(batch.len() as u64);
+        broker.remote.metrics.input.inc_by(batch.len() as u64);
         if session.is_none() {
             // While stopping, a broker that cannot be reached fails the batch back to its
             // sources instead of holding the drain.
@@ -113,8 +123,8 @@ pub(super) async fn publish(broker: &Broker, topic: &FieldTemplate, mut input: I
             complete_events(
                 batch,
                 AckStatus::Errored,
-                Some(format!("cannot reach {}", broker.shown_url).into()),
-                &broker.metrics,
+                Some(format!("cannot reach {}", broker.remote.shown_url).into()),
+                &broker.remote.metrics,
             );
             continue;
         };
@@ -126,12 +136,12 @@ pub(super) async fn publish(broker: &Broker, topic: &FieldTemplate, mut input: I
             let (topic, body) = match message {
                 Ok(message) => message,
                 Err(reason) => {
-                    tracing::warn!(connector = %broker.id, %reason, "An event cannot be published as it is; it is rejected.");
+                    tracing::warn!(connector = %broker.remote.id, %reason, "An event cannot be published as it is; it is rejected.");
                     complete_events(
                         vec![event],
                         AckStatus::Rejected,
                         Some(reason.into()),
-                        &broker.metrics,
+                        &broker.remote.metrics,
                     );
                     continue;
                 }
@@ -142,7 +152,7 @@ pub(super) async fn publish(broker: &Broker, topic: &FieldTemplate, mut input: I
                     vec![event],
                     AckStatus::Errored,
                     Some(crate::core::error_chain(&error).into()),
-                    &broker.metrics,
+                    &broker.remote.metrics,
                 ),
             }
         }

@@ -29,18 +29,18 @@ pub(super) async fn subscribe(broker: &Broker, output: &OutputSender, errors: &O
     let config = &broker.config;
     let mut backoff = Backoff::new(config.reconnect_min, config.reconnect_max);
     let mut decoder = StreamDecoder::new(
-        broker.id.clone(),
+        broker.remote.id.clone(),
         StreamId(0),
         config.codec,
         &config.interceptors,
         None,
     );
     let target = IngestTarget {
-        id: &broker.id,
+        id: &broker.remote.id,
         output,
         errors,
-        metrics: &broker.metrics,
-        intake: &broker.intake,
+        metrics: &broker.remote.metrics,
+        intake: &broker.remote.intake,
     };
     let kind = SessionKind {
         client_id: broker.client_id.clone(),
@@ -57,14 +57,20 @@ pub(super) async fn subscribe(broker: &Broker, output: &OutputSender, errors: &O
         .collect();
     while let Some((client, eventloop)) = broker.connect(&kind, &mut backoff).await {
         if let Err(error) = client.subscribe_many(filters.clone()).await {
-            broker.report_lost(&crate::core::error_chain(&error));
+            broker.remote.report_lost(
+                &crate::core::error_chain(&error),
+                "connecting again; messages not yet acknowledged will be delivered again",
+            );
             continue;
         }
         match run_session(broker, client, eventloop, &mut decoder, &target).await {
             End::Stopped => break,
             End::Lost(error) => {
-                broker.report_lost(&error);
-                pause(backoff.next_delay(), &broker.intake, true).await;
+                broker.remote.report_lost(
+                    &error,
+                    "connecting again; messages not yet acknowledged will be delivered again",
+                );
+                pause(backoff.next_delay(), &broker.remote.intake, true).await;
             }
         }
     }
@@ -150,7 +156,7 @@ async fn finish(
     })
     .await;
     if flushed.is_err() {
-        tracing::debug!(connector = %broker.id, "The MQTT disconnect was not sent in time.");
+        tracing::debug!(connector = %broker.remote.id, "The MQTT disconnect was not sent in time.");
     }
     End::Stopped
 }

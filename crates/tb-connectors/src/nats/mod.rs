@@ -23,8 +23,8 @@ use std::sync::Mutex;
 use tb_event::ComponentId;
 
 use crate::core::{
-    Backoff, BuildError, Connector, ConnectorBuilder, ConnectorContext, FieldTemplate, Roles,
-    StartFuture, connect_with_backoff, parse_config, redact_url, start_running,
+    Backoff, BuildError, Connector, ConnectorBuilder, ConnectorContext, FieldTemplate, Remote,
+    Roles, StartFuture, parse_config, redact_url, start_running,
 };
 
 /// Builds NATS connectors.
@@ -143,13 +143,9 @@ impl Connector for Nats {
                 data_dir: _,
             } = context;
             let server = Server {
-                id,
-                shown_url: redact_url(&self.config.url),
+                remote: Remote::new(id, &self.config.url, status, metrics, intake),
                 config: self.config,
                 consumer: self.consumer,
-                status,
-                metrics,
-                intake,
             };
             let Some(client) = server.connect().await else {
                 // Stopped before the server could be reached: nothing was taken.
@@ -177,14 +173,9 @@ impl Connector for Nats {
 
 /// What both halves share: the server's address and settings, and where they report.
 struct Server {
-    id: ComponentId,
-    /// The URL without its credentials.
-    shown_url: String,
+    remote: Remote,
     config: NatsConfig,
     consumer: String,
-    status: crate::StatusCell,
-    metrics: crate::ConnectorMetrics,
-    intake: tokio_util::sync::CancellationToken,
 }
 
 impl Server {
@@ -192,27 +183,9 @@ impl Server {
     /// the declared streams; `None` when intake stopped first.
     async fn connect(&self) -> Option<async_nats::Client> {
         let mut backoff = Backoff::new(self.config.reconnect_min, self.config.reconnect_max);
-        self.with_backoff(|| self.connect_once(), &mut backoff)
+        self.remote
+            .with_backoff(|| self.connect_once(), &mut backoff, true)
             .await
-    }
-
-    /// Tries `attempt` until it succeeds (status `reconnecting` with its error meanwhile);
-    /// `None` when intake stopped first.
-    async fn with_backoff<T, F, Fut>(&self, attempt: F, backoff: &mut Backoff) -> Option<T>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, String>>,
-    {
-        connect_with_backoff(
-            attempt,
-            backoff,
-            &self.intake,
-            true,
-            &self.id,
-            &self.shown_url,
-            &self.status,
-        )
-        .await
     }
 
     async fn connect_once(&self) -> Result<async_nats::Client, String> {
@@ -242,11 +215,11 @@ impl Server {
             self.config.reconnect_min,
             self.config.reconnect_max,
         ));
-        let status = self.status.clone();
-        let shown_url = self.shown_url.clone();
-        let id = self.id.clone();
+        let status = self.remote.status.clone();
+        let shown_url = self.remote.shown_url.clone();
+        let id = self.remote.id.clone();
         Ok(options
-            .name(format!("tightbeam {}", self.id.as_str()))
+            .name(format!("tightbeam {}", self.remote.id.as_str()))
             .reconnect_delay_callback(move |attempts| {
                 let mut delays = delays
                     .lock()
@@ -293,10 +266,10 @@ impl Server {
 
     /// `text` with the URL's credentials, should it quote them, hidden.
     fn without_credentials(&self, text: String) -> String {
-        if self.config.url == self.shown_url {
+        if self.config.url == self.remote.shown_url {
             text
         } else {
-            text.replace(&self.config.url, &self.shown_url)
+            text.replace(&self.config.url, &self.remote.shown_url)
         }
     }
 }

@@ -42,18 +42,18 @@ pub(super) async fn publish(
                 None => break,
             },
         };
-        server.metrics.input.inc_by(batch.len() as u64);
+        server.remote.metrics.input.inc_by(batch.len() as u64);
         let mut core_sent = Vec::new();
         for event in batch {
             let message = match message_of(server, subject, &mut encoder, &event) {
                 Ok(message) => message,
                 Err(reason) => {
-                    tracing::warn!(connector = %server.id, %reason, "An event cannot be published as it is; it is rejected.");
+                    tracing::warn!(connector = %server.remote.id, %reason, "An event cannot be published as it is; it is rejected.");
                     complete_events(
                         vec![event],
                         AckStatus::Rejected,
                         Some(reason.into()),
-                        &server.metrics,
+                        &server.remote.metrics,
                     );
                     continue;
                 }
@@ -72,7 +72,12 @@ pub(super) async fn publish(
         }
         if !core_sent.is_empty() {
             match client.flush().await {
-                Ok(()) => complete_events(core_sent, AckStatus::Delivered, None, &server.metrics),
+                Ok(()) => complete_events(
+                    core_sent,
+                    AckStatus::Delivered,
+                    None,
+                    &server.remote.metrics,
+                ),
                 Err(error) => complete_events(
                     core_sent,
                     AckStatus::Errored,
@@ -83,7 +88,7 @@ pub(super) async fn publish(
                         )
                         .into(),
                     ),
-                    &server.metrics,
+                    &server.remote.metrics,
                 ),
             }
         }
@@ -96,12 +101,12 @@ pub(super) async fn publish(
 /// Fails every event of `input` until it closes: the server was never reached.
 pub(super) async fn fail_unreachable(server: &Server, mut input: InputQueue) {
     while let Some(batch) = input.recv().await {
-        server.metrics.input.inc_by(batch.len() as u64);
+        server.remote.metrics.input.inc_by(batch.len() as u64);
         complete_events(
             batch,
             AckStatus::Errored,
-            Some(format!("cannot reach {}", server.shown_url).into()),
-            &server.metrics,
+            Some(format!("cannot reach {}", server.remote.shown_url).into()),
+            &server.remote.metrics,
         );
     }
 }
@@ -122,7 +127,7 @@ fn message_of(
     event: &Event,
 ) -> Result<Outgoing, String> {
     let reply_to = event
-        .is_from(&server.id)
+        .is_from(&server.remote.id)
         .then(|| event.meta.fields.as_ref()?.get("reply_to")?.to_str_lossy())
         .flatten();
     let (subject, core) = match reply_to {
@@ -154,11 +159,11 @@ fn settle(server: &Server, event: Event, acked: Result<PublishAck, PublishError>
                 _ => AckStatus::Errored,
             };
             let reason = crate::core::error_chain(&error);
-            tracing::warn!(connector = %server.id, %reason, "JetStream did not take a message.");
+            tracing::warn!(connector = %server.remote.id, %reason, "JetStream did not take a message.");
             (status, Some(reason.into()))
         }
     };
-    complete_events(vec![event], status, reason, &server.metrics);
+    complete_events(vec![event], status, reason, &server.remote.metrics);
 }
 
 fn fail(server: &Server, event: Event, reason: &str) {
@@ -166,6 +171,6 @@ fn fail(server: &Server, event: Event, reason: &str) {
         vec![event],
         AckStatus::Errored,
         Some(reason.into()),
-        &server.metrics,
+        &server.remote.metrics,
     );
 }

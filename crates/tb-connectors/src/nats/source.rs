@@ -26,18 +26,18 @@ pub(super) async fn receive(
 ) {
     let config = &server.config;
     let mut decoder = StreamDecoder::new(
-        server.id.clone(),
+        server.remote.id.clone(),
         StreamId(0),
         config.codec,
         &config.interceptors,
         None,
     );
     let target = IngestTarget {
-        id: &server.id,
+        id: &server.remote.id,
         output,
         errors,
-        metrics: &server.metrics,
-        intake: &server.intake,
+        metrics: &server.remote.metrics,
+        intake: &server.remote.intake,
     };
     match (&config.subject, &config.stream) {
         (Some(subject), _) => subscribe(server, client, subject, &mut decoder, &target).await,
@@ -80,7 +80,11 @@ async fn subscribe(
             )
         })
     };
-    let Some(subscriber) = server.with_backoff(subscribing, &mut backoff).await else {
+    let Some(subscriber) = server
+        .remote
+        .with_backoff(subscribing, &mut backoff, true)
+        .await
+    else {
         return;
     };
     let messages = subscriber.map(|message| {
@@ -104,9 +108,13 @@ async fn consume(
 ) {
     let jetstream = async_nats::jetstream::new(client.clone());
     let mut backoff = Backoff::new(server.config.reconnect_min, server.config.reconnect_max);
-    while !server.intake.is_cancelled() {
+    while !server.remote.intake.is_cancelled() {
         let pulling = || pull_messages(server, &jetstream, stream);
-        let Some(messages) = server.with_backoff(pulling, &mut backoff).await else {
+        let Some(messages) = server
+            .remote
+            .with_backoff(pulling, &mut backoff, true)
+            .await
+        else {
             return;
         };
         let consumer = server.consumer.as_str();
@@ -201,8 +209,8 @@ async fn run<S>(
                             // A missed heartbeat, a pull the server refused: the stream goes
                             // on (async-nats pulls again), so this is only reported.
                             Err(error) => {
-                                tracing::warn!(connector = %server.id, url = %server.shown_url, %error, "NATS consumer error.");
-                                server.metrics.errors.inc();
+                                tracing::warn!(connector = %server.remote.id, url = %server.remote.shown_url, %error, "NATS consumer error.");
+                                server.remote.metrics.errors.inc();
                             }
                         }
                     }
@@ -210,7 +218,7 @@ async fn run<S>(
                     pending.extend(handed.into_iter().map(|(acker, ack)| async move { (acker, ack.wait().await) }));
                 }
                 None => {
-                    tracing::warn!(connector = %server.id, url = %server.shown_url, "The NATS message stream ended; opening it again.");
+                    tracing::warn!(connector = %server.remote.id, url = %server.remote.shown_url, "The NATS message stream ended; opening it again.");
                     break;
                 }
             },
@@ -272,7 +280,7 @@ async fn confirm(server: &Server, acker: Acker, acknowledged: &ChunkAck) {
 /// logged, not retried.
 async fn send_ack(server: &Server, acker: &async_nats::jetstream::message::Acker, kind: AckKind) {
     if let Err(error) = acker.ack_with(kind).await {
-        tracing::warn!(connector = %server.id, error = %crate::core::error_chain(&*error), "Could not acknowledge a JetStream message; it will be delivered again.");
+        tracing::warn!(connector = %server.remote.id, error = %crate::core::error_chain(&*error), "Could not acknowledge a JetStream message; it will be delivered again.");
     }
 }
 

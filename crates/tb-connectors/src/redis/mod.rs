@@ -27,8 +27,8 @@ use std::time::Duration;
 use tb_event::ComponentId;
 
 use crate::core::{
-    Backoff, BuildError, Connector, ConnectorBuilder, ConnectorContext, FieldTemplate, Roles,
-    StartFuture, connect_with_backoff, parse_config, redact_url, start_running,
+    BuildError, Connector, ConnectorBuilder, ConnectorContext, FieldTemplate, Remote, Roles,
+    StartFuture, parse_config, redact_url, start_running,
 };
 
 /// How long a connection attempt may take.
@@ -178,14 +178,10 @@ impl Connector for Redis {
                 data_dir: _,
             } = context;
             let server = Server {
-                id,
-                shown_url: redact_url(&self.config.url),
+                remote: Remote::new(id, &self.config.url, status, metrics, intake),
                 config: self.config,
                 client: self.client,
                 consumer: self.consumer,
-                status,
-                metrics,
-                intake,
             };
             let receiving = async {
                 match &server.config.stream {
@@ -214,42 +210,13 @@ impl Connector for Redis {
 
 /// What every part shares: the client and settings, and where they report.
 struct Server {
-    id: ComponentId,
-    /// The URL without its password.
-    shown_url: String,
+    remote: Remote,
     config: RedisConfig,
     client: redis::Client,
     consumer: String,
-    status: crate::StatusCell,
-    metrics: crate::ConnectorMetrics,
-    intake: tokio_util::sync::CancellationToken,
 }
 
 impl Server {
-    /// Tries `attempt` until it succeeds (status `reconnecting` with its error meanwhile);
-    /// `None` when intake stopped first and `stoppable`.
-    async fn with_backoff<T, F, Fut>(
-        &self,
-        attempt: F,
-        backoff: &mut Backoff,
-        stoppable: bool,
-    ) -> Option<T>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, String>>,
-    {
-        connect_with_backoff(
-            attempt,
-            backoff,
-            &self.intake,
-            stoppable,
-            &self.id,
-            &self.shown_url,
-            &self.status,
-        )
-        .await
-    }
-
     /// A new connection. `blocking_for` is the longest a command on it may block server
     /// side (a blocking read), added to the reply timeout.
     async fn connection(
@@ -268,19 +235,10 @@ impl Server {
     /// A Redis error as text, without the URL's credentials should it quote them.
     fn error_text(&self, error: &redis::RedisError) -> String {
         let text = crate::core::error_chain(error);
-        if self.config.url == self.shown_url {
+        if self.config.url == self.remote.shown_url {
             text
         } else {
-            text.replace(&self.config.url, &self.shown_url)
+            text.replace(&self.config.url, &self.remote.shown_url)
         }
-    }
-
-    /// Shows a lost connection in the status and the log.
-    fn report_lost(&self, error: &str) {
-        tracing::warn!(connector = %self.id, url = %self.shown_url, %error, "Lost the Redis connection; reconnecting.");
-        self.status.set_with_error(
-            crate::ComponentStatus::Reconnecting,
-            format!("lost the connection to {}: {error}", self.shown_url),
-        );
     }
 }

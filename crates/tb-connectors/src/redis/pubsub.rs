@@ -18,21 +18,22 @@ use crate::core::{
 pub(super) async fn subscribe(server: &Server, output: &OutputSender, errors: &OutputSender) {
     let config = &server.config;
     let mut decoder = StreamDecoder::new(
-        server.id.clone(),
+        server.remote.id.clone(),
         StreamId(0),
         config.codec,
         &config.interceptors,
         None,
     );
     let target = IngestTarget {
-        id: &server.id,
+        id: &server.remote.id,
         output,
         errors,
-        metrics: &server.metrics,
-        intake: &server.intake,
+        metrics: &server.remote.metrics,
+        intake: &server.remote.intake,
     };
     let mut backoff = Backoff::new(config.reconnect_min, config.reconnect_max);
     while let Some(pubsub) = server
+        .remote
         .with_backoff(|| open(server), &mut backoff, true)
         .await
     {
@@ -40,7 +41,7 @@ pub(super) async fn subscribe(server: &Server, output: &OutputSender, errors: &O
         loop {
             let first = tokio::select! {
                 biased;
-                () = server.intake.cancelled() => {
+                () = server.remote.intake.cancelled() => {
                     target.finish_outputs();
                     return;
                 }
@@ -60,8 +61,11 @@ pub(super) async fn subscribe(server: &Server, output: &OutputSender, errors: &O
             // Nothing to confirm: the acknowledgements are not awaited.
             ingest_messages(&mut decoder, &batch, &target).await;
         }
-        server.report_lost("the subscription ended");
-        pause(backoff.next_delay(), &server.intake, true).await;
+        server.remote.report_lost(
+            "the subscription ended",
+            "subscribing again; what is published meanwhile is not seen",
+        );
+        pause(backoff.next_delay(), &server.remote.intake, true).await;
     }
     target.finish_outputs();
 }

@@ -38,7 +38,7 @@ pub(super) async fn send(server: &Server, target: &Target, mut input: InputQueue
     let mut encoder = Encoder::new(config.codec, &config.interceptors);
     let mut connection: Option<MultiplexedConnection> = None;
     while let Some(batch) = input.recv().await {
-        server.metrics.input.inc_by(batch.len() as u64);
+        server.remote.metrics.input.inc_by(batch.len() as u64);
         let mut pipeline = redis::pipe();
         pipeline.ignore_errors();
         let mut sending = Vec::with_capacity(batch.len());
@@ -46,12 +46,12 @@ pub(super) async fn send(server: &Server, target: &Target, mut input: InputQueue
             match add_command(server, target, &mut encoder, &event, &mut pipeline) {
                 Ok(()) => sending.push(event),
                 Err(reason) => {
-                    tracing::warn!(connector = %server.id, %reason, "An event cannot be sent as it is; it is rejected.");
+                    tracing::warn!(connector = %server.remote.id, %reason, "An event cannot be sent as it is; it is rejected.");
                     complete_events(
                         vec![event],
                         AckStatus::Rejected,
                         Some(reason.into()),
-                        &server.metrics,
+                        &server.remote.metrics,
                     );
                 }
             }
@@ -63,6 +63,7 @@ pub(super) async fn send(server: &Server, target: &Target, mut input: InputQueue
             // While stopping, a server that cannot be reached fails the batch back to its
             // sources instead of holding the drain.
             connection = server
+                .remote
                 .with_backoff(
                     || server.connection(std::time::Duration::ZERO),
                     &mut backoff,
@@ -74,7 +75,7 @@ pub(super) async fn send(server: &Server, target: &Target, mut input: InputQueue
             fail(
                 server,
                 sending,
-                &format!("cannot reach {}", server.shown_url),
+                &format!("cannot reach {}", server.remote.shown_url),
             );
             continue;
         };
@@ -84,7 +85,7 @@ pub(super) async fn send(server: &Server, target: &Target, mut input: InputQueue
             Ok(replies) => settle(server, sending, replies),
             Err(error) => {
                 let error = server.error_text(&error);
-                server.report_lost(&error);
+                server.remote.report_lost(&error, "connecting again");
                 connection = None;
                 fail(
                     server,
@@ -142,12 +143,22 @@ fn settle(server: &Server, events: Vec<Event>, replies: Vec<redis::RedisResult<r
                     false => AckStatus::Rejected,
                 };
                 let reason = server.error_text(&error);
-                tracing::warn!(connector = %server.id, %reason, "Redis refused an event.");
-                complete_events(vec![event], status, Some(reason.into()), &server.metrics);
+                tracing::warn!(connector = %server.remote.id, %reason, "Redis refused an event.");
+                complete_events(
+                    vec![event],
+                    status,
+                    Some(reason.into()),
+                    &server.remote.metrics,
+                );
             }
         }
     }
-    complete_events(delivered, AckStatus::Delivered, None, &server.metrics);
+    complete_events(
+        delivered,
+        AckStatus::Delivered,
+        None,
+        &server.remote.metrics,
+    );
 }
 
 fn fail(server: &Server, events: Vec<Event>, reason: &str) {
@@ -155,6 +166,6 @@ fn fail(server: &Server, events: Vec<Event>, reason: &str) {
         events,
         AckStatus::Errored,
         Some(reason.into()),
-        &server.metrics,
+        &server.remote.metrics,
     );
 }

@@ -44,30 +44,31 @@ pub(super) async fn consume(
 ) {
     let config = &server.config;
     let mut decoder = StreamDecoder::new(
-        server.id.clone(),
+        server.remote.id.clone(),
         TbStreamId(0),
         config.codec,
         &config.interceptors,
         None,
     );
     let target = IngestTarget {
-        id: &server.id,
+        id: &server.remote.id,
         output,
         errors,
-        metrics: &server.metrics,
-        intake: &server.intake,
+        metrics: &server.remote.metrics,
+        intake: &server.remote.intake,
     };
     let mut group = Group::new(server, stream);
     let mut backoff = Backoff::new(config.reconnect_min, config.reconnect_max);
     while let Some((reader, acker)) = server
+        .remote
         .with_backoff(|| open(server, stream), &mut backoff, true)
         .await
     {
         match group.run(reader, acker, &mut decoder, &target).await {
             End::Stopped => return,
             End::Lost(error) => {
-                server.report_lost(&error);
-                pause(backoff.next_delay(), &server.intake, true).await;
+                server.remote.report_lost(&error, "connecting again");
+                pause(backoff.next_delay(), &server.remote.intake, true).await;
             }
         }
     }
@@ -365,12 +366,12 @@ impl<'a> Group<'a> {
                 self.settled.push(settled);
             }
             if let Err(error) = self.confirm(&mut acker).await {
-                tracing::warn!(connector = %self.server.id, %error, "Entries in flight at the stop were not acknowledged; they will be read again.");
+                tracing::warn!(connector = %self.server.remote.id, %error, "Entries in flight at the stop were not acknowledged; they will be read again.");
                 return End::Stopped;
             }
         }
         if let Err(error) = self.confirm(&mut acker).await {
-            tracing::warn!(connector = %self.server.id, %error, "Entries in flight at the stop were not acknowledged; they will be read again.");
+            tracing::warn!(connector = %self.server.remote.id, %error, "Entries in flight at the stop were not acknowledged; they will be read again.");
         }
         End::Stopped
     }

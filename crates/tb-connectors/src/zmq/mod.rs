@@ -29,8 +29,8 @@ use zeromq::{SocketEvent, ZmqMessage};
 
 use crate::core::{
     Backoff, BuildError, Connector, ConnectorBuilder, ConnectorContext, FieldTemplate,
-    IngestTarget, InputQueue, OutputSender, Roles, StartFuture, StreamDecoder, complete_events,
-    connect_with_backoff, encode_message, ingest_messages, parse_config, pause, start_running,
+    IngestTarget, InputQueue, OutputSender, Remote, Roles, StartFuture, StreamDecoder,
+    complete_events, encode_message, ingest_messages, parse_config, pause, start_running,
 };
 use socket::Sock;
 
@@ -154,13 +154,16 @@ impl Connector for Zmq {
     fn start(self: Box<Self>, context: ConnectorContext) -> StartFuture {
         start_running(async move {
             let peer = Peer {
-                id: self.id,
+                remote: Remote::new(
+                    self.id,
+                    self.endpoint.address(),
+                    context.status,
+                    context.metrics,
+                    context.intake,
+                ),
                 config: self.config,
                 endpoint: self.endpoint,
                 topic: self.topic,
-                status: context.status,
-                metrics: context.metrics,
-                intake: context.intake,
             };
             peer.run(&context.output, &context.errors, context.input)
                 .await;
@@ -179,13 +182,10 @@ enum End {
 
 /// The connector at run time.
 struct Peer {
-    id: ComponentId,
+    remote: Remote,
     config: ZmqConfig,
     endpoint: Endpoint,
     topic: Option<FieldTemplate>,
-    status: crate::StatusCell,
-    metrics: crate::ConnectorMetrics,
-    intake: tokio_util::sync::CancellationToken,
 }
 
 /// What a session reads and writes through.
@@ -205,7 +205,7 @@ impl Peer {
         let config = &self.config;
         let mut io = Io {
             decoder: StreamDecoder::new(
-                self.id.clone(),
+                self.remote.id.clone(),
                 StreamId(0),
                 config.codec,
                 &config.interceptors,
@@ -213,11 +213,11 @@ impl Peer {
             ),
             encoder: Encoder::new(config.codec, &config.interceptors),
             target: IngestTarget {
-                id: &self.id,
+                id: &self.remote.id,
                 output,
                 errors,
-                metrics: &self.metrics,
-                intake: &self.intake,
+                metrics: &self.remote.metrics,
+                intake: &self.remote.intake,
             },
             input,
             receiving: config.socket.receives(),
@@ -228,28 +228,18 @@ impl Peer {
         }
         let mut backoff = Backoff::new(config.reconnect_min, config.reconnect_max);
         loop {
-            let opened = connect_with_backoff(
-                || self.open(),
-                &mut backoff,
-                &self.intake,
-                true,
-                &self.id,
-                &self.endpoint.address(),
-                &self.status,
-            )
-            .await;
+            let opened = self
+                .remote
+                .with_backoff(|| self.open(), &mut backoff, true)
+                .await;
             let Some((mut sock, mut monitor)) = opened else {
                 break;
             };
             match self.session(&mut sock, &mut monitor, &mut io).await {
                 End::Done => return,
                 End::Lost(error) => {
-                    tracing::warn!(connector = %self.id, endpoint = %self.endpoint.address(), %error, "Making the ZeroMQ socket again.");
-                    self.status.set_with_error(
-                        crate::ComponentStatus::Reconnecting,
-                        format!("{}: {error}", self.endpoint.address()),
-                    );
-                    pause(backoff.next_delay(), &self.intake, true).await;
+                    self.remote.report_lost(&error, "making the socket again");
+                    pause(backoff.next_delay(), &self.remote.intake, true).await;
                 }
             }
         }
@@ -257,7 +247,7 @@ impl Peer {
         io.target.finish_outputs();
         if let Some(mut input) = io.input.take() {
             while let Some(batch) = input.recv().await {
-                self.metrics.input.inc_by(batch.len() as u64);
+                self.remote.metrics.input.inc_by(batch.len() as u64);
                 self.fail(batch, &format!("cannot reach {}", self.endpoint.address()));
             }
         }
@@ -305,7 +295,7 @@ impl Peer {
             let room = io.pending.len() < self.config.max_pending;
             tokio::select! {
                 biased;
-                () = self.intake.cancelled(), if io.receiving => {
+                () = self.remote.intake.cancelled(), if io.receiving => {
                     io.receiving = false;
                     io.target.finish_outputs();
                 }
@@ -321,12 +311,12 @@ impl Peer {
                     Ok(message) => self.take(message, io).await,
                     Err(error) if connected => return End::Lost(error.to_string()),
                     Err(error) => {
-                        tracing::debug!(connector = %self.id, %error, "A peer's connection failed.");
+                        tracing::debug!(connector = %self.remote.id, %error, "A peer's connection failed.");
                     }
                 },
                 batch = async { io.input.as_mut().expect("guarded").recv().await }, if io.input.is_some() => match batch {
                     Some(batch) => {
-                        self.metrics.input.inc_by(batch.len() as u64);
+                        self.remote.metrics.input.inc_by(batch.len() as u64);
                         if let Err(error) = self.send(sock, batch, io).await {
                             return End::Lost(error);
                         }
@@ -398,12 +388,12 @@ impl Peer {
             let message = match self.message_of(&event, &mut io.encoder) {
                 Ok(message) => message,
                 Err(reason) => {
-                    tracing::warn!(connector = %self.id, %reason, "An event cannot be sent as it is; it is rejected.");
+                    tracing::warn!(connector = %self.remote.id, %reason, "An event cannot be sent as it is; it is rejected.");
                     complete_events(
                         vec![event],
                         AckStatus::Rejected,
                         Some(reason.into()),
-                        &self.metrics,
+                        &self.remote.metrics,
                     );
                     continue;
                 }
@@ -413,13 +403,18 @@ impl Peer {
                 _ => sock.send(message).await.map_err(|error| error.to_string()),
             };
             match sent {
-                Ok(()) => complete_events(vec![event], AckStatus::Delivered, None, &self.metrics),
+                Ok(()) => complete_events(
+                    vec![event],
+                    AckStatus::Delivered,
+                    None,
+                    &self.remote.metrics,
+                ),
                 // The peer that asked is gone: there is nowhere else a reply could go.
                 Err(reason) if self.config.socket.replies() => complete_events(
                     vec![event],
                     AckStatus::Rejected,
                     Some(format!("the peer that asked is gone: {reason}").into()),
-                    &self.metrics,
+                    &self.remote.metrics,
                 ),
                 Err(reason) => {
                     let mut failed = vec![event];
@@ -459,7 +454,7 @@ impl Peer {
         let mut frames: Vec<bytes::Bytes> = Vec::with_capacity(3);
         if self.config.socket.replies() {
             let envelope = event
-                .is_from(&self.id)
+                .is_from(&self.remote.id)
                 .then(|| event.meta.fields.as_ref()?.get("envelope").cloned())
                 .flatten();
             let Some(Value::Array(envelope)) = envelope else {
@@ -492,7 +487,7 @@ impl Peer {
             events,
             AckStatus::Errored,
             Some(reason.into()),
-            &self.metrics,
+            &self.remote.metrics,
         );
     }
 }
