@@ -130,16 +130,15 @@ async fn take_distinct(js: &jetstream::Context, stream: &str, expected: usize) -
     distinct.taken()
 }
 
-/// Messages in `stream`.
+/// Messages in `stream`; 0 while it does not exist yet (the engine's sink declares it when
+/// it connects, which may come after the test first looks).
 async fn stored(js: &jetstream::Context, stream: &str) -> u64 {
-    js.get_stream(stream)
-        .await
-        .expect("stream")
-        .info()
-        .await
-        .expect("info")
-        .state
-        .messages
+    let mut found = match js.get_stream(stream).await {
+        Ok(found) => found,
+        Err(error) if error.to_string().contains("stream not found") => return 0,
+        Err(error) => panic!("stream {stream}: {error}"),
+    };
+    found.info().await.expect("info").state.messages
 }
 
 /// What `consumer` on `stream` has yet to deliver and has delivered but not seen acked.
