@@ -28,17 +28,8 @@ static BROKER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// A connection of the test's own, or `None` (the reason printed) when RabbitMQ is down and
 /// services are not required.
 async fn broker() -> Option<Connection> {
-    match Connection::connect(URL, ConnectionProperties::default()).await {
-        Ok(connection) => Some(connection),
-        Err(error) => {
-            assert!(
-                std::env::var("TIGHTBEAM_REQUIRE_SERVICES").as_deref() != Ok("1"),
-                "RabbitMQ at 127.0.0.1:5672 is required (TIGHTBEAM_REQUIRE_SERVICES=1): {error}"
-            );
-            println!("skipping: RabbitMQ at 127.0.0.1:5672 is unreachable: {error}");
-            None
-        }
-    }
+    let connected = Connection::connect(URL, ConnectionProperties::default()).await;
+    required("RabbitMQ at 127.0.0.1:5672", connected)
 }
 
 /// Stops a consumer of the test's own, so it takes nothing more.

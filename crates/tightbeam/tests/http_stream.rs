@@ -71,6 +71,17 @@ async fn server_state(port: u16) -> (Vec<Option<String>>, Vec<String>) {
     (connections, synced)
 }
 
+/// The `since` query parameter of each connection (`resume_query`), in order.
+async fn since_params(port: u16) -> Vec<Option<String>> {
+    let (_, state) = get_json(&http_client(), &format!("http://127.0.0.1:{port}/state")).await;
+    state["since"]
+        .as_array()
+        .expect("since")
+        .iter()
+        .map(|since| since.as_str().map(str::to_owned))
+        .collect()
+}
+
 /// The number in a marker `m<n>`.
 fn marker_number(marker: &str) -> usize {
     marker[1..].parse().expect("m<n>")
@@ -88,6 +99,7 @@ url = "http://127.0.0.1:{feed_port}/stream"
 format = "{format}"
 heartbeat_timeout = "2s"
 sync_url = "http://127.0.0.1:{feed_port}/sync"
+resume_query = "since"
 reconnect_min = "100ms"
 reconnect_max = "500ms"
 
@@ -140,6 +152,8 @@ async fn relay_through_silence_and_a_dropped_connection(format: &str) {
     // The second dropped after m100: what was in flight settled first, so the third
     // resumed from there.
     assert_eq!(connections[2].as_deref(), Some("m100"), "{connections:?}");
+    // `resume_query` carries the same marker as `Last-Event-ID`.
+    assert_eq!(since_params(feed_port).await, connections);
     let numbers: Vec<usize> = synced.iter().map(|marker| marker_number(marker)).collect();
     assert!(
         numbers.windows(2).all(|pair| pair[0] < pair[1]),

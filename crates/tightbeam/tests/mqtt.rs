@@ -33,14 +33,10 @@ async fn connect(
     let mut options = MqttOptions::new(unique(name), "127.0.0.1", port);
     options.set_keep_alive(Duration::from_secs(30));
     let (client, mut eventloop) = AsyncClient::new(options, 1_024);
-    if let Err(error) = connected(&mut eventloop).await {
-        assert!(
-            std::env::var("TIGHTBEAM_REQUIRE_SERVICES").as_deref() != Ok("1"),
-            "Mosquitto at 127.0.0.1:{port} is required (TIGHTBEAM_REQUIRE_SERVICES=1): {error}"
-        );
-        println!("skipping: Mosquitto at 127.0.0.1:{port} is unreachable: {error}");
-        return None;
-    }
+    required(
+        &format!("Mosquitto at 127.0.0.1:{port}"),
+        connected(&mut eventloop).await,
+    )?;
     // Room for every message a test takes, so the event loop never waits on the test.
     let (sender, received) = mpsc::channel(20_000);
     tokio::spawn(async move {
@@ -339,23 +335,13 @@ impl OwnMosquitto {
             "mosquitto.conf",
             &format!("listener {port} 127.0.0.1\nallow_anonymous true\n"),
         );
-        let child = match std::process::Command::new("mosquitto")
+        let spawned = std::process::Command::new("mosquitto")
             .arg("-c")
             .arg(&config)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
-            .spawn()
-        {
-            Ok(child) => child,
-            Err(error) => {
-                assert!(
-                    std::env::var("TIGHTBEAM_REQUIRE_SERVICES").as_deref() != Ok("1"),
-                    "mosquitto is required (TIGHTBEAM_REQUIRE_SERVICES=1): {error}"
-                );
-                println!("skipping: cannot run mosquitto: {error}");
-                return None;
-            }
-        };
+            .spawn();
+        let child = required("mosquitto", spawned)?;
         let deadline = std::time::Instant::now() + LIMIT;
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(std::time::Instant::now() < deadline, "mosquitto listening");

@@ -24,17 +24,7 @@ static SERVER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// A client of the test's own, or `None` (the reason printed) when NATS is down and
 /// services are not required.
 async fn server() -> Option<async_nats::Client> {
-    match async_nats::connect(URL).await {
-        Ok(client) => Some(client),
-        Err(error) => {
-            assert!(
-                std::env::var("TIGHTBEAM_REQUIRE_SERVICES").as_deref() != Ok("1"),
-                "NATS at 127.0.0.1:4222 is required (TIGHTBEAM_REQUIRE_SERVICES=1): {error}"
-            );
-            println!("skipping: NATS at 127.0.0.1:4222 is unreachable: {error}");
-            None
-        }
-    }
+    required("NATS at 127.0.0.1:4222", async_nats::connect(URL).await)
 }
 
 /// A stream name and a subject prefix no other test uses.

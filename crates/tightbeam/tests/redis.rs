@@ -30,17 +30,7 @@ async fn server() -> Option<MultiplexedConnection> {
             .get_multiplexed_async_connection()
             .await
     };
-    match connected.await {
-        Ok(connection) => Some(connection),
-        Err(error) => {
-            assert!(
-                std::env::var("TIGHTBEAM_REQUIRE_SERVICES").as_deref() != Ok("1"),
-                "Redis at 127.0.0.1:6379 is required (TIGHTBEAM_REQUIRE_SERVICES=1): {error}"
-            );
-            println!("skipping: Redis at 127.0.0.1:6379 is unreachable: {error}");
-            None
-        }
-    }
+    required("Redis at 127.0.0.1:6379", connected.await)
 }
 
 fn bodies(count: usize) -> Vec<String> {

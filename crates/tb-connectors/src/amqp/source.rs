@@ -9,7 +9,7 @@ use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use tb_event::{AckStatus, KeyString, ObjectMap, StreamId, Value};
+use tb_event::{AckStatus, KeyString, ObjectMap, Value};
 
 use super::Broker;
 use crate::core::{
@@ -35,20 +35,10 @@ pub(super) async fn consume(
 ) {
     let config = &broker.config;
     let mut backoff = Backoff::new(config.reconnect_min, config.reconnect_max);
-    let mut decoder = StreamDecoder::new(
-        broker.remote.id.clone(),
-        StreamId(0),
-        config.codec,
-        &config.interceptors,
-        None,
-    );
-    let target = IngestTarget {
-        id: &broker.remote.id,
-        output,
-        errors,
-        metrics: &broker.remote.metrics,
-        intake: &broker.remote.intake,
-    };
+    let mut decoder = broker
+        .remote
+        .message_decoder(config.codec, &config.interceptors);
+    let target = broker.remote.ingest_target(output, errors);
     loop {
         let session = broker
             .remote

@@ -3,11 +3,15 @@
 //! token that says intake stopped; and the two things every such connector does with them:
 //! connect with backoff, and show a lost connection.
 
-use tb_event::ComponentId;
+use tb_codec::{CodecKind, InterceptorConfig};
+use tb_event::{ComponentId, StreamId};
 use tokio_util::sync::CancellationToken;
 
 use super::backoff::{Backoff, connect_with_backoff};
+use super::fanout::OutputSender;
+use super::ingest::StreamDecoder;
 use super::metrics::ConnectorMetrics;
+use super::reader::IngestTarget;
 use super::redact::redact_url;
 use super::status::{ComponentStatus, StatusCell};
 
@@ -41,6 +45,32 @@ impl Remote {
             metrics,
             intake,
         }
+    }
+
+    /// Where the events this connector receives go (`output`, and `errors` for bytes that
+    /// would not decode), counted in its metrics.
+    pub fn ingest_target<'a>(
+        &'a self,
+        output: &'a OutputSender,
+        errors: &'a OutputSender,
+    ) -> IngestTarget<'a> {
+        IngestTarget {
+            id: &self.id,
+            output,
+            errors,
+            metrics: &self.metrics,
+            intake: &self.intake,
+        }
+    }
+
+    /// The decoder of a message transport: one stream, each message decoded whole
+    /// ([`super::ingest_messages`] sets each message's `%tightbeam` fields).
+    pub fn message_decoder(
+        &self,
+        codec: CodecKind,
+        interceptors: &[InterceptorConfig],
+    ) -> StreamDecoder {
+        StreamDecoder::new(self.id.clone(), StreamId(0), codec, interceptors, None)
     }
 
     /// Tries `attempt` until it succeeds (status `reconnecting` with its error meanwhile,

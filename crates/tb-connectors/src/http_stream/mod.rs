@@ -155,20 +155,10 @@ struct Session {
 impl Feed {
     /// Connects, reads and reconnects until intake stops; then finishes the outputs.
     async fn run(&self, output: &OutputSender, errors: &OutputSender) {
-        let mut decoder = StreamDecoder::new(
-            self.remote.id.clone(),
-            StreamId(0),
-            self.config.codec,
-            &self.config.interceptors,
-            None,
-        );
-        let target = IngestTarget {
-            id: &self.remote.id,
-            output,
-            errors,
-            metrics: &self.remote.metrics,
-            intake: &self.remote.intake,
-        };
+        let mut decoder = self
+            .remote
+            .message_decoder(self.config.codec, &self.config.interceptors);
+        let target = self.remote.ingest_target(output, errors);
         let mut backoff = Backoff::new(self.config.reconnect_min, self.config.reconnect_max);
         // The marker confirmed last: where a new connection resumes.
         let mut confirmed: Option<String> = None;
@@ -196,12 +186,11 @@ impl Feed {
     /// The GET, resuming from `marker`, answered 2xx.
     async fn open(&self, marker: Option<&str>) -> Result<reqwest::Response, String> {
         let mut url = self.url.clone();
-        let mut request = self.client.get(url.clone()).headers(self.headers.clone());
+        if let (Some(marker), Some(name)) = (marker, &self.config.resume_query) {
+            url.query_pairs_mut().append_pair(name, marker);
+        }
+        let mut request = self.client.get(url).headers(self.headers.clone());
         if let Some(marker) = marker {
-            if let Some(name) = &self.config.resume_query {
-                url.query_pairs_mut().append_pair(name, marker);
-                request = self.client.get(url).headers(self.headers.clone());
-            }
             request = request.header("last-event-id", marker);
         }
         let response = tokio::time::timeout(REQUEST_TIMEOUT, request.send())
@@ -403,23 +392,18 @@ impl Feed {
         confirmed: &mut Option<String>,
         error: String,
     ) -> End {
-        loop {
-            let settled = tokio::select! {
-                biased;
-                () = self.remote.intake.cancelled() => return End::Lost(error),
-                settled = session.pending.next() => settled,
-            };
-            let Some(settled) = settled else {
-                return End::Lost(error);
-            };
-            if let Err(errored) = self.settle(session, settled, confirmed).await {
-                return End::Lost(format!("{error}; {errored}"));
-            }
+        match self
+            .settle_all(session, confirmed, Some(&self.remote.intake))
+            .await
+        {
+            Ok(()) => End::Lost(error),
+            Err(errored) => End::Lost(format!("{error}; {errored}")),
         }
     }
 
     /// At a stop: the outputs are finished, and the acknowledgements of what is in flight
-    /// awaited, so the last marker they confirm is saved.
+    /// awaited, so the last marker they confirm is saved. An errored event ends it: the
+    /// feed sends again from there next time.
     async fn stop(
         &self,
         session: &mut Session,
@@ -427,11 +411,30 @@ impl Feed {
         target: &IngestTarget<'_>,
     ) {
         target.finish_outputs();
-        while let Some(settled) = session.pending.next().await {
-            if self.settle(session, settled, confirmed).await.is_err() {
-                // Not delivered: the feed sends it again next time.
-                return;
-            }
+        let _ = self.settle_all(session, confirmed, None).await;
+    }
+
+    /// Settles the acknowledgements in flight as they come (the confirmed marker moves, and
+    /// is synced), until none is left, one is errored (its error), or `stop` is cancelled.
+    async fn settle_all(
+        &self,
+        session: &mut Session,
+        confirmed: &mut Option<String>,
+        stop: Option<&tokio_util::sync::CancellationToken>,
+    ) -> Result<(), String> {
+        loop {
+            let settled = match stop {
+                Some(stop) => tokio::select! {
+                    biased;
+                    () = stop.cancelled() => return Ok(()),
+                    settled = session.pending.next() => settled,
+                },
+                None => session.pending.next().await,
+            };
+            let Some(settled) = settled else {
+                return Ok(());
+            };
+            self.settle(session, settled, confirmed).await?;
         }
     }
 }

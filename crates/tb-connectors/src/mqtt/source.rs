@@ -6,7 +6,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use rumqttc::{AsyncClient, Event, EventLoop, Packet, Publish, SubscribeFilter};
-use tb_event::{AckStatus, KeyString, ObjectMap, StreamId, Value};
+use tb_event::{AckStatus, KeyString, ObjectMap, Value};
 
 use super::{Broker, SessionKind, qos_of};
 use crate::core::{Backoff, IngestTarget, OutputSender, StreamDecoder, ingest_messages, pause};
@@ -28,20 +28,10 @@ enum End {
 pub(super) async fn subscribe(broker: &Broker, output: &OutputSender, errors: &OutputSender) {
     let config = &broker.config;
     let mut backoff = Backoff::new(config.reconnect_min, config.reconnect_max);
-    let mut decoder = StreamDecoder::new(
-        broker.remote.id.clone(),
-        StreamId(0),
-        config.codec,
-        &config.interceptors,
-        None,
-    );
-    let target = IngestTarget {
-        id: &broker.remote.id,
-        output,
-        errors,
-        metrics: &broker.remote.metrics,
-        intake: &broker.remote.intake,
-    };
+    let mut decoder = broker
+        .remote
+        .message_decoder(config.codec, &config.interceptors);
+    let target = broker.remote.ingest_target(output, errors);
     let kind = SessionKind {
         client_id: broker.client_id.clone(),
         persistent: config.persistent_session,

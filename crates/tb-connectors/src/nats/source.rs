@@ -9,7 +9,7 @@ use async_nats::jetstream::AckKind;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use futures::stream::FuturesUnordered;
 use futures::{Stream, StreamExt};
-use tb_event::{AckStatus, KeyString, ObjectMap, StreamId, Value};
+use tb_event::{AckStatus, KeyString, ObjectMap, Value};
 
 use super::{DeliverFrom, Server};
 use crate::core::{
@@ -25,20 +25,10 @@ pub(super) async fn receive(
     errors: &OutputSender,
 ) {
     let config = &server.config;
-    let mut decoder = StreamDecoder::new(
-        server.remote.id.clone(),
-        StreamId(0),
-        config.codec,
-        &config.interceptors,
-        None,
-    );
-    let target = IngestTarget {
-        id: &server.remote.id,
-        output,
-        errors,
-        metrics: &server.remote.metrics,
-        intake: &server.remote.intake,
-    };
+    let mut decoder = server
+        .remote
+        .message_decoder(config.codec, &config.interceptors);
+    let target = server.remote.ingest_target(output, errors);
     match (&config.subject, &config.stream) {
         (Some(subject), _) => subscribe(server, client, subject, &mut decoder, &target).await,
         (None, Some(stream)) => consume(server, client, stream, &mut decoder, &target).await,

@@ -5,32 +5,21 @@
 use std::sync::Arc;
 
 use futures::StreamExt;
-use tb_event::{KeyString, ObjectMap, StreamId, Value};
+use tb_event::{KeyString, ObjectMap, Value};
 
 use super::Server;
 use crate::core::{
-    Backoff, IngestTarget, MAX_MESSAGES_PER_BATCH, MessageIn, OutputSender, StreamDecoder,
-    ingest_messages, pause, take_ready,
+    Backoff, MAX_MESSAGES_PER_BATCH, MessageIn, OutputSender, ingest_messages, pause, take_ready,
 };
 
 /// Subscribes until intake stops, subscribing again when the connection is lost; then
 /// finishes the outputs.
 pub(super) async fn subscribe(server: &Server, output: &OutputSender, errors: &OutputSender) {
     let config = &server.config;
-    let mut decoder = StreamDecoder::new(
-        server.remote.id.clone(),
-        StreamId(0),
-        config.codec,
-        &config.interceptors,
-        None,
-    );
-    let target = IngestTarget {
-        id: &server.remote.id,
-        output,
-        errors,
-        metrics: &server.remote.metrics,
-        intake: &server.remote.intake,
-    };
+    let mut decoder = server
+        .remote
+        .message_decoder(config.codec, &config.interceptors);
+    let target = server.remote.ingest_target(output, errors);
     let mut backoff = Backoff::new(config.reconnect_min, config.reconnect_max);
     while let Some(pubsub) = server
         .remote

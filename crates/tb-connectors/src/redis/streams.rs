@@ -16,7 +16,7 @@ use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
-use tb_event::{AckStatus, KeyString, ObjectMap, StreamId as TbStreamId, Value};
+use tb_event::{AckStatus, KeyString, ObjectMap, Value};
 
 use super::Server;
 use crate::core::{
@@ -43,20 +43,10 @@ pub(super) async fn consume(
     errors: &OutputSender,
 ) {
     let config = &server.config;
-    let mut decoder = StreamDecoder::new(
-        server.remote.id.clone(),
-        TbStreamId(0),
-        config.codec,
-        &config.interceptors,
-        None,
-    );
-    let target = IngestTarget {
-        id: &server.remote.id,
-        output,
-        errors,
-        metrics: &server.remote.metrics,
-        intake: &server.remote.intake,
-    };
+    let mut decoder = server
+        .remote
+        .message_decoder(config.codec, &config.interceptors);
+    let target = server.remote.ingest_target(output, errors);
     let mut group = Group::new(server, stream);
     let mut backoff = Backoff::new(config.reconnect_min, config.reconnect_max);
     while let Some((reader, acker)) = server
@@ -160,10 +150,7 @@ impl<'a> Group<'a> {
                 biased;
                 () = target.intake.cancelled() => return self.stop(acker, target).await,
                 Some(settled) = self.pending.next(), if !self.pending.is_empty() => {
-                    self.settled.push(settled);
-                    while let Some(Some(settled)) = self.pending.next().now_or_never() {
-                        self.settled.push(settled);
-                    }
+                    self.gather(settled);
                     if let Err(error) = self.confirm(&mut acker).await {
                         return End::Lost(error);
                     }
@@ -360,20 +347,28 @@ impl<'a> Group<'a> {
     /// events finish.
     async fn stop(&mut self, mut acker: MultiplexedConnection, target: &IngestTarget<'_>) -> End {
         target.finish_outputs();
-        while let Some(settled) = self.pending.next().await {
-            self.settled.push(settled);
-            while let Some(Some(settled)) = self.pending.next().now_or_never() {
-                self.settled.push(settled);
-            }
-            if let Err(error) = self.confirm(&mut acker).await {
-                tracing::warn!(connector = %self.server.remote.id, %error, "Entries in flight at the stop were not acknowledged; they will be read again.");
-                return End::Stopped;
-            }
+        let mut confirmed = Ok(());
+        while confirmed.is_ok() {
+            let Some(settled) = self.pending.next().await else {
+                // Entries settled without waiting (nothing in them) are confirmed here too.
+                confirmed = self.confirm(&mut acker).await;
+                break;
+            };
+            self.gather(settled);
+            confirmed = self.confirm(&mut acker).await;
         }
-        if let Err(error) = self.confirm(&mut acker).await {
+        if let Err(error) = confirmed {
             tracing::warn!(connector = %self.server.remote.id, %error, "Entries in flight at the stop were not acknowledged; they will be read again.");
         }
         End::Stopped
+    }
+
+    /// Takes `first` and every other acknowledgement already resolved, to confirm together.
+    fn gather(&mut self, first: Settled) {
+        self.settled.push(first);
+        while let Some(Some(settled)) = self.pending.next().now_or_never() {
+            self.settled.push(settled);
+        }
     }
 }
 

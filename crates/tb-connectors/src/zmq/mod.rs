@@ -24,7 +24,7 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use tb_codec::Encoder;
-use tb_event::{AckStatus, ComponentId, Event, KeyString, ObjectMap, StreamId, Value};
+use tb_event::{AckStatus, ComponentId, Event, KeyString, ObjectMap, Value};
 use zeromq::{SocketEvent, ZmqMessage};
 
 use crate::core::{
@@ -204,21 +204,11 @@ impl Peer {
     async fn run(&self, output: &OutputSender, errors: &OutputSender, input: Option<InputQueue>) {
         let config = &self.config;
         let mut io = Io {
-            decoder: StreamDecoder::new(
-                self.remote.id.clone(),
-                StreamId(0),
-                config.codec,
-                &config.interceptors,
-                None,
-            ),
+            decoder: self
+                .remote
+                .message_decoder(config.codec, &config.interceptors),
             encoder: Encoder::new(config.codec, &config.interceptors),
-            target: IngestTarget {
-                id: &self.remote.id,
-                output,
-                errors,
-                metrics: &self.remote.metrics,
-                intake: &self.remote.intake,
-            },
+            target: self.remote.ingest_target(output, errors),
             input,
             receiving: config.socket.receives(),
             pending: FuturesUnordered::new(),

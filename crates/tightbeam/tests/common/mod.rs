@@ -279,3 +279,20 @@ impl DistinctN {
         self.taken.get()
     }
 }
+
+/// `Some(found)`; or, when what a test needs is missing (`found` is the error saying why),
+/// a failure if `TIGHTBEAM_REQUIRE_SERVICES=1` (CI sets it) and otherwise `None`, the test
+/// skipped with the reason printed.
+pub fn required<T, E: std::fmt::Display>(what: &str, found: Result<T, E>) -> Option<T> {
+    match found {
+        Ok(found) => Some(found),
+        Err(error) => {
+            assert!(
+                std::env::var("TIGHTBEAM_REQUIRE_SERVICES").as_deref() != Ok("1"),
+                "{what} is required (TIGHTBEAM_REQUIRE_SERVICES=1): {error}"
+            );
+            println!("skipping: {what} is missing: {error}");
+            None
+        }
+    }
+}

@@ -11,18 +11,19 @@ must notice and reconnect); the second drops the connection after 100; later one
 rest (after two envelopes that cannot be read: text that is not JSON, and an unknown type)
 and then PING every 0.5 s. With `steady`, every connection sends the rest. `POST /sync`
 records a marker. `GET /state` tells what was recorded: the marker each connection resumed
-from and the markers synced, in order.
+from (`connections`), its `since` query parameter (`since`), and the markers synced, in order.
 """
 
 import json
 import sys
 import threading
 import time
+from urllib.parse import parse_qs, urlparse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 PORT, FORMAT, TOTAL = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 STEADY = len(sys.argv) > 4 and sys.argv[4] == "steady"
-STATE = {"connections": [], "synced": []}
+STATE = {"connections": [], "since": [], "synced": []}
 LOCK = threading.Lock()
 
 
@@ -68,6 +69,8 @@ class Feed(BaseHTTPRequestHandler):
             if resume is None and STATE["synced"]:
                 resume = STATE["synced"][-1]
             STATE["connections"].append(resume)
+            query = parse_qs(urlparse(self.path).query)
+            STATE["since"].append(query.get("since", [None])[0])
             connection = len(STATE["connections"])
         start = int(resume[1:]) if resume else 0
         self.send_response(200)
