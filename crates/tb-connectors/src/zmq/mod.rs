@@ -29,8 +29,9 @@ use zeromq::{SocketEvent, ZmqMessage};
 
 use crate::core::{
     Backoff, BuildError, Connector, ConnectorBuilder, ConnectorContext, FieldTemplate,
-    IngestTarget, InputQueue, OutputSender, Remote, Roles, StartFuture, StreamDecoder,
-    complete_events, encode_message, ingest_messages, parse_config, pause, start_running,
+    IngestTarget, InputQueue, MAX_MESSAGES_PER_BATCH, MessageIn, OutputSender, Remote, Roles,
+    StartFuture, StreamDecoder, complete_events, encode_message, ingest_messages, parse_config,
+    pause, start_running,
 };
 use socket::Sock;
 
@@ -297,13 +298,22 @@ impl Peer {
                     }
                 }
                 Some(()) = io.pending.next(), if !io.pending.is_empty() => {}
-                message = sock.recv(), if takes_messages && io.receiving && room => match message {
-                    Ok(message) => self.take(message, io).await,
-                    Err(error) if connected => return End::Lost(error.to_string()),
-                    Err(error) => {
-                        tracing::debug!(connector = %self.remote.id, %error, "A peer's connection failed.");
+                message = sock.recv(), if takes_messages && io.receiving && room => {
+                    let (burst, failed) = match message {
+                        Ok(message) => self.ready_after(message, sock, io.pending.len()),
+                        Err(error) => (Vec::new(), Some(error)),
+                    };
+                    if !burst.is_empty() {
+                        self.take(burst, io).await;
                     }
-                },
+                    match failed {
+                        Some(error) if connected => return End::Lost(error.to_string()),
+                        Some(error) => {
+                            tracing::debug!(connector = %self.remote.id, %error, "A peer's connection failed.");
+                        }
+                        None => {}
+                    }
+                }
                 batch = async { io.input.as_mut().expect("guarded").recv().await }, if io.input.is_some() => match batch {
                     Some(batch) => {
                         self.remote.metrics.input.inc_by(batch.len() as u64);
@@ -317,18 +327,48 @@ impl Peer {
         }
     }
 
-    /// Hands a received message's body (its last frame) on; the frames before it are kept
-    /// in `%tightbeam`.
-    async fn take(&self, message: ZmqMessage, io: &mut Io<'_>) {
-        let mut frames = message.into_vec();
-        let Some(body) = frames.pop() else { return };
-        let fields = self.fields_of(&frames);
-        let acks = ingest_messages(
-            &mut io.decoder,
-            &[(&body[..], Some(std::sync::Arc::new(fields)))],
-            &io.target,
-        )
-        .await;
+    /// `first` and the messages the socket already holds, up to a batch and the room left
+    /// under `max_pending`: a burst costs one send downstream, not one per message. A
+    /// failure met while gathering ends the burst and is returned, to be handled as one
+    /// met by the session's own receive.
+    fn ready_after(
+        &self,
+        first: ZmqMessage,
+        sock: &mut Sock,
+        pending: usize,
+    ) -> (Vec<ZmqMessage>, Option<zeromq::ZmqError>) {
+        let room = self
+            .config
+            .max_pending
+            .saturating_sub(pending)
+            .clamp(1, MAX_MESSAGES_PER_BATCH);
+        let mut burst = vec![first];
+        while burst.len() < room {
+            match sock.recv().now_or_never() {
+                Some(Ok(message)) => burst.push(message),
+                Some(Err(error)) => return (burst, Some(error)),
+                None => break,
+            }
+        }
+        (burst, None)
+    }
+
+    /// Hands received messages' bodies (each its last frame) on as one batch; the frames
+    /// before a body are kept in its `%tightbeam`.
+    async fn take(&self, messages: Vec<ZmqMessage>, io: &mut Io<'_>) {
+        let received: Vec<(bytes::Bytes, std::sync::Arc<ObjectMap>)> = messages
+            .into_iter()
+            .filter_map(|message| {
+                let mut frames = message.into_vec();
+                let body = frames.pop()?;
+                Some((body, std::sync::Arc::new(self.fields_of(&frames))))
+            })
+            .collect();
+        let batch: Vec<MessageIn<'_>> = received
+            .iter()
+            .map(|(body, fields)| (&body[..], Some(fields.clone())))
+            .collect();
+        let acks = ingest_messages(&mut io.decoder, &batch, &io.target).await;
         for ack in acks.into_iter().flatten() {
             io.pending.push(ack.wait().map(drop).boxed());
         }
@@ -432,7 +472,7 @@ impl Peer {
             .map_err(|_| format!("no reply within {:?}", self.config.request_timeout))?
             .map_err(|error| error.to_string())?;
         if io.receiving {
-            self.take(reply, io).await;
+            self.take(vec![reply], io).await;
         }
         Ok(())
     }
