@@ -231,6 +231,17 @@ impl Destination {
         i64::try_from(self.config.lease.as_millis()).unwrap_or(i64::MAX)
     }
 
+    /// How many new jobs the store may keep in one row: a load's worth, when jobs stored
+    /// together are also loaded together (every action sends to one path), so that a
+    /// group is settled as one; else one.
+    fn group_max(&self) -> usize {
+        if self.actions.iter().all(Action::has_constant_path) {
+            self.config.batch_size as usize
+        } else {
+            1
+        }
+    }
+
     /// Its actions' names.
     pub fn action_names(&self) -> Vec<String> {
         self.actions
@@ -382,7 +393,10 @@ impl Destination {
             let counts = count_by_action(&jobs);
             let (claim, slots) = handoff.reserve(jobs.len());
             let stored_count = jobs.len();
-            match store.insert_claiming(jobs, now_ms(), claim).await {
+            match store
+                .insert_claiming(jobs, now_ms(), claim, self.group_max())
+                .await
+            {
                 Ok(claimed) => {
                     for (action, count) in counts {
                         metrics.jobs(&self.id, &action, "available", count);
@@ -590,7 +604,8 @@ impl Loader {
                 if limit > 0 {
                     match self.claim(limit).await {
                         Ok(count) => {
-                            claimed_all = count == limit
+                            // A group is claimed whole, so a claim may take a few more.
+                            claimed_all = count >= limit
                                 && !matches!(
                                     self.breaker.allowance(Instant::now(), usize::MAX),
                                     Allowance::Wait(_)
@@ -714,11 +729,25 @@ impl Loader {
     }
 
     /// Groups claimed jobs into loads of one action and path, `batch_size` at most each.
+    /// The jobs of a stored group (claimed together, in id order) go into one load, so
+    /// that they settle together.
     fn group(&self, claimed: Vec<Claimed>) -> Vec<Load> {
         let batch = self.destination.config.batch_size as usize;
         let mut loads: Vec<Load> = Vec::new();
         let mut runtime = ExpressionRuntime::default();
+        // The load that took the last job, and its group.
+        let mut last: Option<(usize, Option<JobId>)> = None;
         for job in claimed {
+            let group = job.group.as_ref().map(|group| group.id.clone());
+            if let Some((load, _)) = last
+                .as_ref()
+                .filter(|(_, last_group)| group.is_some() && *last_group == group)
+            {
+                loads[*load].jobs.push(job);
+                continue;
+            }
+            // The room a job needs in a load: its whole group's.
+            let needs = job.group.as_ref().map_or(1, |group| group.size as usize);
             let Some(action) = self
                 .destination
                 .actions
@@ -737,19 +766,25 @@ impl Loader {
                 continue;
             };
             let path = self.path_of(action, &job, &mut runtime);
-            match loads
-                .iter_mut()
-                .find(|load| load.action == action && load.path == path && load.jobs.len() < batch)
-            {
-                Some(load) => load.jobs.push(job),
-                None => loads.push(Load {
-                    action,
-                    path,
-                    jobs: vec![job],
-                    started_at: now_ms(),
-                    slots: None,
-                }),
-            }
+            let index = match loads.iter().position(|load| {
+                load.action == action && load.path == path && load.jobs.len() + needs <= batch
+            }) {
+                Some(index) => {
+                    loads[index].jobs.push(job);
+                    index
+                }
+                None => {
+                    loads.push(Load {
+                        action,
+                        path,
+                        jobs: vec![job],
+                        started_at: now_ms(),
+                        slots: None,
+                    });
+                    loads.len() - 1
+                }
+            };
+            last = Some((index, group));
         }
         loads
     }

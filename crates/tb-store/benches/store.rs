@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use tb_store::{Attempt, ClaimKey, Durability, JobId, JsonText, NewJob, Settlement, SqliteStore};
+use tb_store::{Attempt, Durability, JobId, JsonText, NewJob, Settlement, SqliteStore};
 
 /// Jobs per batch: about what one group commit of W3 holds.
 const BATCH: usize = 800;
@@ -59,11 +59,7 @@ fn lifecycle(store: &SqliteStore, iterations: u64, now: &mut i64) -> Duration {
             .iter()
             .map(|job| {
                 (
-                    ClaimKey {
-                        id: job.id.clone(),
-                        token: job.token,
-                        attempt: job.attempt,
-                    },
+                    job.key(),
                     Settlement::Succeeded,
                     Attempt {
                         started_at: *now,

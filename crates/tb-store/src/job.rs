@@ -14,6 +14,49 @@ impl JobId {
     }
 }
 
+impl JobId {
+    /// A new group id: a UUID v7 whose low [`MEMBER_BITS`] bits are zero, so that its
+    /// members' ids ([`JobId::member`]) follow it and no other group's.
+    pub(crate) fn new_group() -> Self {
+        let bits = uuid::Uuid::now_v7().as_u128() & !MEMBER_MASK;
+        Self(uuid::Uuid::from_u128(bits).to_string())
+    }
+
+    /// The id of member `index` (from 1) of the group whose id this is.
+    pub(crate) fn member(&self, index: u32) -> Self {
+        let base = uuid::Uuid::parse_str(&self.0).map_or(0, |id| id.as_u128());
+        Self(uuid::Uuid::from_u128(base | u128::from(index)).to_string())
+    }
+
+    /// The group this id would be a member of, and its index there: `None` for an id that
+    /// is no member id (not a UUID, or its low bits are zero).
+    pub(crate) fn group_of(&self) -> Option<(Self, u32)> {
+        let bits = uuid::Uuid::parse_str(&self.0).ok()?.as_u128();
+        let index = u32::try_from(bits & MEMBER_MASK)
+            .ok()
+            .filter(|index| *index > 0)?;
+        Some((
+            Self(uuid::Uuid::from_u128(bits & !MEMBER_MASK).to_string()),
+            index,
+        ))
+    }
+}
+
+/// Low bits of a member's id that number it within its group.
+pub(crate) const MEMBER_BITS: u32 = 10;
+const MEMBER_MASK: u128 = (1 << MEMBER_BITS) - 1;
+/// Most jobs one group holds.
+pub const GROUP_MAX: usize = (1 << MEMBER_BITS) - 1;
+
+/// The row a job is stored in with the other jobs of its group (see [`crate::group`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct GroupKey {
+    /// The group's id (no job's).
+    pub id: JobId,
+    /// How many jobs it holds.
+    pub size: u32,
+}
+
 impl Default for JobId {
     fn default() -> Self {
         Self::new()
@@ -165,30 +208,6 @@ impl ClaimOnInsert {
     }
 }
 
-/// The jobs of a batch stored at `now` that `claim` claimed, as their claimer holds them.
-pub(crate) fn claimed_on_insert(
-    jobs: Vec<NewJob>,
-    now: i64,
-    claim: Option<ClaimOnInsert>,
-) -> Vec<Claimed> {
-    jobs.into_iter()
-        .enumerate()
-        .filter_map(|(index, job)| {
-            let lease_ms = ClaimOnInsert::lease_of(claim, index)?;
-            let (status, lease_until) = job.stored_state(now, Some(lease_ms));
-            (status == JobStatus::Running).then_some(Claimed {
-                id: job.id,
-                action: job.action,
-                payload: job.payload,
-                context: job.context,
-                attempt: 1,
-                token: 1,
-                lease_until,
-            })
-        })
-        .collect()
-}
-
 /// A job as a claimer holds it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Claimed {
@@ -207,6 +226,8 @@ pub struct Claimed {
     pub token: u64,
     /// When the lease ends unless a heartbeat extends it.
     pub lease_until: i64,
+    /// The group it is stored in, if it shares a row with other jobs.
+    pub group: Option<GroupKey>,
 }
 
 impl Claimed {
@@ -216,6 +237,7 @@ impl Claimed {
             id: self.id.clone(),
             token: self.token,
             attempt: self.attempt,
+            group: self.group.clone(),
         }
     }
 }
@@ -229,6 +251,8 @@ pub struct ClaimKey {
     pub token: u64,
     /// Which attempt the claim is.
     pub attempt: u32,
+    /// The group the job is stored in, if any: its row holds the lease and the token.
+    pub group: Option<GroupKey>,
 }
 
 /// How an attempt ended, as the claimer reports it.

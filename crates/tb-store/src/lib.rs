@@ -16,6 +16,7 @@
 //! [`Store`] is the async face the engine uses over whichever one the config names; one
 //! test suite runs against both through it.
 
+mod group;
 mod job;
 mod pg_tls;
 mod postgres;
@@ -23,8 +24,8 @@ mod sqlite;
 mod store;
 
 pub use job::{
-    Attempt, ClaimKey, ClaimOnInsert, Claimed, JobFilter, JobId, JobPage, JobRecord, JobStatus,
-    JsonText, NewJob, Settlement,
+    Attempt, ClaimKey, ClaimOnInsert, Claimed, GROUP_MAX, GroupKey, JobFilter, JobId, JobPage,
+    JobRecord, JobStatus, JsonText, NewJob, Settlement,
 };
 pub use pg_tls::PgConnect;
 pub use postgres::PgStore;

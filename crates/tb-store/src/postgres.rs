@@ -38,10 +38,8 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use tracing::Instrument as _;
 
 use crate::StoreError;
-use crate::job::{
-    Attempt, ClaimKey, ClaimOnInsert, Claimed, JobFilter, JobId, JobPage, JobRecord, JobStatus,
-    JsonText, NewJob, Settlement,
-};
+use crate::group::{ClaimedRow, NewRow, RowWithAttempts, StoredRow};
+use crate::job::{Attempt, ClaimKey, Claimed, JobFilter, JobId, JobStatus, NewJob, Settlement};
 use crate::pg_tls::PgConnect;
 use crate::store::Wake;
 
@@ -94,18 +92,22 @@ CREATE TABLE IF NOT EXISTS {schema}.attempts (
     fenced BOOLEAN NOT NULL
 );
 CREATE INDEX IF NOT EXISTS attempts_by_job ON {schema}.attempts (job_id, seq);
+ALTER TABLE {schema}.jobs ADD COLUMN IF NOT EXISTS size INTEGER NOT NULL DEFAULT 1;
+CREATE INDEX IF NOT EXISTS jobs_due ON {schema}.jobs (destination, status, next_attempt_at, id)
+    INCLUDE (size);
+DROP INDEX IF EXISTS {schema}.jobs_claimable;
 "#;
 
 const INSERT: &str = "
 WITH inserted AS (
     INSERT INTO {schema}.jobs (id, destination, action, version, payload, context, status,
-        attempt, token, lease_until, next_attempt_at, created_at, updated_at)
+        attempt, token, lease_until, next_attempt_at, created_at, updated_at, size)
     SELECT id, destination, action, version, payload, context, status,
         running::int, running::int, CASE WHEN running THEN next_attempt_at END,
-        next_attempt_at, $9, $9
+        next_attempt_at, $9, $9, size
     FROM (SELECT *, status = 'running' AS running FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-        $7::text[], $8::bigint[])
-        AS batch (id, destination, action, version, payload, context, status, next_attempt_at))
+        $7::text[], $8::bigint[], $10::integer[])
+        AS batch (id, destination, action, version, payload, context, status, next_attempt_at, size))
         AS batch
     RETURNING destination
 )
@@ -117,31 +119,39 @@ FROM (SELECT DISTINCT destination FROM inserted) AS destinations";
 /// order and the outer `LIMIT` stops pulling rows once it has enough, so no more rows are
 /// locked than are claimed.
 const CLAIM: &str = "
-WITH picked AS MATERIALIZED (
-    SELECT id FROM (
-        SELECT id FROM (SELECT id FROM {schema}.jobs WHERE destination = $1
-            AND status = 'retrying' AND next_attempt_at <= $2
+WITH due AS MATERIALIZED (
+    SELECT * FROM (
+        SELECT 1 AS part, * FROM (SELECT id, size, next_attempt_at FROM {schema}.jobs
+            WHERE destination = $1 AND status = 'retrying' AND next_attempt_at <= $2
             ORDER BY next_attempt_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) AS retrying
         UNION ALL
-        SELECT id FROM (SELECT id FROM {schema}.jobs WHERE destination = $1
-            AND status = 'scheduled' AND next_attempt_at <= $2
+        SELECT 2, * FROM (SELECT id, size, next_attempt_at FROM {schema}.jobs
+            WHERE destination = $1 AND status = 'scheduled' AND next_attempt_at <= $2
             ORDER BY next_attempt_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) AS scheduled
         UNION ALL
-        SELECT id FROM (SELECT id FROM {schema}.jobs WHERE destination = $1
-            AND status = 'available' AND next_attempt_at <= $2
+        SELECT 3, * FROM (SELECT id, size, next_attempt_at FROM {schema}.jobs
+            WHERE destination = $1 AND status = 'available' AND next_attempt_at <= $2
             ORDER BY next_attempt_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) AS available
         UNION ALL
-        SELECT id FROM (SELECT id FROM {schema}.jobs WHERE destination = $1
-            AND status = 'running' AND next_attempt_at < $2
+        SELECT 4, * FROM (SELECT id, size, next_attempt_at FROM {schema}.jobs
+            WHERE destination = $1 AND status = 'running' AND next_attempt_at < $2
             ORDER BY next_attempt_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) AS expired
     ) AS due
     LIMIT $4
+),
+picked AS (
+    SELECT id FROM (
+        SELECT id, sum(size) OVER (ORDER BY part, next_attempt_at, id
+            ROWS UNBOUNDED PRECEDING) - size AS before
+        FROM due
+    ) AS counted
+    WHERE before < $4
 )
 UPDATE {schema}.jobs AS jobs SET status = 'running', attempt = jobs.attempt + 1,
     token = jobs.token + 1, lease_until = $2 + $3, next_attempt_at = $2 + $3, updated_at = $2
 FROM picked WHERE jobs.id = picked.id
 RETURNING jobs.id, jobs.action, jobs.payload, jobs.attempt, jobs.token, jobs.lease_until,
-    jobs.context";
+    jobs.context, jobs.size";
 
 const HEARTBEAT: &str = "
 UPDATE {schema}.jobs AS jobs SET lease_until = $3, next_attempt_at = $3, updated_at = $4
@@ -186,21 +196,21 @@ SELECT position FROM settled";
 
 const CANCEL: &str = "
 UPDATE {schema}.jobs SET status = 'cancelled', lease_until = NULL, updated_at = $2
-WHERE id = $1 AND status IN ('scheduled', 'available', 'running', 'retrying')";
+WHERE id = $1 AND size = 1 AND status IN ('scheduled', 'available', 'running', 'retrying')";
 
 /// Replays `replayed` (a data-modifying `WITH` over the rows to replay, returning their
 /// destinations) and notifies each destination once; returns one row per destination,
 /// with how many were replayed.
 const NOTIFY_REPLAYED: &str = "
-SELECT count(*), pg_notify('tightbeam_jobs', destination)::text
+SELECT sum(size)::bigint, pg_notify('tightbeam_jobs', destination)::text
 FROM replayed GROUP BY destination";
 
 const REPLAY: &str = "
 WITH replayed AS (
     UPDATE {schema}.jobs SET status = 'available', attempt = 0, next_attempt_at = $2,
         updated_at = $2
-    WHERE id = $1 AND status IN ('discarded', 'cancelled')
-    RETURNING destination
+    WHERE id = $1 AND size = 1 AND status IN ('discarded', 'cancelled')
+    RETURNING destination, size
 )";
 
 /// A [`JobFilter`] as SQL over parameters 1 to 3 ([`JobFilter::params`]).
@@ -209,15 +219,49 @@ const FILTER: &str = "($1::text IS NULL OR destination = $1) AND ($2::text IS NU
 
 /// The columns [`read_job`] reads.
 const JOB_COLUMNS: &str = "id, destination, action, version, status, attempt, next_attempt_at,
-    last_error, payload, context, created_at, updated_at";
+    last_error, payload, context, created_at, updated_at, size";
 
 const ATTEMPTS: &str = "
 SELECT started_at, duration_ms, code, error, body_excerpt, fenced FROM {schema}.attempts
 WHERE job_id = $1 ORDER BY seq";
 
+/// Splits the group $1 (of at least $2 jobs) into one row per job, named by $3 in order,
+/// each in the group's state and with copies of its attempts; returns how many groups it
+/// split (0 or 1).
+const SPLIT: &str = "
+WITH grouped AS (
+    DELETE FROM {schema}.jobs WHERE id = $1 AND size > 1 AND size >= $2 RETURNING *
+),
+members AS (
+    SELECT grouped.*, member.id AS member_id, member.payload AS member_payload,
+        member.context AS member_context
+    FROM grouped, unnest($3::text[], string_to_array(grouped.payload, E'\\n'),
+        string_to_array(grouped.context, E'\\n')) AS member (id, payload, context)
+    WHERE member.payload IS NOT NULL
+),
+split AS (
+    INSERT INTO {schema}.jobs (id, destination, action, version, payload, context, status,
+        attempt, next_attempt_at, lease_until, token, last_error, created_at, updated_at, size)
+    SELECT member_id, destination, action, version, member_payload, member_context, status,
+        attempt, next_attempt_at, lease_until, token, last_error, created_at, $4, 1
+    FROM members
+),
+copied AS (
+    INSERT INTO {schema}.attempts (job_id, attempt, started_at, duration_ms, code, error,
+        body_excerpt, fenced)
+    SELECT members.member_id, attempts.attempt, attempts.started_at, attempts.duration_ms,
+        attempts.code, attempts.error, attempts.body_excerpt, attempts.fenced
+    FROM members JOIN {schema}.attempts AS attempts ON attempts.job_id = members.id
+    ORDER BY members.member_id, attempts.seq
+),
+forgotten AS (
+    DELETE FROM {schema}.attempts WHERE job_id IN (SELECT id FROM grouped)
+)
+SELECT count(*) FROM grouped";
+
 const DELETE: &str = "
 WITH deleted AS (
-    DELETE FROM {schema}.jobs WHERE id = $1 AND status <> 'running' RETURNING id
+    DELETE FROM {schema}.jobs WHERE id = $1 AND size = 1 AND status <> 'running' RETURNING id
 ),
 forgotten AS (
     DELETE FROM {schema}.attempts WHERE job_id IN (SELECT id FROM deleted)
@@ -239,10 +283,10 @@ pruned AS (
 SELECT count(*) FROM pruned";
 
 const COUNTS: &str = "
-SELECT status, count(*) FROM {schema}.jobs WHERE destination = $1 GROUP BY status";
+SELECT status, sum(size)::bigint FROM {schema}.jobs WHERE destination = $1 GROUP BY status";
 
 const PENDING: &str = "
-SELECT action, count(*) FROM {schema}.jobs WHERE destination = $1
+SELECT action, sum(size)::bigint FROM {schema}.jobs WHERE destination = $1
     AND status IN ('scheduled', 'available', 'running', 'retrying') GROUP BY action";
 
 /// A PostgreSQL URL, read: the connection settings, the schema, and the URL to show.
@@ -589,35 +633,33 @@ impl PgStore {
     ///
     /// The statement failed (nothing is stored), or the connection was lost twice.
     pub async fn insert(&self, jobs: &[NewJob], now: i64) -> Result<(), StoreError> {
-        self.insert_claiming(jobs, now, None).await
+        let spans = crate::group::singles(jobs.len());
+        self.insert_rows(&crate::group::rows(jobs, &spans, now, None), now)
+            .await
     }
 
-    /// Stores `jobs` as [`PgStore::insert`] does, the first ones `claim` names already
-    /// claimed by the caller ([`ClaimOnInsert`]).
-    ///
-    /// # Errors
-    ///
-    /// The statement failed (nothing is stored, nothing claimed).
-    pub async fn insert_claiming(
+    /// Stores `rows` (jobs, or groups of them) in one statement: all or none.
+    pub(crate) async fn insert_rows(
         &self,
-        jobs: &[NewJob],
+        rows: &[NewRow<'_>],
         now: i64,
-        claim: Option<ClaimOnInsert>,
     ) -> Result<(), StoreError> {
-        if jobs.is_empty() {
+        if rows.is_empty() {
             return Ok(());
         }
         let mut columns = InsertColumns::default();
-        for (index, job) in jobs.iter().enumerate() {
-            let (status, at) = job.stored_state(now, ClaimOnInsert::lease_of(claim, index));
-            columns.id.push(&job.id.0);
-            columns.destination.push(&job.destination);
-            columns.action.push(&job.action);
-            columns.version.push(job.version.as_deref());
-            columns.payload.push(job.payload.as_str());
-            columns.context.push(job.context.to_string());
-            columns.status.push(status.as_str());
-            columns.next_attempt_at.push(at);
+        for row in rows {
+            columns.id.push(row.id);
+            columns.destination.push(row.destination);
+            columns.action.push(row.action);
+            columns.version.push(row.version);
+            columns.payload.push(&row.payload);
+            columns.context.push(&row.context);
+            columns.status.push(row.status.as_str());
+            columns.next_attempt_at.push(row.at);
+            columns
+                .size
+                .push(i32::try_from(row.size).unwrap_or(i32::MAX));
         }
         self.query(
             "insert jobs",
@@ -632,6 +674,7 @@ impl PgStore {
                 &columns.status,
                 &columns.next_attempt_at,
                 &now,
+                &columns.size,
             ],
         )
         .await?;
@@ -660,27 +703,23 @@ impl PgStore {
                 &[&destination, &now, &lease_ms, &i64::from(limit)],
             )
             .await?;
-        let mut claimed = rows
+        let rows = rows
             .iter()
             .map(|row| {
                 let id: String = get(row, 0)?;
-                let payload = JsonText::from_trusted(get(row, 2)?);
-                let context: String = get(row, 6)?;
-                let context = serde_json::from_str(&context)
-                    .map_err(|error| StoreError::Corrupt(format!("job {id} context: {error}")))?;
-                Ok(Claimed {
+                Ok(ClaimedRow {
                     action: get(row, 1)?,
-                    payload,
-                    context,
+                    payload: get(row, 2)?,
                     attempt: to_attempt(&id, get(row, 3)?)?,
                     token: to_token(&id, get(row, 4)?)?,
                     lease_until: get(row, 5)?,
-                    id: JobId(id),
+                    context: get(row, 6)?,
+                    size: to_size(&id, get(row, 7)?)?,
+                    id,
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
-        claimed.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(claimed)
+        crate::group::claimed_jobs(rows)
     }
 
     /// Extends the leases of the jobs their claimers still own; one answer per claim, in
@@ -830,7 +869,7 @@ impl PgStore {
                  UPDATE {{schema}}.jobs SET status = 'available', attempt = 0,
                      next_attempt_at = $4, updated_at = $4
                  WHERE {FILTER} AND status IN ('discarded', 'cancelled')
-                 RETURNING destination
+                 RETURNING destination, size
              ){NOTIFY_REPLAYED}"
         ));
         let rows = self
@@ -839,24 +878,24 @@ impl PgStore {
         replayed(&rows)
     }
 
-    /// The job `id` with its attempts, if it exists.
+    /// The row `id` (a job, or a group of them) with its attempts, if it exists.
     ///
     /// # Errors
     ///
     /// The query failed, or the row is unreadable.
-    pub async fn get(&self, id: &JobId) -> Result<Option<JobRecord>, StoreError> {
+    pub(crate) async fn get_row(&self, id: &str) -> Result<Option<RowWithAttempts>, StoreError> {
         let sql = self.sql(&format!(
             "SELECT {JOB_COLUMNS} FROM {{schema}}.jobs WHERE id = $1"
         ));
-        let rows = self.query("read a job", &sql, &[&id.0]).await?;
+        let rows = self.query("read a job", &sql, &[&id]).await?;
         let Some(row) = rows.first() else {
             return Ok(None);
         };
-        let mut job = read_job(row)?;
+        let row = read_row(row)?;
         let attempts = self
-            .query("read attempts", &self.sql(ATTEMPTS), &[&id.0])
+            .query("read attempts", &self.sql(ATTEMPTS), &[&id])
             .await?;
-        job.attempts = attempts
+        let attempts = attempts
             .iter()
             .map(|row| {
                 Ok((
@@ -871,43 +910,57 @@ impl PgStore {
                 ))
             })
             .collect::<Result<_, StoreError>>()?;
-        Ok(Some(job))
+        Ok(Some((row, attempts)))
     }
 
-    /// Up to `limit` jobs matching `filter`, in id order (oldest first), after `cursor`.
+    /// Up to `limit` rows matching `filter`, in id order, from `from` (inclusive).
     ///
     /// # Errors
     ///
     /// The query failed, or a row is unreadable.
-    pub async fn list(
+    pub(crate) async fn list_rows(
         &self,
         filter: &JobFilter,
         limit: u32,
-        cursor: Option<&str>,
-    ) -> Result<JobPage, StoreError> {
+        from: &str,
+    ) -> Result<Vec<StoredRow>, StoreError> {
         let (destination, action, status) = filter.params();
         let sql = self.sql(&format!(
-            "SELECT {JOB_COLUMNS} FROM {{schema}}.jobs WHERE {FILTER} AND id > $4
+            "SELECT {JOB_COLUMNS} FROM {{schema}}.jobs WHERE {FILTER} AND id >= $4
              ORDER BY id LIMIT $5"
         ));
         let rows = self
             .query(
                 "list jobs",
                 &sql,
+                &[&destination, &action, &status, &from, &i64::from(limit)],
+            )
+            .await?;
+        rows.iter().map(read_row).collect()
+    }
+
+    /// See [`SqliteStore::split`](crate::SqliteStore::split).
+    ///
+    /// # Errors
+    ///
+    /// The statement failed (nothing is split).
+    pub(crate) async fn split(&self, id: &JobId, index: u32, now: i64) -> Result<bool, StoreError> {
+        let members: Vec<String> = (1..=crate::GROUP_MAX as u32)
+            .map(|index| id.member(index).0)
+            .collect();
+        let rows = self
+            .query(
+                "split a group",
+                &self.sql(SPLIT),
                 &[
-                    &destination,
-                    &action,
-                    &status,
-                    &cursor.unwrap_or(""),
-                    &i64::from(limit),
+                    &id.0,
+                    &i32::try_from(index).unwrap_or(i32::MAX),
+                    &members,
+                    &now,
                 ],
             )
             .await?;
-        let jobs = rows.iter().map(read_job).collect::<Result<Vec<_>, _>>()?;
-        let next_cursor = (jobs.len() == limit as usize)
-            .then(|| jobs.last().map(|job| job.id.0.clone()))
-            .flatten();
-        Ok(JobPage { jobs, next_cursor })
+        Ok(single_count(&rows)? == 1)
     }
 
     /// Deletes the job `id` and its attempts; false when there is none, or it is running.
@@ -1101,9 +1154,10 @@ struct InsertColumns<'a> {
     action: Vec<&'a str>,
     version: Vec<Option<&'a str>>,
     payload: Vec<&'a str>,
-    context: Vec<String>,
+    context: Vec<&'a str>,
     status: Vec<&'static str>,
     next_attempt_at: Vec<i64>,
+    size: Vec<i32>,
 }
 
 #[derive(Default)]
@@ -1172,27 +1226,26 @@ fn from_token(token: u64) -> Result<i64, StoreError> {
     i64::try_from(token).map_err(|_| StoreError::Corrupt(format!("a claim has token {token}")))
 }
 
-fn read_job(row: &Row) -> Result<JobRecord, StoreError> {
+fn to_size(id: &str, size: i32) -> Result<u32, StoreError> {
+    u32::try_from(size).map_err(|_| StoreError::Corrupt(format!("row {id} has size {size}")))
+}
+
+fn read_row(row: &Row) -> Result<StoredRow, StoreError> {
     let id: String = get(row, 0)?;
-    let json = |index: usize, what: &str| -> Result<serde_json::Value, StoreError> {
-        let text: String = get(row, index)?;
-        serde_json::from_str(&text)
-            .map_err(|error| StoreError::Corrupt(format!("job {id} {what}: {error}")))
-    };
-    Ok(JobRecord {
+    Ok(StoredRow {
         destination: get(row, 1)?,
         action: get(row, 2)?,
         version: get(row, 3)?,
-        status: JobStatus::stored(&get::<String>(row, 4)?)?,
+        status: get(row, 4)?,
         attempt: to_attempt(&id, get(row, 5)?)?,
         next_attempt_at: get(row, 6)?,
         last_error: get(row, 7)?,
-        payload: json(8, "payload")?,
-        context: json(9, "context")?,
+        payload: get(row, 8)?,
+        context: get(row, 9)?,
         created_at: get(row, 10)?,
         updated_at: get(row, 11)?,
-        attempts: Vec::new(),
-        id: JobId(id),
+        size: to_size(&id, get(row, 12)?)?,
+        id,
     })
 }
 

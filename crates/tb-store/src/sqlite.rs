@@ -14,10 +14,8 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::StoreError;
-use crate::job::{
-    Attempt, ClaimKey, ClaimOnInsert, Claimed, JobFilter, JobId, JobPage, JobRecord, JobStatus,
-    JsonText, NewJob, Settlement,
-};
+use crate::group::{ClaimedRow, NewRow, RowWithAttempts, StoredRow};
+use crate::job::{Attempt, ClaimKey, Claimed, JobFilter, JobId, JobStatus, NewJob, Settlement};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS jobs (
@@ -34,9 +32,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     token INTEGER NOT NULL DEFAULT 0,
     last_error TEXT,
     created_at INTEGER NOT NULL,
-    updated_at INTEGER NOT NULL
+    updated_at INTEGER NOT NULL,
+    size INTEGER NOT NULL DEFAULT 1
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS jobs_claimable ON jobs (destination, status, next_attempt_at, id);
 DROP INDEX IF EXISTS jobs_ended;
 CREATE TABLE IF NOT EXISTS attempts (
     job_id TEXT NOT NULL,
@@ -49,6 +47,13 @@ CREATE TABLE IF NOT EXISTS attempts (
     fenced INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS attempts_by_job ON attempts (job_id);
+";
+
+/// What a store made before jobs were grouped lacks: the `size` of a row (its jobs), also
+/// in the claim index, so that a claim counts jobs without reading rows.
+const GROUPS: &str = "
+CREATE INDEX IF NOT EXISTS jobs_due ON jobs (destination, status, next_attempt_at, id, size);
+DROP INDEX IF EXISTS jobs_claimable;
 ";
 
 /// How hard a commit waits for the disk.
@@ -182,6 +187,21 @@ impl SqliteStore {
         connection
             .execute_batch(SCHEMA)
             .map_err(StoreError::sqlite("create the schema"))?;
+        let sized: bool = connection
+            .query_row(
+                "SELECT COUNT(*) > 0 FROM pragma_table_info('jobs') WHERE name = 'size'",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(StoreError::sqlite("read the schema"))?;
+        if !sized {
+            connection
+                .execute_batch("ALTER TABLE jobs ADD COLUMN size INTEGER NOT NULL DEFAULT 1")
+                .map_err(StoreError::sqlite("add the size column"))?;
+        }
+        connection
+            .execute_batch(GROUPS)
+            .map_err(StoreError::sqlite("create the claim index"))?;
         Ok(Self {
             connection: Mutex::new(connection),
             durability,
@@ -207,29 +227,18 @@ impl SqliteStore {
         Ok(Durable { connection, full })
     }
 
-    /// Stores `jobs` in one transaction, at time `now`: all of them or none.
+    /// Stores `jobs` in one transaction, at time `now`, one row each: all of them or none.
     ///
     /// # Errors
     ///
     /// The transaction failed (nothing is stored).
     pub fn insert(&self, jobs: &[NewJob], now: i64) -> Result<(), StoreError> {
-        self.insert_claiming(jobs, now, None)
+        let spans = crate::group::singles(jobs.len());
+        self.insert_rows(&crate::group::rows(jobs, &spans, now, None), now)
     }
 
-    /// Stores `jobs` as [`SqliteStore::insert`] does, the first ones `claim` names already
-    /// claimed by the caller ([`ClaimOnInsert`]).
-    ///
-    /// # Errors
-    ///
-    /// The transaction failed (nothing is stored, nothing claimed).
-    pub fn insert_claiming(
-        &self,
-        jobs: &[NewJob],
-        now: i64,
-        claim: Option<ClaimOnInsert>,
-    ) -> Result<(), StoreError> {
-        // Written out before the lock is taken: the store does one thing at a time.
-        let contexts: Vec<String> = jobs.iter().map(|job| job.context.to_string()).collect();
+    /// Stores `rows` (jobs, or groups of them) in one transaction: all or none.
+    pub(crate) fn insert_rows(&self, rows: &[NewRow<'_>], now: i64) -> Result<(), StoreError> {
         let mut connection = self.durable()?;
         let transaction = connection
             .transaction()
@@ -238,26 +247,26 @@ impl SqliteStore {
             let mut insert = transaction
                 .prepare_cached(
                     "INSERT INTO jobs (id, destination, action, version, payload, context, status,
-                     attempt, token, lease_until, next_attempt_at, created_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, ?11, ?11)",
+                     attempt, token, lease_until, next_attempt_at, created_at, updated_at, size)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, ?11, ?11, ?12)",
                 )
                 .map_err(StoreError::sqlite("prepare an insert"))?;
-            for (index, (job, context)) in jobs.iter().zip(contexts).enumerate() {
-                let (status, at) = job.stored_state(now, ClaimOnInsert::lease_of(claim, index));
-                let running = status == JobStatus::Running;
+            for row in rows {
+                let running = row.status == JobStatus::Running;
                 insert
                     .execute(params![
-                        job.id.0,
-                        job.destination,
-                        job.action,
-                        job.version,
-                        job.payload.as_str(),
-                        context,
-                        status.as_str(),
+                        row.id,
+                        row.destination,
+                        row.action,
+                        row.version,
+                        row.payload,
+                        row.context,
+                        row.status.as_str(),
                         u32::from(running),
-                        running.then_some(at),
-                        at,
+                        running.then_some(row.at),
+                        row.at,
                         now,
+                        row.size,
                     ])
                     .map_err(StoreError::sqlite("insert a job"))?;
             }
@@ -268,10 +277,12 @@ impl SqliteStore {
     }
 
     /// Claims up to `limit` jobs of `destination` that are due at `now`, or whose lease ran
-    /// out (their claimer died), each with a new token and a lease of `lease_ms`.
+    /// out (their claimer died), each with a new token and a lease of `lease_ms`. A group
+    /// is claimed whole: the first row is claimed however many jobs it holds, the others
+    /// while the jobs claimed before them are fewer than `limit`.
     ///
     /// Due retries come first, then scheduled jobs, then new ones, each oldest first, then
-    /// expired leases. Each part is one range of the `jobs_claimable` index (a running job's
+    /// expired leases. Each part is one range of the `jobs_due` index (a running job's
     /// `next_attempt_at` is the end of its lease), so a claim reads about `limit` rows however
     /// many jobs have ended or are running (no scan, no sort).
     ///
@@ -291,32 +302,41 @@ impl SqliteStore {
                 "UPDATE jobs SET status = 'running', attempt = attempt + 1, token = token + 1,
                      lease_until = ?2 + ?3, next_attempt_at = ?2 + ?3, updated_at = ?2
                  WHERE id IN (
-                     SELECT id FROM (SELECT id FROM jobs WHERE destination = ?1 AND status = 'retrying'
-                         AND next_attempt_at <= ?2 ORDER BY next_attempt_at, id LIMIT ?4)
-                     UNION ALL
-                     SELECT id FROM (SELECT id FROM jobs WHERE destination = ?1 AND status = 'scheduled'
-                         AND next_attempt_at <= ?2 ORDER BY next_attempt_at, id LIMIT ?4)
-                     UNION ALL
-                     SELECT id FROM (SELECT id FROM jobs WHERE destination = ?1 AND status = 'available'
-                         AND next_attempt_at <= ?2 ORDER BY next_attempt_at, id LIMIT ?4)
-                     UNION ALL
-                     SELECT id FROM (SELECT id FROM jobs WHERE destination = ?1 AND status = 'running'
-                         AND next_attempt_at < ?2 ORDER BY next_attempt_at, id LIMIT ?4)
-                     LIMIT ?4)
-                 RETURNING id, action, payload, attempt, token, lease_until, context",
+                     SELECT id FROM (
+                         SELECT id, SUM(size) OVER (ORDER BY part, next_attempt_at, id
+                             ROWS UNBOUNDED PRECEDING) - size AS before
+                         FROM (
+                             SELECT * FROM (SELECT 1 AS part, id, size, next_attempt_at FROM jobs
+                                 WHERE destination = ?1 AND status = 'retrying'
+                                 AND next_attempt_at <= ?2 ORDER BY next_attempt_at, id LIMIT ?4)
+                             UNION ALL
+                             SELECT * FROM (SELECT 2, id, size, next_attempt_at FROM jobs
+                                 WHERE destination = ?1 AND status = 'scheduled'
+                                 AND next_attempt_at <= ?2 ORDER BY next_attempt_at, id LIMIT ?4)
+                             UNION ALL
+                             SELECT * FROM (SELECT 3, id, size, next_attempt_at FROM jobs
+                                 WHERE destination = ?1 AND status = 'available'
+                                 AND next_attempt_at <= ?2 ORDER BY next_attempt_at, id LIMIT ?4)
+                             UNION ALL
+                             SELECT * FROM (SELECT 4, id, size, next_attempt_at FROM jobs
+                                 WHERE destination = ?1 AND status = 'running'
+                                 AND next_attempt_at < ?2 ORDER BY next_attempt_at, id LIMIT ?4)))
+                     WHERE before < ?4)
+                 RETURNING id, action, payload, attempt, token, lease_until, context, size",
             )
             .map_err(StoreError::sqlite("prepare a claim"))?;
         let rows = claim
             .query_map(params![destination, now, lease_ms, limit], |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, String>(2)?,
-                    row.get::<_, u32>(3)?,
-                    row.get::<_, u64>(4)?,
-                    row.get::<_, i64>(5)?,
-                    row.get::<_, String>(6)?,
-                ))
+                Ok(ClaimedRow {
+                    id: row.get(0)?,
+                    action: row.get(1)?,
+                    payload: row.get(2)?,
+                    attempt: row.get(3)?,
+                    token: row.get(4)?,
+                    lease_until: row.get(5)?,
+                    context: row.get(6)?,
+                    size: row.get(7)?,
+                })
             })
             .map_err(StoreError::sqlite("claim jobs"))?;
         let rows: Vec<_> = rows
@@ -325,26 +345,7 @@ impl SqliteStore {
         drop(claim);
         // Read after the lock is let go: the store does one thing at a time.
         drop(connection);
-        let mut claimed = Vec::with_capacity(rows.len());
-        for (id, action, payload, attempt, token, lease_until, context) in rows {
-            let json = |text: &str, what: &str| {
-                serde_json::from_str(text)
-                    .map_err(|error| StoreError::Corrupt(format!("job {id} {what}: {error}")))
-            };
-            let payload = JsonText::from_trusted(payload);
-            let context = json(&context, "context")?;
-            claimed.push(Claimed {
-                id: JobId(id),
-                action,
-                payload,
-                context,
-                attempt,
-                token,
-                lease_until,
-            });
-        }
-        claimed.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(claimed)
+        crate::group::claimed_jobs(rows)
     }
 
     /// Extends the lease of a job its claimer still owns; false when it does not (the job
@@ -450,7 +451,8 @@ impl SqliteStore {
             .durable()?
             .execute(
                 "UPDATE jobs SET status = 'cancelled', lease_until = NULL, updated_at = ?2
-                 WHERE id = ?1 AND status IN ('scheduled', 'available', 'running', 'retrying')",
+                 WHERE id = ?1 AND size = 1
+                 AND status IN ('scheduled', 'available', 'running', 'retrying')",
                 params![id.0, now],
             )
             .map_err(StoreError::sqlite("cancel a job"))?;
@@ -469,40 +471,39 @@ impl SqliteStore {
             .durable()?
             .execute(
                 "UPDATE jobs SET status = 'available', attempt = 0, next_attempt_at = ?2, updated_at = ?2
-                 WHERE id = ?1 AND status IN ('discarded', 'cancelled')",
+                 WHERE id = ?1 AND size = 1 AND status IN ('discarded', 'cancelled')",
                 params![id.0, now],
             )
             .map_err(StoreError::sqlite("replay a job"))?;
         Ok(changed == 1)
     }
 
-    /// The job `id` with its attempts, if it exists.
+    /// The row `id` (a job, or a group of them) with its attempts, if it exists.
     ///
     /// # Errors
     ///
-    /// The query failed, or the row is unreadable.
-    pub fn get(&self, id: &JobId) -> Result<Option<JobRecord>, StoreError> {
+    /// The query failed.
+    pub(crate) fn get_row(&self, id: &str) -> Result<Option<RowWithAttempts>, StoreError> {
         let connection = self.lock();
-        let job = connection
+        let row = connection
             .query_row(
                 &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
-                params![id.0],
-                read_job,
+                params![id],
+                read_row,
             )
             .optional()
             .map_err(StoreError::sqlite("read a job"))?;
-        let Some(job) = job else {
+        let Some(row) = row else {
             return Ok(None);
         };
-        let mut job = job.into_record()?;
         let mut query = connection
             .prepare_cached(
                 "SELECT started_at, duration_ms, code, error, body_excerpt, fenced FROM attempts
                  WHERE job_id = ?1 ORDER BY rowid",
             )
             .map_err(StoreError::sqlite("prepare an attempts query"))?;
-        job.attempts = query
-            .query_map(params![id.0], |row| {
+        let attempts = query
+            .query_map(params![id], |row| {
                 Ok((
                     Attempt {
                         started_at: row.get(0)?,
@@ -516,42 +517,94 @@ impl SqliteStore {
             })
             .and_then(Iterator::collect)
             .map_err(StoreError::sqlite("read attempts"))?;
-        Ok(Some(job))
+        Ok(Some((row, attempts)))
     }
 
-    /// Up to `limit` jobs matching `filter`, in id order (oldest first), after `cursor`.
+    /// Up to `limit` rows matching `filter`, in id order, from `from` (inclusive).
     ///
     /// # Errors
     ///
-    /// The query failed, or a row is unreadable.
-    pub fn list(
+    /// The query failed.
+    pub(crate) fn list_rows(
         &self,
         filter: &JobFilter,
         limit: u32,
-        cursor: Option<&str>,
-    ) -> Result<JobPage, StoreError> {
+        from: &str,
+    ) -> Result<Vec<StoredRow>, StoreError> {
         let connection = self.lock();
         let mut query = connection
             .prepare_cached(&format!(
-                "SELECT {JOB_COLUMNS} FROM jobs WHERE {FILTER} AND id > ?4 ORDER BY id LIMIT ?5"
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE {FILTER} AND id >= ?4 ORDER BY id LIMIT ?5"
             ))
             .map_err(StoreError::sqlite("prepare a listing"))?;
         let (destination, action, status) = filter.params();
-        let rows: Vec<StoredJob> = query
-            .query_map(
-                params![destination, action, status, cursor.unwrap_or(""), limit],
-                read_job,
-            )
+        query
+            .query_map(params![destination, action, status, from, limit], read_row)
             .and_then(Iterator::collect)
-            .map_err(StoreError::sqlite("list jobs"))?;
-        let jobs = rows
-            .into_iter()
-            .map(StoredJob::into_record)
-            .collect::<Result<Vec<_>, _>>()?;
-        let next_cursor = (jobs.len() == limit as usize)
-            .then(|| jobs.last().map(|job| job.id.0.clone()))
-            .flatten();
-        Ok(JobPage { jobs, next_cursor })
+            .map_err(StoreError::sqlite("list jobs"))
+    }
+
+    /// Splits the group `id` into one row per job, each in the group's state, with the
+    /// group's attempts; false when there is no such group of at least `index` jobs.
+    ///
+    /// # Errors
+    ///
+    /// The transaction failed (nothing is split).
+    pub(crate) fn split(&self, id: &JobId, index: u32, now: i64) -> Result<bool, StoreError> {
+        let mut connection = self.lock();
+        let transaction = connection
+            .transaction()
+            .map_err(StoreError::sqlite("begin a split"))?;
+        let group = transaction
+            .query_row(
+                "SELECT size, payload, context FROM jobs WHERE id = ?1 AND size > 1 AND size >= ?2",
+                params![id.0, index],
+                |row| {
+                    Ok((
+                        row.get::<_, u32>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, String>(2)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(StoreError::sqlite("read a group"))?;
+        let Some((size, payloads, contexts)) = group else {
+            return Ok(false);
+        };
+        let members = crate::group::split_members(id, size, &payloads, &contexts)?;
+        for (member, payload, context) in members {
+            transaction
+                .execute(
+                    "INSERT INTO jobs (id, destination, action, version, payload, context, status,
+                         attempt, next_attempt_at, lease_until, token, last_error, created_at,
+                         updated_at, size)
+                     SELECT ?2, destination, action, version, ?3, ?4, status, attempt,
+                         next_attempt_at, lease_until, token, last_error, created_at, ?5, 1
+                     FROM jobs WHERE id = ?1",
+                    params![id.0, member.0, payload, context, now],
+                )
+                .map_err(StoreError::sqlite("split a group"))?;
+            transaction
+                .execute(
+                    "INSERT INTO attempts (job_id, attempt, started_at, duration_ms, code, error,
+                         body_excerpt, fenced)
+                     SELECT ?2, attempt, started_at, duration_ms, code, error, body_excerpt, fenced
+                     FROM attempts WHERE job_id = ?1 ORDER BY rowid",
+                    params![id.0, member.0],
+                )
+                .map_err(StoreError::sqlite("copy a group's attempts"))?;
+        }
+        transaction
+            .execute("DELETE FROM jobs WHERE id = ?1", params![id.0])
+            .map_err(StoreError::sqlite("delete a split group"))?;
+        transaction
+            .execute("DELETE FROM attempts WHERE job_id = ?1", params![id.0])
+            .map_err(StoreError::sqlite("delete a split group's attempts"))?;
+        transaction
+            .commit()
+            .map_err(StoreError::sqlite("commit a split"))?;
+        Ok(true)
     }
 
     /// Deletes the job `id` and its attempts; false when there is none, or it is running
@@ -567,7 +620,7 @@ impl SqliteStore {
             .map_err(StoreError::sqlite("begin a delete"))?;
         let changed = transaction
             .execute(
-                "DELETE FROM jobs WHERE id = ?1 AND status <> 'running'",
+                "DELETE FROM jobs WHERE id = ?1 AND size = 1 AND status <> 'running'",
                 params![id.0],
             )
             .map_err(StoreError::sqlite("delete a job"))?;
@@ -590,18 +643,19 @@ impl SqliteStore {
     /// The update failed (nothing is replayed).
     pub fn replay_matching(&self, filter: &JobFilter, now: i64) -> Result<u64, StoreError> {
         let (destination, action, status) = filter.params();
-        let changed = self
-            .durable()?
-            .execute(
-                &format!(
-                    "UPDATE jobs SET status = 'available', attempt = 0, next_attempt_at = ?4,
-                         updated_at = ?4
-                     WHERE {FILTER} AND status IN ('discarded', 'cancelled')"
-                ),
-                params![destination, action, status, now],
-            )
+        let connection = self.durable()?;
+        let mut replay = connection
+            .prepare(&format!(
+                "UPDATE jobs SET status = 'available', attempt = 0, next_attempt_at = ?4,
+                     updated_at = ?4
+                 WHERE {FILTER} AND status IN ('discarded', 'cancelled') RETURNING size"
+            ))
+            .map_err(StoreError::sqlite("prepare a replay"))?;
+        let sizes: Vec<u64> = replay
+            .query_map(params![destination, action, status, now], |row| row.get(0))
+            .and_then(Iterator::collect)
             .map_err(StoreError::sqlite("replay jobs"))?;
-        Ok(changed as u64)
+        Ok(sizes.iter().sum())
     }
 
     /// Deletes up to `limit` jobs of `destination` that succeeded before `before`, with their attempts;
@@ -652,7 +706,7 @@ impl SqliteStore {
         let connection = self.lock();
         let mut query = connection
             .prepare_cached(
-                "SELECT action, COUNT(*) FROM jobs WHERE destination = ?1
+                "SELECT action, SUM(size) FROM jobs WHERE destination = ?1
                  AND status IN ('scheduled', 'available', 'running', 'retrying') GROUP BY action",
             )
             .map_err(StoreError::sqlite("prepare a pending count"))?;
@@ -671,7 +725,7 @@ impl SqliteStore {
         let connection = self.lock();
         let mut query = connection
             .prepare_cached(
-                "SELECT status, COUNT(*) FROM jobs WHERE destination = ?1 GROUP BY status",
+                "SELECT status, SUM(size) FROM jobs WHERE destination = ?1 GROUP BY status",
             )
             .map_err(StoreError::sqlite("prepare a count"))?;
         let rows: Vec<(String, u64)> = query
@@ -687,32 +741,16 @@ impl SqliteStore {
     }
 }
 
-/// The columns [`read_job`] reads, in its order.
+/// The columns [`read_row`] reads, in its order.
 const JOB_COLUMNS: &str = "id, destination, action, version, status, attempt, next_attempt_at,
-    last_error, payload, context, created_at, updated_at";
+    last_error, payload, context, created_at, updated_at, size";
 
 /// A [`JobFilter`] as SQL over parameters 1 to 3 ([`JobFilter::params`]).
 const FILTER: &str = "(?1 IS NULL OR destination = ?1) AND (?2 IS NULL OR action = ?2)
     AND (?3 IS NULL OR status = ?3)";
 
-/// A job row as stored, before its JSON and status are read.
-struct StoredJob {
-    id: String,
-    destination: String,
-    action: String,
-    version: Option<String>,
-    status: String,
-    attempt: u32,
-    next_attempt_at: i64,
-    last_error: Option<String>,
-    payload: String,
-    context: String,
-    created_at: i64,
-    updated_at: i64,
-}
-
-fn read_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredJob> {
-    Ok(StoredJob {
+fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRow> {
+    Ok(StoredRow {
         id: row.get(0)?,
         destination: row.get(1)?,
         action: row.get(2)?,
@@ -725,29 +763,6 @@ fn read_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredJob> {
         context: row.get(9)?,
         created_at: row.get(10)?,
         updated_at: row.get(11)?,
+        size: row.get(12)?,
     })
-}
-
-impl StoredJob {
-    fn into_record(self) -> Result<JobRecord, StoreError> {
-        let json = |text: &str, what: &str| {
-            serde_json::from_str(text)
-                .map_err(|error| StoreError::Corrupt(format!("job {} {what}: {error}", self.id)))
-        };
-        Ok(JobRecord {
-            status: JobStatus::stored(&self.status)?,
-            payload: json(&self.payload, "payload")?,
-            context: json(&self.context, "context")?,
-            id: JobId(self.id),
-            destination: self.destination,
-            action: self.action,
-            version: self.version,
-            attempt: self.attempt,
-            next_attempt_at: self.next_attempt_at,
-            last_error: self.last_error,
-            created_at: self.created_at,
-            updated_at: self.updated_at,
-            attempts: Vec::new(),
-        })
-    }
 }

@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::group;
 use crate::job::{
     Attempt, ClaimKey, ClaimOnInsert, Claimed, JobFilter, JobId, JobPage, JobRecord, JobStatus,
-    NewJob, claimed_on_insert,
+    NewJob,
 };
 use crate::postgres::{PgTarget, redact_url};
 use crate::{Durability, PgStore, Settlement, SqliteStore, StoreError};
@@ -131,38 +132,44 @@ impl Store {
         }
     }
 
-    /// Stores `jobs` in one transaction: all or none. See [`SqliteStore::insert`].
+    /// Stores `jobs` in one transaction, one row each: all or none.
     ///
     /// # Errors
     ///
     /// Nothing is stored.
     pub async fn insert(&self, jobs: Vec<NewJob>, now: i64) -> Result<(), StoreError> {
-        self.insert_claiming(jobs, now, None).await.map(drop)
+        self.insert_claiming(jobs, now, None, 1).await.map(drop)
     }
 
-    /// Stores `jobs` in one transaction, the first ones `claim` names claimed by the caller
-    /// as they are stored ([`ClaimOnInsert`]); returns those, as [`Store::claim`] would.
+    /// Stores `jobs` in one transaction, runs of up to `group_max` jobs that share their
+    /// destination, action and state in one row each (see [`crate::group`]; such jobs are
+    /// renamed after their group), the first ones `claim` names claimed by the caller as
+    /// they are stored ([`ClaimOnInsert`]); returns those, as [`Store::claim`] would.
     ///
     /// # Errors
     ///
     /// Nothing is stored, nothing claimed.
     pub async fn insert_claiming(
         &self,
-        jobs: Vec<NewJob>,
+        mut jobs: Vec<NewJob>,
         now: i64,
         claim: Option<ClaimOnInsert>,
+        group_max: usize,
     ) -> Result<Vec<Claimed>, StoreError> {
+        let spans = group::layout(&mut jobs, now, claim, group_max);
         match self {
             Self::Sqlite(store) => {
                 blocking(store, move |store| {
-                    store.insert_claiming(&jobs, now, claim)?;
-                    Ok(claimed_on_insert(jobs, now, claim))
+                    store.insert_rows(&group::rows(&jobs, &spans, now, claim), now)?;
+                    Ok(group::claimed_on_insert(jobs, &spans, now, claim))
                 })
                 .await
             }
             Self::Postgres(store) => {
-                store.insert_claiming(&jobs, now, claim).await?;
-                Ok(claimed_on_insert(jobs, now, claim))
+                store
+                    .insert_rows(&group::rows(&jobs, &spans, now, claim), now)
+                    .await?;
+                Ok(group::claimed_on_insert(jobs, &spans, now, claim))
             }
         }
     }
@@ -191,7 +198,8 @@ impl Store {
         }
     }
 
-    /// See [`SqliteStore::heartbeat`]; one answer per claim, in order.
+    /// Extends the leases of the jobs their claimers still own (a group's once); one
+    /// answer per claim, in order: false when it does not own its job any more.
     ///
     /// # Errors
     ///
@@ -202,26 +210,93 @@ impl Store {
         now: i64,
         lease_ms: i64,
     ) -> Result<Vec<bool>, StoreError> {
+        let (rows, of_claim) = group::row_keys(&claims);
+        let renewed = self.heartbeat_rows(rows.clone(), now, lease_ms).await?;
+        let mut owned: Vec<bool> = of_claim.iter().map(|row| renewed[*row]).collect();
+        // A group split meanwhile (a person acted on one of its jobs): its jobs are rows.
+        let split: Vec<usize> = (0..claims.len())
+            .filter(|index| !owned[*index] && claims[*index].group.is_some())
+            .collect();
+        if !split.is_empty() {
+            let singles = split
+                .iter()
+                .map(|index| ClaimKey {
+                    group: None,
+                    ..claims[*index].clone()
+                })
+                .collect();
+            let renewed = self.heartbeat_rows(singles, now, lease_ms).await?;
+            for (index, renewed) in split.into_iter().zip(renewed) {
+                owned[index] = renewed;
+            }
+        }
+        Ok(owned)
+    }
+
+    async fn heartbeat_rows(
+        &self,
+        rows: Vec<ClaimKey>,
+        now: i64,
+        lease_ms: i64,
+    ) -> Result<Vec<bool>, StoreError> {
         match self {
             Self::Sqlite(store) => {
                 blocking(store, move |store| {
-                    claims
-                        .iter()
+                    rows.iter()
                         .map(|claimed| store.heartbeat(claimed, now, lease_ms))
                         .collect()
                 })
                 .await
             }
-            Self::Postgres(store) => store.heartbeat(&claims, now, lease_ms).await,
+            Self::Postgres(store) => store.heartbeat(&rows, now, lease_ms).await,
         }
     }
 
-    /// See [`SqliteStore::settle`].
+    /// Settles attempts, each as its claim allows: a stale claim changes nothing but is
+    /// recorded as a fenced attempt. Returns, in order, whether each settled its job.
+    /// A group whose jobs all settle alike is settled as one row, with one attempt on
+    /// record; one whose jobs part is split first (see [`crate::group`]).
     ///
     /// # Errors
     ///
-    /// Nothing is settled.
+    /// Nothing is settled (though a group may have been split).
     pub async fn settle(
+        &self,
+        settled: Vec<(ClaimKey, Settlement, Attempt)>,
+        now: i64,
+    ) -> Result<Vec<bool>, StoreError> {
+        let plan = group::plan_settlement(&settled);
+        for id in &plan.split {
+            self.split(id.clone(), 1, now).await?;
+        }
+        let answers = self.settle_rows(plan.entries.clone(), now).await?;
+        let mut owned = vec![false; settled.len()];
+        let mut retried = Vec::new();
+        for ((entry, covers), answer) in plan.entries.iter().zip(&plan.covers).zip(answers) {
+            for index in covers {
+                owned[*index] = answer;
+            }
+            // A whole group its claimer no longer owns: if the row is gone, a person split
+            // it meanwhile and its jobs are settled one by one; if not, it was claimed
+            // again, and the fenced attempt is on record.
+            if !answer && covers.len() > 1 && self.get_row(entry.0.id.0.clone()).await?.is_none() {
+                retried.extend(covers.iter().copied());
+            }
+        }
+        if !retried.is_empty() {
+            let singles = retried
+                .iter()
+                .map(|index| group::as_single(&settled[*index]))
+                .collect();
+            let answers = self.settle_rows(singles, now).await?;
+            for (index, answer) in retried.into_iter().zip(answers) {
+                owned[index] = answer;
+            }
+        }
+        Ok(owned)
+    }
+
+    async fn settle_rows(
         &self,
         settled: Vec<(ClaimKey, Settlement, Attempt)>,
         now: i64,
@@ -232,27 +307,68 @@ impl Store {
         }
     }
 
-    /// See [`SqliteStore::cancel`].
+    /// Cancels a job that has not ended; a claimer still attempting it will be fenced.
+    /// False when there is no such job or it already ended.
     ///
     /// # Errors
     ///
     /// The update failed.
     pub async fn cancel(&self, id: JobId, now: i64) -> Result<bool, StoreError> {
-        match self {
-            Self::Sqlite(store) => blocking(store, move |store| store.cancel(&id, now)).await,
-            Self::Postgres(store) => store.cancel(&id, now).await,
-        }
+        self.on_job(id, now, |store, id| async move {
+            match store {
+                Self::Sqlite(store) => blocking(store, move |store| store.cancel(&id, now)).await,
+                Self::Postgres(store) => store.cancel(&id, now).await,
+            }
+        })
+        .await
     }
 
-    /// See [`SqliteStore::replay`].
+    /// Replays a dead letter (discarded or cancelled): available at once, with a fresh
+    /// budget of retries (its attempts stay on record). False when there is no such job or
+    /// it is not a dead letter.
     ///
     /// # Errors
     ///
     /// The update failed.
     pub async fn replay(&self, id: JobId, now: i64) -> Result<bool, StoreError> {
+        self.on_job(id, now, |store, id| async move {
+            match store {
+                Self::Sqlite(store) => blocking(store, move |store| store.replay(&id, now)).await,
+                Self::Postgres(store) => store.replay(&id, now).await,
+            }
+        })
+        .await
+    }
+
+    /// Runs `operation` on the row of job `id`; when that finds nothing to change and the
+    /// job is in a group, splits the group and runs it again on the job's own row.
+    async fn on_job<'a, Operation>(
+        &'a self,
+        id: JobId,
+        now: i64,
+        operation: impl Fn(&'a Self, JobId) -> Operation,
+    ) -> Result<bool, StoreError>
+    where
+        Operation: Future<Output = Result<bool, StoreError>>,
+    {
+        if operation(self, id.clone()).await? {
+            return Ok(true);
+        }
+        let Some((group, index)) = id.group_of() else {
+            return Ok(false);
+        };
+        if !self.split(group, index, now).await? {
+            return Ok(false);
+        }
+        operation(self, id).await
+    }
+
+    async fn split(&self, group: JobId, index: u32, now: i64) -> Result<bool, StoreError> {
         match self {
-            Self::Sqlite(store) => blocking(store, move |store| store.replay(&id, now)).await,
-            Self::Postgres(store) => store.replay(&id, now).await,
+            Self::Sqlite(store) => {
+                blocking(store, move |store| store.split(&group, index, now)).await
+            }
+            Self::Postgres(store) => store.split(&group, index, now).await,
         }
     }
 
@@ -270,50 +386,70 @@ impl Store {
         }
     }
 
-    /// See [`SqliteStore::get`].
+    /// The job `id` with its attempts (its group's, while it is in one), if it exists.
     ///
     /// # Errors
     ///
-    /// The query failed.
+    /// The query failed, or the row is unreadable.
     pub async fn get(&self, id: JobId) -> Result<Option<JobRecord>, StoreError> {
+        let (row, attempts) = match self.get_row(id.0.clone()).await? {
+            Some(found) if found.0.size == 1 => found,
+            _ => match id.group_of() {
+                Some((group, _)) => match self.get_row(group.0).await? {
+                    Some(found) => found,
+                    None => return Ok(None),
+                },
+                None => return Ok(None),
+            },
+        };
+        Ok(row.into_job(&id)?.map(|job| JobRecord { attempts, ..job }))
+    }
+
+    async fn get_row(&self, id: String) -> Result<Option<group::RowWithAttempts>, StoreError> {
         match self {
-            Self::Sqlite(store) => blocking(store, move |store| store.get(&id)).await,
-            Self::Postgres(store) => store.get(&id).await,
+            Self::Sqlite(store) => blocking(store, move |store| store.get_row(&id)).await,
+            Self::Postgres(store) => store.get_row(&id).await,
         }
     }
 
-    /// See [`SqliteStore::list`].
+    /// Up to `limit` jobs matching `filter`, in id order (the order they were stored),
+    /// after `cursor`.
     ///
     /// # Errors
     ///
-    /// The query failed.
+    /// The query failed, or a row is unreadable.
     pub async fn list(
         &self,
         filter: JobFilter,
         limit: u32,
         cursor: Option<String>,
     ) -> Result<JobPage, StoreError> {
-        match self {
+        let from = group::page_start(cursor.as_deref());
+        // Every row holds a job, and only the first may hold none after the cursor.
+        let rows = limit.saturating_add(1);
+        let rows = match self {
             Self::Sqlite(store) => {
-                blocking(store, move |store| {
-                    store.list(&filter, limit, cursor.as_deref())
-                })
-                .await
+                blocking(store, move |store| store.list_rows(&filter, rows, &from)).await?
             }
-            Self::Postgres(store) => store.list(&filter, limit, cursor.as_deref()).await,
-        }
+            Self::Postgres(store) => store.list_rows(&filter, rows, &from).await?,
+        };
+        group::page(rows, limit, cursor.as_deref())
     }
 
-    /// See [`SqliteStore::delete`].
+    /// Deletes the job `id` and its attempts; false when there is none, or it is running
+    /// (cancel it first).
     ///
     /// # Errors
     ///
     /// The transaction failed.
     pub async fn delete(&self, id: JobId) -> Result<bool, StoreError> {
-        match self {
-            Self::Sqlite(store) => blocking(store, move |store| store.delete(&id)).await,
-            Self::Postgres(store) => store.delete(&id).await,
-        }
+        self.on_job(id, now_ms(), |store, id| async move {
+            match store {
+                Self::Sqlite(store) => blocking(store, move |store| store.delete(&id)).await,
+                Self::Postgres(store) => store.delete(&id).await,
+            }
+        })
+        .await
     }
 
     /// See [`SqliteStore::prune_succeeded`].

@@ -172,6 +172,9 @@ for_each_store!(
     a_batch_settling_one_claim_twice_settles_it_once_and_fences_the_second,
     payloads_come_back_as_they_were_stored,
     jobs_claimed_as_they_are_stored_are_leased_to_their_claimer_alone,
+    a_group_is_stored_claimed_and_settled_whole_and_shows_as_its_jobs,
+    a_group_whose_jobs_part_is_split_and_each_keeps_its_id,
+    a_group_claimed_again_fences_its_first_claimer,
 );
 
 fn job(n: u64, run_at: Option<i64>) -> NewJob {
@@ -351,6 +354,7 @@ async fn jobs_claimed_as_they_are_stored_are_leased_to_their_claimer_alone(backe
                 count: 3,
                 lease_ms: LEASE,
             }),
+            1,
         )
         .await
         .expect("insert");
@@ -624,6 +628,184 @@ async fn payloads_come_back_as_they_were_stored(backend: Backend) {
     assert_eq!(record.context, stored.context);
     assert_eq!(record.version, None);
     assert_eq!(claim(&store, 1, 0).await[0].payload, stored.payload);
+}
+
+/// Stores `count` jobs (`n` from 0) in groups of at most `group_max`; their ids.
+async fn insert_grouped(store: &Store, count: u64, group_max: usize) -> Vec<JobId> {
+    let batch: Vec<NewJob> = (0..count).map(|n| job(n, None)).collect();
+    store
+        .insert_claiming(batch, 0, None, group_max)
+        .await
+        .expect("insert");
+    let page = store
+        .list(JobFilter::default(), 1_000, None)
+        .await
+        .expect("list");
+    page.jobs.into_iter().map(|job| job.id).collect()
+}
+
+async fn a_group_is_stored_claimed_and_settled_whole_and_shows_as_its_jobs(backend: Backend) {
+    let store = backend.open().await;
+    let ids = insert_grouped(&store, 10, 4).await;
+    assert_eq!(ids.len(), 10, "every job listed");
+    assert!(ids.windows(2).all(|pair| pair[0] < pair[1]), "in id order");
+    assert_eq!(count(&store, JobStatus::Available).await, 10);
+    let mut paged = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .list(JobFilter::default(), 3, cursor)
+            .await
+            .expect("list");
+        paged.extend(page.jobs.iter().map(|job| job.id.clone()));
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(
+        paged, ids,
+        "pages of 3 go through groups of 4 without a gap"
+    );
+    let fifth = store.get(ids[5].clone()).await.expect("get").expect("job");
+    assert_eq!(fifth.payload["n"], 5);
+    assert_eq!(fifth.context["connector"], "web");
+
+    let claimed = claim(&store, 2, 0).await;
+    let first_group: Vec<JobId> = claimed.iter().map(|job| job.id.clone()).collect();
+    assert_eq!(
+        first_group,
+        ids[..4],
+        "a group is claimed whole, past the limit"
+    );
+    assert!(
+        claimed
+            .iter()
+            .all(|job| job.group.as_ref().map(|g| g.size) == Some(4))
+    );
+    assert_eq!(succeed_all(&store, &claimed, 5).await, [true; 4]);
+    assert_eq!(count(&store, JobStatus::Succeeded).await, 4);
+    assert_eq!(count(&store, JobStatus::Available).await, 6);
+    let settled_job = store.get(ids[2].clone()).await.expect("get").expect("job");
+    assert_eq!(settled_job.status, JobStatus::Succeeded);
+    assert_eq!(
+        settled_job.attempts.len(),
+        1,
+        "the group's attempt shows on its jobs"
+    );
+    assert_eq!(settled_job.payload["n"], 2);
+    assert_eq!(
+        store.pending("crm").await.expect("pending"),
+        [("identify".to_owned(), 6)]
+    );
+}
+
+async fn a_group_whose_jobs_part_is_split_and_each_keeps_its_id(backend: Backend) {
+    let store = backend.open().await;
+    let ids = insert_grouped(&store, 8, 4).await;
+    let claimed = claim(&store, 4, 0).await;
+    assert_eq!(claimed.len(), 4);
+    let outcomes = [
+        Settlement::Succeeded,
+        Settlement::Retry { at: 50 },
+        Settlement::Discarded,
+        Settlement::Succeeded,
+    ];
+    let settled: Vec<_> = claimed
+        .iter()
+        .zip(&outcomes)
+        .map(|(job, settlement)| (job.key(), settlement.clone(), attempt_for(settlement, 5)))
+        .collect();
+    assert_eq!(store.settle(settled, 5).await.expect("settle"), [true; 4]);
+    let statuses = [
+        JobStatus::Succeeded,
+        JobStatus::Retrying,
+        JobStatus::Discarded,
+        JobStatus::Succeeded,
+    ];
+    for (index, status) in statuses.iter().enumerate() {
+        let job = store
+            .get(ids[index].clone())
+            .await
+            .expect("get")
+            .expect("job");
+        assert_eq!((job.id.clone(), job.status), (ids[index].clone(), *status));
+        assert_eq!(job.payload["n"], index as u64);
+        assert_eq!(job.attempts.len(), 1, "its own attempt");
+    }
+    assert!(store.replay(ids[2].clone(), 60).await.expect("replay"));
+    let replayed = claim(&store, 10, 60).await;
+    let replayed: Vec<JobId> = replayed.iter().map(|job| job.id.clone()).collect();
+    assert!(
+        replayed.contains(&ids[1]) && replayed.contains(&ids[2]),
+        "the retry and the replay"
+    );
+
+    // A person's action on one job of a group that has not been claimed splits it.
+    let remaining = store.counts("crm").await.expect("counts");
+    assert!(
+        remaining.contains(&(JobStatus::Running, 6)),
+        "{remaining:?}"
+    );
+    let fresh = insert_grouped(&store, 3, 3).await;
+    let fresh: Vec<JobId> = fresh.into_iter().filter(|id| !ids.contains(id)).collect();
+    assert_eq!(fresh.len(), 3);
+    assert!(store.cancel(fresh[1].clone(), 70).await.expect("cancel"));
+    assert!(store.delete(fresh[2].clone()).await.expect("delete"));
+    let first = store
+        .get(fresh[0].clone())
+        .await
+        .expect("get")
+        .expect("job");
+    assert_eq!(first.status, JobStatus::Available);
+    let cancelled = store
+        .get(fresh[1].clone())
+        .await
+        .expect("get")
+        .expect("job");
+    assert_eq!(cancelled.status, JobStatus::Cancelled);
+    assert!(store.get(fresh[2].clone()).await.expect("get").is_none());
+    assert!(
+        !store.cancel(fresh[2].clone(), 70).await.expect("cancel"),
+        "gone"
+    );
+}
+
+/// Settles every job of `claimed` as succeeded; whether each was its claimer's.
+async fn succeed_all(store: &Store, claimed: &[Claimed], now: i64) -> Vec<bool> {
+    let settled = claimed
+        .iter()
+        .map(|job| {
+            let settlement = Settlement::Succeeded;
+            (job.key(), settlement.clone(), attempt_for(&settlement, now))
+        })
+        .collect();
+    store.settle(settled, now).await.expect("settle")
+}
+
+async fn a_group_claimed_again_fences_its_first_claimer(backend: Backend) {
+    let store = backend.open().await;
+    let ids = insert_grouped(&store, 3, 3).await;
+    let first = claim(&store, 3, 0).await;
+    let renewed = store
+        .heartbeat(first.iter().map(Claimed::key).collect(), 10, LEASE)
+        .await
+        .expect("heartbeat");
+    assert_eq!(renewed, [true; 3]);
+    let second = claim(&store, 3, 10 + LEASE + 1).await;
+    assert_eq!(second.len(), 3, "taken up once the lease ran out");
+    let now = 10 + LEASE + 2;
+    assert_eq!(succeed_all(&store, &first, now).await, [false; 3]);
+    let stale = store
+        .heartbeat(first.iter().map(Claimed::key).collect(), now, LEASE)
+        .await
+        .expect("heartbeat");
+    assert_eq!(stale, [false; 3]);
+    let job = store.get(ids[0].clone()).await.expect("get").expect("job");
+    assert_eq!(job.status, JobStatus::Running);
+    assert_eq!(job.attempts.iter().filter(|(_, fenced)| *fenced).count(), 1);
+    assert_eq!(succeed_all(&store, &second, now).await, [true; 3]);
+    assert_eq!(count(&store, JobStatus::Succeeded).await, 3);
 }
 
 #[tokio::test]

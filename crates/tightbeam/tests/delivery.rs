@@ -710,3 +710,176 @@ marshal = '{{ "id": .user_id }}'
         "{stderr}"
     );
 }
+
+/// The payload numbers `n` of the lines of the batches to `path` answered with `code`.
+fn numbers_answered(receiver: &Receiver, path: &str, code: u16) -> Vec<u64> {
+    receiver
+        .to(path)
+        .into_iter()
+        .filter(|request| request.answered == code)
+        .flat_map(|request| {
+            request
+                .body
+                .lines()
+                .map(|line| {
+                    serde_json::from_str::<serde_json::Value>(line).expect("json")["n"]
+                        .as_u64()
+                        .expect("n")
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn jobs_stored_in_groups_survive_a_kill_9_and_a_dead_letter_among_them_is_replayed_alone() {
+    // A destination loading batches to one path keeps the jobs of a batch in one row of the
+    // store. The receiver is down at first: the groups are retried whole; after a kill -9
+    // and a restart every job is delivered; the batch the receiver refuses (400) becomes
+    // dead letters, one of which is replayed alone through the API, then the rest in bulk.
+    let receiver_port = free_port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (http_port, api_port) = (free_port(), free_port());
+    let text = format!(
+        r#"data_dir = "data"
+shutdown_grace = "5s"
+
+[api]
+address = "127.0.0.1:{api_port}"
+
+[connectors.web]
+kind = "http_server"
+address = "127.0.0.1:{http_port}"
+
+[destinations.bulk]
+kind = "http"
+url = "http://127.0.0.1:{receiver_port}"
+inputs = ["web"]
+path = "/batch"
+batch_size = 50
+concurrency = 4
+retry = {{ max_retries = 1000, initial_backoff = "200ms", max_backoff = "1s" }}
+"#
+    );
+    let path = write(dir.path(), "bulk.toml", &text);
+    let mut child = start(dir.path(), &path);
+    wait_for_port(&mut child, http_port, LIMIT);
+    let client = http_client();
+    const EVENTS: u64 = 2_000;
+    for chunk in 0..(EVENTS / 500) {
+        let body: Vec<String> = (chunk * 500..(chunk + 1) * 500)
+            .map(|n| format!(r#"{{"n": {n}}}"#))
+            .collect();
+        assert_eq!(
+            post(&client, http_port, format!("[{}]", body.join(","))).await,
+            200
+        );
+    }
+    let api = format!("http://127.0.0.1:{api_port}");
+    // Every job shows in the API, page by page, each once.
+    let mut listed = BTreeSet::new();
+    let mut cursor = String::new();
+    loop {
+        let (_, page) = get_json(
+            &client,
+            &format!("{api}/api/v1/jobs?destination=bulk&limit=300{cursor}"),
+        )
+        .await;
+        for job in page["jobs"].as_array().expect("jobs") {
+            assert!(listed.insert(job["id"].as_str().expect("id").to_owned()));
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = format!("&cursor={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(listed.len() as u64, EVENTS, "each job listed once");
+    child.kill().expect("kill -9");
+    child.wait().expect("reap");
+
+    let receiver = Receiver::default();
+    receiver.script("/batch", &[400]);
+    assert_eq!(receiver.serve_on(receiver_port).await, receiver_port);
+    let started = std::time::Instant::now();
+    let mut child = start(dir.path(), &path);
+    wait_for_port(&mut child, http_port, LIMIT);
+    let refused: Vec<u64> = wait_until("every job is loaded once", LIMIT, || {
+        let requests = receiver.to("/batch");
+        let lines: usize = requests
+            .iter()
+            .map(|request| request.body.lines().count())
+            .sum();
+        let refused = numbers_answered(&receiver, "/batch", 400);
+        async move { (lines as u64 >= EVENTS && !refused.is_empty()).then_some(refused) }
+    })
+    .await;
+    let delivered = numbers_answered(&receiver, "/batch", 200);
+    println!(
+        "kill -9 with {EVENTS} jobs pending in groups: {} delivered, {} refused as a batch, {:.1} s after the restart",
+        delivered.len(),
+        refused.len(),
+        started.elapsed().as_secs_f64()
+    );
+    assert!(!refused.is_empty() && refused.len() <= 50, "{refused:?}");
+    assert_eq!(
+        delivered.len() + refused.len(),
+        EVENTS as usize,
+        "none lost, none twice"
+    );
+
+    // The refused batch is dead letters, one per job; one is replayed alone.
+    let (_, page) = get_json(
+        &client,
+        &format!("{api}/api/v1/jobs?destination=bulk&status=discarded&limit=100"),
+    )
+    .await;
+    let dead: Vec<String> = page["jobs"]
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .map(|job| job["id"].as_str().expect("id").to_owned())
+        .collect();
+    assert_eq!(dead.len(), refused.len(), "{page}");
+    let (_, first) = get_json(&client, &format!("{api}/api/v1/jobs/{}", dead[0])).await;
+    let attempts = first["attempts"].as_array().expect("attempts");
+    assert_eq!(
+        attempts.last().map(|last| &last["code"]),
+        Some(&serde_json::json!(400)),
+        "{first}"
+    );
+    let (status, _) = api_post(
+        &client,
+        api_port,
+        &format!("/api/v1/jobs/{}/retry", dead[0]),
+        serde_json::json!({}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let alone = wait_until("the replayed job is delivered alone", LIMIT, || {
+        let last = receiver.to("/batch").last().cloned();
+        async move { last.filter(|last| last.answered == 200 && last.body.lines().count() == 1) }
+    })
+    .await;
+    let replayed: serde_json::Value = serde_json::from_str(alone.body.trim()).expect("json");
+    assert_eq!(replayed["n"], first["payload"]["n"]);
+    let (status, answer) = api_post(
+        &client,
+        api_port,
+        "/api/v1/jobs/retry",
+        serde_json::json!({ "destination": "bulk", "status": "discarded" }),
+    )
+    .await;
+    assert_eq!(
+        (status, answer["retried"].as_u64()),
+        (200, Some(refused.len() as u64 - 1))
+    );
+    let every: BTreeSet<u64> = wait_until("every job is delivered", LIMIT, || {
+        let delivered: BTreeSet<u64> = numbers_answered(&receiver, "/batch", 200)
+            .into_iter()
+            .collect();
+        async move { (delivered.len() as u64 == EVENTS).then_some(delivered) }
+    })
+    .await;
+    assert_eq!(every.len() as u64, EVENTS);
+    stop_and_expect_drained(child, LIMIT);
+}
