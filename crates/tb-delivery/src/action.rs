@@ -157,12 +157,6 @@ impl Action {
         .collect()
     }
 
-    /// Whether every job of this action goes to the same path, so that jobs stored together
-    /// are loaded together.
-    pub fn has_constant_path(&self) -> bool {
-        self.path.is_constant()
-    }
-
     /// The request path for a job stored without one (a chained job): the template filled
     /// from its payload.
     ///

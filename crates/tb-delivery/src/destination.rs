@@ -231,14 +231,14 @@ impl Destination {
         i64::try_from(self.config.lease.as_millis()).unwrap_or(i64::MAX)
     }
 
-    /// How many new jobs the store may keep in one row: a load's worth, when jobs stored
-    /// together are also loaded together (every action sends to one path), so that a
-    /// group is settled as one; else one.
+    /// How many new jobs the store may keep in one row (a group, settled as one once all
+    /// its jobs are loaded): a load's worth; with one job per load, half the loads that
+    /// run at once, so that a group's slowest job holds back no more than that.
     fn group_max(&self) -> usize {
-        if self.actions.iter().all(Action::has_constant_path) {
+        if self.config.batch_size > 1 {
             self.config.batch_size as usize
         } else {
-            1
+            (self.config.concurrency as usize / 2).max(1)
         }
     }
 
@@ -322,6 +322,7 @@ impl Destination {
             load_permits: Arc::new(Semaphore::new(concurrency)),
             handoff: shared,
             handed,
+            held: Vec::new(),
         }
         .run(intake, input_closed);
         tokio::join!(storing, loading);
@@ -462,6 +463,45 @@ struct Load {
     slots: Option<OwnedSemaphorePermit>,
 }
 
+/// A job whose load has ended, with how it went.
+struct Finished {
+    /// Its action's index (`usize::MAX`: no longer configured).
+    action: usize,
+    started_at: i64,
+    job: Claimed,
+    result: LoadResult,
+}
+
+/// Splits `finished` into the jobs to settle now (on their own, or with every job of their
+/// group) and those whose group still has jobs being loaded.
+fn whole_groups(finished: Vec<Finished>) -> (Vec<Finished>, Vec<Finished>) {
+    let mut present: Vec<(&JobId, usize)> = Vec::new();
+    for job in &finished {
+        if let Some(group) = &job.job.group {
+            match present.iter_mut().find(|(id, _)| **id == group.id) {
+                Some((_, count)) => *count += 1,
+                None => present.push((&group.id, 1)),
+            }
+        }
+    }
+    let complete: Vec<JobId> = present
+        .into_iter()
+        .filter(|(id, count)| {
+            finished
+                .iter()
+                .find_map(|job| job.job.group.as_ref().filter(|group| group.id == **id))
+                .is_some_and(|group| *count >= group.size as usize)
+        })
+        .map(|(id, _)| id.clone())
+        .collect();
+    finished.into_iter().partition(|job| {
+        job.job
+            .group
+            .as_ref()
+            .is_none_or(|group| complete.contains(&group.id))
+    })
+}
+
 /// Jobs the intake claimed as it stored them, for the loader, with their places.
 struct Handed {
     jobs: Vec<Claimed>,
@@ -548,6 +588,8 @@ struct Loader {
     handoff: HandoffShared,
     /// Jobs the intake claimed as it stored them.
     handed: mpsc::Receiver<Handed>,
+    /// Loaded jobs whose group still has jobs being loaded.
+    held: Vec<Finished>,
 }
 
 impl Loader {
@@ -691,6 +733,10 @@ impl Loader {
                 else => break,
             }
         }
+        // Only a load that panicked leaves jobs of a group waiting: the rest are settled
+        // (their group split); the panicked load's jobs go again when their lease ends.
+        let held = std::mem::take(&mut self.held);
+        self.settle_finished(held).await;
     }
 
     /// Claims up to `limit` due jobs and starts their loads; returns how many it claimed.
@@ -729,25 +775,15 @@ impl Loader {
     }
 
     /// Groups claimed jobs into loads of one action and path, `batch_size` at most each.
-    /// The jobs of a stored group (claimed together, in id order) go into one load, so
-    /// that they settle together.
+    /// The jobs of a stored group (claimed together, in id order) fill loads of their own
+    /// where they can, so that they end together.
     fn group(&self, claimed: Vec<Claimed>) -> Vec<Load> {
         let batch = self.destination.config.batch_size as usize;
         let mut loads: Vec<Load> = Vec::new();
         let mut runtime = ExpressionRuntime::default();
-        // The load that took the last job, and its group.
+        // The load that took the last job, and that job's group.
         let mut last: Option<(usize, Option<JobId>)> = None;
         for job in claimed {
-            let group = job.group.as_ref().map(|group| group.id.clone());
-            if let Some((load, _)) = last
-                .as_ref()
-                .filter(|(_, last_group)| group.is_some() && *last_group == group)
-            {
-                loads[*load].jobs.push(job);
-                continue;
-            }
-            // The room a job needs in a load: its whole group's.
-            let needs = job.group.as_ref().map_or(1, |group| group.size as usize);
             let Some(action) = self
                 .destination
                 .actions
@@ -766,9 +802,23 @@ impl Loader {
                 continue;
             };
             let path = self.path_of(action, &job, &mut runtime);
-            let index = match loads.iter().position(|load| {
-                load.action == action && load.path == path && load.jobs.len() + needs <= batch
-            }) {
+            let group = job.group.as_ref().map(|group| group.id.clone());
+            let fits = |load: &Load, room: usize| {
+                load.action == action && load.path == path && load.jobs.len() + room <= batch
+            };
+            let with_group = last
+                .as_ref()
+                .filter(|(index, last_group)| {
+                    group.is_some() && *last_group == group && fits(&loads[*index], 1)
+                })
+                .map(|(index, _)| *index);
+            // A group's first job looks for room for the whole group (or a whole load).
+            let room = job
+                .group
+                .as_ref()
+                .map_or(1, |group| (group.size as usize).min(batch));
+            let index = match with_group.or_else(|| loads.iter().position(|load| fits(load, room)))
+            {
                 Some(index) => {
                     loads[index].jobs.push(job);
                     index
@@ -842,22 +892,51 @@ impl Loader {
 
     /// Settles finished loads in one transaction: each job succeeded, retries later, or is
     /// discarded; chained actions get their jobs; the breaker and the metrics hear of it.
+    /// The jobs of a stored group whose other jobs are still being loaded wait for them, so
+    /// that the group is settled as one row (see `tb_store::GroupKey`).
     async fn settle(&mut self, done: Vec<(Load, Vec<LoadResult>)>) {
         let id = self.destination.id.clone();
-        let now = now_ms();
-        let mut entries = Vec::new();
-        for (load, results) in &done {
-            self.record_in_breaker(results);
+        let mut finished = std::mem::take(&mut self.held);
+        // Their places are given back once they are settled or held.
+        let mut slots = Vec::with_capacity(done.len());
+        for (load, results) in done {
+            self.record_in_breaker(&results);
             if let Some(longest) = results.iter().map(|result| result.duration).max()
                 && let Some(job) = load.jobs.first()
             {
                 self.metrics
                     .attempt(&id, &job.action, longest.as_secs_f64());
             }
-            for (job, result) in load.jobs.iter().zip(results) {
-                entries.push(self.settlement(load, job, result, now));
-            }
+            slots.push(load.slots);
+            finished.extend(
+                load.jobs
+                    .into_iter()
+                    .zip(results)
+                    .map(|(job, result)| Finished {
+                        action: load.action,
+                        started_at: load.started_at,
+                        job,
+                        result,
+                    }),
+            );
         }
+        let (ready, held) = whole_groups(finished);
+        self.held = held;
+        self.settle_finished(ready).await;
+        drop(slots);
+    }
+
+    /// Settles `finished` jobs in one transaction (see [`Loader::settle`]).
+    async fn settle_finished(&mut self, finished: Vec<Finished>) {
+        if finished.is_empty() {
+            return;
+        }
+        let id = self.destination.id.clone();
+        let now = now_ms();
+        let entries: Vec<_> = finished
+            .iter()
+            .map(|finished| self.settlement(finished, now))
+            .collect();
         let owned = loop {
             match self.store.settle(entries.clone(), now).await {
                 Ok(owned) => break owned,
@@ -871,33 +950,28 @@ impl Loader {
                 }
             }
         };
-        // Entries and their answers come back in the order the loads and jobs were walked.
-        let mut settled = entries.iter().zip(owned);
         let mut chained = Vec::new();
         // Counted per action and status, not per job: a metric's labels cost allocations.
         let mut settled_counts: Vec<(String, &'static str, u64)> = Vec::new();
-        for (load, results) in &done {
-            for ((job, result), ((_, settlement, _), owned)) in
-                load.jobs.iter().zip(results).zip(settled.by_ref())
-            {
-                if !owned {
-                    tracing::warn!(destination = %id, job = %job.id, "A job was settled by a claimer that no longer held it; its attempt is recorded as fenced.");
-                    continue;
-                }
-                let status = status_name(settlement);
-                count_one(&mut settled_counts, &job.action, status);
-                if let Some(action) = self.destination.actions.get(load.action) {
-                    let targets = match settlement {
-                        Settlement::Succeeded => &action.on_succeeded,
-                        Settlement::Retry { .. } => &action.on_failed,
-                        Settlement::Discarded => &action.on_discarded,
-                    };
-                    chained.extend(
-                        targets
-                            .iter()
-                            .map(|target| chained_job(target, job, status, result)),
-                    );
-                }
+        for ((finished, (_, settlement, _)), owned) in finished.iter().zip(&entries).zip(owned) {
+            let job = &finished.job;
+            if !owned {
+                tracing::warn!(destination = %id, job = %job.id, "A job was settled by a claimer that no longer held it; its attempt is recorded as fenced.");
+                continue;
+            }
+            let status = status_name(settlement);
+            count_one(&mut settled_counts, &job.action, status);
+            if let Some(action) = self.destination.actions.get(finished.action) {
+                let targets = match settlement {
+                    Settlement::Succeeded => &action.on_succeeded,
+                    Settlement::Retry { .. } => &action.on_failed,
+                    Settlement::Discarded => &action.on_discarded,
+                };
+                chained.extend(
+                    targets
+                        .iter()
+                        .map(|target| chained_job(target, job, status, &finished.result)),
+                );
             }
         }
         for (action, status, count) in settled_counts {
@@ -927,13 +1001,13 @@ impl Loader {
     }
 
     /// What the store records for one job's attempt.
-    fn settlement(
-        &self,
-        load: &Load,
-        job: &Claimed,
-        result: &LoadResult,
-        now: i64,
-    ) -> (ClaimKey, Settlement, Attempt) {
+    fn settlement(&self, finished: &Finished, now: i64) -> (ClaimKey, Settlement, Attempt) {
+        let Finished {
+            job,
+            result,
+            started_at,
+            ..
+        } = finished;
         let retry = &self.destination.config.retry;
         let settlement = match &result.verdict {
             Verdict::Succeeded => Settlement::Succeeded,
@@ -947,7 +1021,7 @@ impl Loader {
             }
         };
         let attempt = Attempt {
-            started_at: load.started_at,
+            started_at: *started_at,
             duration_ms: result.duration.as_millis() as i64,
             code: result.code.map(i64::from),
             error: result.error.clone(),

@@ -27,11 +27,6 @@ pub struct Template {
 }
 
 impl Template {
-    /// Whether it renders the same text for every event (it has no `{{ }}` part).
-    pub fn is_constant(&self) -> bool {
-        self.parts.iter().all(|part| matches!(part, Part::Text(_)))
-    }
-
     /// Compiles `text`; diagnostics name `location` and point into the text.
     ///
     /// # Errors
