@@ -69,11 +69,12 @@ pub(crate) fn layout(
     for span in &mut spans {
         if span.len > 1 {
             let id = JobId::new_group();
-            for (offset, job) in jobs[span.start..span.start + span.len]
+            let members = id.members(1..span.len as u32 + 1);
+            for (job, member) in jobs[span.start..span.start + span.len]
                 .iter_mut()
-                .enumerate()
+                .zip(members)
             {
-                job.id = id.member(offset as u32 + 1);
+                job.id = member;
             }
             span.group = Some(GroupKey {
                 id,
@@ -119,11 +120,7 @@ pub(crate) fn rows<'a>(
                     first.payload.as_str().to_owned(),
                     first.context.to_string(),
                 ),
-                Some(group) => (
-                    group.id.0.as_str(),
-                    joined(members.iter().map(|job| job.payload.as_str().to_owned())),
-                    joined(members.iter().map(|job| job.context.to_string())),
-                ),
+                Some(group) => (group.id.0.as_str(), payloads(members), contexts(members)),
             };
             NewRow {
                 id,
@@ -140,15 +137,31 @@ pub(crate) fn rows<'a>(
         .collect()
 }
 
-fn joined(lines: impl Iterator<Item = String>) -> String {
-    let mut text = String::new();
-    for (index, line) in lines.enumerate() {
+/// The payloads of `jobs`, one per line.
+fn payloads(jobs: &[NewJob]) -> String {
+    let length = jobs.iter().map(|job| job.payload.as_str().len() + 1).sum();
+    let mut text = String::with_capacity(length);
+    for (index, job) in jobs.iter().enumerate() {
         if index > 0 {
             text.push('\n');
         }
-        text.push_str(&line);
+        text.push_str(job.payload.as_str());
     }
     text
+}
+
+/// The contexts of `jobs` as JSON, one per line.
+fn contexts(jobs: &[NewJob]) -> String {
+    let mut text = Vec::with_capacity(jobs.len() * 128);
+    for (index, job) in jobs.iter().enumerate() {
+        if index > 0 {
+            text.push(b'\n');
+        }
+        // Writing a `Value` into memory cannot fail.
+        serde_json::to_writer(&mut text, &job.context).unwrap_or_default();
+    }
+    // serde_json writes UTF-8 only.
+    String::from_utf8(text).unwrap_or_default()
 }
 
 /// The jobs of an insert at `now` that `claim` claimed, as their claimer holds them.

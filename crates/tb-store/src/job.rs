@@ -24,8 +24,13 @@ impl JobId {
 
     /// The id of member `index` (from 1) of the group whose id this is.
     pub(crate) fn member(&self, index: u32) -> Self {
+        self.members(index..index + 1).next().unwrap_or_default()
+    }
+
+    /// The ids of members `indexes` (from 1) of the group whose id this is.
+    pub(crate) fn members(&self, indexes: std::ops::Range<u32>) -> impl Iterator<Item = Self> {
         let base = uuid::Uuid::parse_str(&self.0).map_or(0, |id| id.as_u128());
-        Self(uuid::Uuid::from_u128(base | u128::from(index)).to_string())
+        indexes.map(move |index| Self(uuid::Uuid::from_u128(base | u128::from(index)).to_string()))
     }
 
     /// The group this id would be a member of, and its index there: `None` for an id that

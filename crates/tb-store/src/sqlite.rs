@@ -33,7 +33,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     last_error TEXT,
     created_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL,
-    size INTEGER NOT NULL DEFAULT 1
+    size INTEGER NOT NULL DEFAULT 1,
+    body INTEGER
 ) WITHOUT ROWID;
 DROP INDEX IF EXISTS jobs_ended;
 CREATE TABLE IF NOT EXISTS attempts (
@@ -51,9 +52,15 @@ CREATE INDEX IF NOT EXISTS attempts_by_job ON attempts (job_id);
 
 /// What a store made before jobs were grouped lacks: the `size` of a row (its jobs), also
 /// in the claim index, so that a claim counts jobs without reading rows.
+///
+/// A group's payloads and contexts are kept apart from its row, in `bodies` (a rowid table,
+/// written once), so that claiming and settling the group rewrite a small row, not tens of
+/// kilobytes of payloads with it (SQLite writes a changed row whole, and a `WITHOUT ROWID`
+/// table keeps large rows badly). A single job's stay in its row.
 const GROUPS: &str = "
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs (destination, status, next_attempt_at, id, size);
 DROP INDEX IF EXISTS jobs_claimable;
+CREATE TABLE IF NOT EXISTS bodies (payload TEXT NOT NULL, context TEXT NOT NULL);
 ";
 
 /// How hard a commit waits for the disk.
@@ -187,17 +194,21 @@ impl SqliteStore {
         connection
             .execute_batch(SCHEMA)
             .map_err(StoreError::sqlite("create the schema"))?;
-        let sized: bool = connection
-            .query_row(
-                "SELECT COUNT(*) > 0 FROM pragma_table_info('jobs') WHERE name = 'size'",
-                [],
-                |row| row.get(0),
-            )
-            .map_err(StoreError::sqlite("read the schema"))?;
-        if !sized {
-            connection
-                .execute_batch("ALTER TABLE jobs ADD COLUMN size INTEGER NOT NULL DEFAULT 1")
-                .map_err(StoreError::sqlite("add the size column"))?;
+        for (column, definition) in [("size", "INTEGER NOT NULL DEFAULT 1"), ("body", "INTEGER")] {
+            let present: bool = connection
+                .query_row(
+                    "SELECT COUNT(*) > 0 FROM pragma_table_info('jobs') WHERE name = ?1",
+                    [column],
+                    |row| row.get(0),
+                )
+                .map_err(StoreError::sqlite("read the schema"))?;
+            if !present {
+                connection
+                    .execute_batch(&format!(
+                        "ALTER TABLE jobs ADD COLUMN {column} {definition}"
+                    ))
+                    .map_err(StoreError::sqlite("add a column for groups"))?;
+            }
         }
         connection
             .execute_batch(GROUPS)
@@ -247,26 +258,39 @@ impl SqliteStore {
             let mut insert = transaction
                 .prepare_cached(
                     "INSERT INTO jobs (id, destination, action, version, payload, context, status,
-                     attempt, token, lease_until, next_attempt_at, created_at, updated_at, size)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, ?11, ?11, ?12)",
+                     attempt, token, lease_until, next_attempt_at, created_at, updated_at, size,
+                     body)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, ?11, ?11, ?12, ?13)",
                 )
+                .map_err(StoreError::sqlite("prepare an insert"))?;
+            let mut insert_body = transaction
+                .prepare_cached("INSERT INTO bodies (payload, context) VALUES (?1, ?2)")
                 .map_err(StoreError::sqlite("prepare an insert"))?;
             for row in rows {
                 let running = row.status == JobStatus::Running;
+                let (payload, context, body) = if row.size > 1 {
+                    let body = insert_body
+                        .insert(params![row.payload, row.context])
+                        .map_err(StoreError::sqlite("insert a group's payloads"))?;
+                    ("", "", Some(body))
+                } else {
+                    (row.payload.as_str(), row.context.as_str(), None)
+                };
                 insert
                     .execute(params![
                         row.id,
                         row.destination,
                         row.action,
                         row.version,
-                        row.payload,
-                        row.context,
+                        payload,
+                        context,
                         row.status.as_str(),
                         u32::from(running),
                         running.then_some(row.at),
                         row.at,
                         now,
                         row.size,
+                        body,
                     ])
                     .map_err(StoreError::sqlite("insert a job"))?;
             }
@@ -322,27 +346,45 @@ impl SqliteStore {
                                  WHERE destination = ?1 AND status = 'running'
                                  AND next_attempt_at < ?2 ORDER BY next_attempt_at, id LIMIT ?4)))
                      WHERE before < ?4)
-                 RETURNING id, action, payload, attempt, token, lease_until, context, size",
+                 RETURNING id, action, payload, attempt, token, lease_until, context, size, body",
             )
             .map_err(StoreError::sqlite("prepare a claim"))?;
         let rows = claim
             .query_map(params![destination, now, lease_ms, limit], |row| {
-                Ok(ClaimedRow {
-                    id: row.get(0)?,
-                    action: row.get(1)?,
-                    payload: row.get(2)?,
-                    attempt: row.get(3)?,
-                    token: row.get(4)?,
-                    lease_until: row.get(5)?,
-                    context: row.get(6)?,
-                    size: row.get(7)?,
-                })
+                Ok((
+                    ClaimedRow {
+                        id: row.get(0)?,
+                        action: row.get(1)?,
+                        payload: row.get(2)?,
+                        attempt: row.get(3)?,
+                        token: row.get(4)?,
+                        lease_until: row.get(5)?,
+                        context: row.get(6)?,
+                        size: row.get(7)?,
+                    },
+                    row.get::<_, Option<i64>>(8)?,
+                ))
             })
             .map_err(StoreError::sqlite("claim jobs"))?;
         let rows: Vec<_> = rows
             .collect::<Result<_, _>>()
             .map_err(StoreError::sqlite("read a claimed job"))?;
         drop(claim);
+        let mut body_of = connection
+            .prepare_cached("SELECT payload, context FROM bodies WHERE rowid = ?1")
+            .map_err(StoreError::sqlite("prepare a payload read"))?;
+        let rows = rows
+            .into_iter()
+            .map(|(mut row, body)| {
+                if let Some(body) = body {
+                    (row.payload, row.context) = body_of
+                        .query_row(params![body], |found| Ok((found.get(0)?, found.get(1)?)))
+                        .map_err(StoreError::sqlite("read a group's payloads"))?;
+                }
+                Ok(row)
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        drop(body_of);
         // Read after the lock is let go: the store does one thing at a time.
         drop(connection);
         crate::group::claimed_jobs(rows)
@@ -487,7 +529,7 @@ impl SqliteStore {
         let connection = self.lock();
         let row = connection
             .query_row(
-                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
+                &format!("SELECT {JOB_COLUMNS} FROM {JOBS} WHERE id = ?1"),
                 params![id],
                 read_row,
             )
@@ -534,7 +576,7 @@ impl SqliteStore {
         let connection = self.lock();
         let mut query = connection
             .prepare_cached(&format!(
-                "SELECT {JOB_COLUMNS} FROM jobs WHERE {FILTER} AND id >= ?4 ORDER BY id LIMIT ?5"
+                "SELECT {JOB_COLUMNS} FROM {JOBS} WHERE {FILTER} AND id >= ?4 ORDER BY id LIMIT ?5"
             ))
             .map_err(StoreError::sqlite("prepare a listing"))?;
         let (destination, action, status) = filter.params();
@@ -557,7 +599,9 @@ impl SqliteStore {
             .map_err(StoreError::sqlite("begin a split"))?;
         let group = transaction
             .query_row(
-                "SELECT size, payload, context FROM jobs WHERE id = ?1 AND size > 1 AND size >= ?2",
+                &format!(
+                    "SELECT size, {BODY} FROM {JOBS} WHERE id = ?1 AND size > 1 AND size >= ?2"
+                ),
                 params![id.0, index],
                 |row| {
                     Ok((
@@ -578,9 +622,9 @@ impl SqliteStore {
                 .execute(
                     "INSERT INTO jobs (id, destination, action, version, payload, context, status,
                          attempt, next_attempt_at, lease_until, token, last_error, created_at,
-                         updated_at, size)
+                         updated_at, size, body)
                      SELECT ?2, destination, action, version, ?3, ?4, status, attempt,
-                         next_attempt_at, lease_until, token, last_error, created_at, ?5, 1
+                         next_attempt_at, lease_until, token, last_error, created_at, ?5, 1, NULL
                      FROM jobs WHERE id = ?1",
                     params![id.0, member.0, payload, context, now],
                 )
@@ -595,6 +639,12 @@ impl SqliteStore {
                 )
                 .map_err(StoreError::sqlite("copy a group's attempts"))?;
         }
+        transaction
+            .execute(
+                "DELETE FROM bodies WHERE rowid = (SELECT body FROM jobs WHERE id = ?1)",
+                params![id.0],
+            )
+            .map_err(StoreError::sqlite("delete a split group's payloads"))?;
         transaction
             .execute("DELETE FROM jobs WHERE id = ?1", params![id.0])
             .map_err(StoreError::sqlite("delete a split group"))?;
@@ -684,6 +734,15 @@ impl SqliteStore {
                 params![destination, before, limit],
             )
             .map_err(StoreError::sqlite("prune attempts"))?;
+        transaction
+            .execute(
+                &format!(
+                    "DELETE FROM bodies WHERE rowid IN
+                     (SELECT body FROM jobs WHERE id IN ({CHOSEN}) AND body IS NOT NULL)"
+                ),
+                params![destination, before, limit],
+            )
+            .map_err(StoreError::sqlite("prune payloads"))?;
         let pruned = transaction
             .execute(
                 &format!("DELETE FROM jobs WHERE id IN ({CHOSEN})"),
@@ -741,9 +800,23 @@ impl SqliteStore {
     }
 }
 
+/// A row's payload and context, wherever they are kept.
+macro_rules! body {
+    () => {
+        "COALESCE(bodies.payload, jobs.payload), COALESCE(bodies.context, jobs.context)"
+    };
+}
+const BODY: &str = body!();
+
 /// The columns [`read_row`] reads, in its order.
-const JOB_COLUMNS: &str = "id, destination, action, version, status, attempt, next_attempt_at,
-    last_error, payload, context, created_at, updated_at, size";
+const JOB_COLUMNS: &str = concat!(
+    "id, destination, action, version, status, attempt, next_attempt_at, last_error, ",
+    body!(),
+    ", created_at, updated_at, size"
+);
+
+/// Jobs with their groups' payloads.
+const JOBS: &str = "jobs LEFT JOIN bodies ON bodies.rowid = jobs.body";
 
 /// A [`JobFilter`] as SQL over parameters 1 to 3 ([`JobFilter::params`]).
 const FILTER: &str = "(?1 IS NULL OR destination = ?1) AND (?2 IS NULL OR action = ?2)

@@ -698,6 +698,18 @@ async fn a_group_is_stored_claimed_and_settled_whole_and_shows_as_its_jobs(backe
         store.pending("crm").await.expect("pending"),
         [("identify".to_owned(), 6)]
     );
+    assert_eq!(
+        store.prune_succeeded("crm", 6, 10).await.expect("prune"),
+        1,
+        "the group's row"
+    );
+    assert_eq!(count(&store, JobStatus::Succeeded).await, 0);
+    assert!(store.get(ids[2].clone()).await.expect("get").is_none());
+    let left = store.get(ids[4].clone()).await.expect("get").expect("job");
+    assert_eq!(
+        left.payload["n"], 4,
+        "the next group's payloads are still there"
+    );
 }
 
 async fn a_group_whose_jobs_part_is_split_and_each_keeps_its_id(backend: Backend) {
