@@ -201,21 +201,31 @@ impl Action {
             .path
             .render(&event.value, &metadata, runtime)
             .map_err(|error| format!("path: {error}"))?;
-        let context = serde_json::json!({
-            "connector": event.meta.id.connector.as_str(),
-            "received_at": event.meta.received_at.to_rfc3339(),
-            "path": path,
-        });
+        let context = JobContext {
+            connector: event.meta.id.connector.as_str(),
+            received_at: event.meta.received_at.to_rfc3339(),
+            path: &path,
+        };
+        let context = serde_json::to_string(&context)
+            .map_err(|error| format!("the job's context: {error}"))?;
         Ok(NewJob {
             id: JobId::new(),
             destination: destination.to_owned(),
             action: self.name.clone(),
             version: self.version.clone(),
             payload: JsonText::from_trusted(payload),
-            context,
+            context: JsonText::from_trusted(context),
             run_at: None,
         })
     }
+}
+
+/// What a job keeps of where it came from, written straight to JSON.
+#[derive(serde::Serialize)]
+struct JobContext<'a> {
+    connector: &'a str,
+    received_at: String,
+    path: &'a str,
 }
 
 /// `2026-12-31` (midnight UTC) or an RFC 3339 time.

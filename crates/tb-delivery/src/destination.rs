@@ -842,8 +842,14 @@ impl Loader {
     /// The path a job goes to: rendered when it was stored, or (for a chained job) from its
     /// payload now.
     fn path_of(&self, action: usize, job: &Claimed, runtime: &mut ExpressionRuntime) -> String {
-        if let Some(path) = job.context.get("path").and_then(serde_json::Value::as_str) {
-            return path.to_owned();
+        /// The path a job was stored with, read without the rest of its context.
+        #[derive(serde::Deserialize)]
+        struct StoredPath<'a> {
+            #[serde(borrow)]
+            path: Option<std::borrow::Cow<'a, str>>,
+        }
+        if let Ok(StoredPath { path: Some(path) }) = serde_json::from_str(job.context.as_str()) {
+            return path.into_owned();
         }
         let value = vrl::value::Value::from(job.payload.to_value());
         match self.destination.actions[action].path_for(&value, runtime) {
@@ -1130,7 +1136,7 @@ fn chained_job(target: &Target, job: &Claimed, status: &str, result: &LoadResult
                 "body": result.body_excerpt,
             },
         })),
-        context: serde_json::json!({ "chained_from": job.id.to_string() }),
+        context: JsonText::from_value(&serde_json::json!({ "chained_from": job.id.to_string() })),
         run_at: None,
     }
 }

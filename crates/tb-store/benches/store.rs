@@ -33,11 +33,11 @@ fn batch(first: usize) -> Vec<NewJob> {
             action: "default".to_owned(),
             version: None,
             payload: payload(sequence),
-            context: serde_json::json!({
+            context: JsonText::from_value(&serde_json::json!({
                 "connector": "ingest",
                 "received_at": "2026-11-22T10:00:00.000000000+00:00",
                 "path": "/events",
-            }),
+            })),
             run_at: None,
         })
         .collect()

@@ -118,7 +118,7 @@ pub(crate) fn rows<'a>(
                 None => (
                     first.id.0.as_str(),
                     first.payload.as_str().to_owned(),
-                    first.context.to_string(),
+                    first.context.as_str().to_owned(),
                 ),
                 Some(group) => (group.id.0.as_str(), payloads(members), contexts(members)),
             };
@@ -139,29 +139,24 @@ pub(crate) fn rows<'a>(
 
 /// The payloads of `jobs`, one per line.
 fn payloads(jobs: &[NewJob]) -> String {
-    let length = jobs.iter().map(|job| job.payload.as_str().len() + 1).sum();
-    let mut text = String::with_capacity(length);
-    for (index, job) in jobs.iter().enumerate() {
+    lines(jobs.iter().map(|job| job.payload.as_str()))
+}
+
+/// The contexts of `jobs`, one per line.
+fn contexts(jobs: &[NewJob]) -> String {
+    lines(jobs.iter().map(|job| job.context.as_str()))
+}
+
+/// `texts`, one per line.
+fn lines<'a>(texts: impl Iterator<Item = &'a str> + Clone) -> String {
+    let mut text = String::with_capacity(texts.clone().map(|text| text.len() + 1).sum());
+    for (index, line) in texts.enumerate() {
         if index > 0 {
             text.push('\n');
         }
-        text.push_str(job.payload.as_str());
+        text.push_str(line);
     }
     text
-}
-
-/// The contexts of `jobs` as JSON, one per line.
-fn contexts(jobs: &[NewJob]) -> String {
-    let mut text = Vec::with_capacity(jobs.len() * 128);
-    for (index, job) in jobs.iter().enumerate() {
-        if index > 0 {
-            text.push(b'\n');
-        }
-        // Writing a `Value` into memory cannot fail.
-        serde_json::to_writer(&mut text, &job.context).unwrap_or_default();
-    }
-    // serde_json writes UTF-8 only.
-    String::from_utf8(text).unwrap_or_default()
 }
 
 /// The jobs of an insert at `now` that `claim` claimed, as their claimer holds them.
@@ -216,15 +211,20 @@ pub(crate) fn claimed_jobs(rows: Vec<ClaimedRow>) -> Result<Vec<Claimed>, StoreE
             id: JobId(row.id.clone()),
             size: row.size,
         });
-        for (index, (payload, context)) in members(&row.id, row.size, &row.payload, &row.context)? {
+        let mut ids = match &group {
+            Some(group) => group.id.members(1..group.size + 1).collect(),
+            None => vec![JobId(row.id.clone())],
+        }
+        .into_iter();
+        for ((_, (payload, context)), id) in members(&row.id, row.size, &row.payload, &row.context)?
+            .into_iter()
+            .zip(ids.by_ref())
+        {
             claimed.push(Claimed {
-                id: match &group {
-                    Some(group) => group.id.member(index),
-                    None => JobId(row.id.clone()),
-                },
+                id,
                 action: row.action.clone(),
                 payload: JsonText::from_trusted(payload.to_owned()),
-                context: json(&row.id, context, "context")?,
+                context: JsonText::from_trusted(context.to_owned()),
                 attempt: row.attempt,
                 token: row.token,
                 lease_until: row.lease_until,
@@ -528,7 +528,7 @@ mod tests {
             action: action.to_owned(),
             version: None,
             payload: JsonText::from_trusted("{}".to_owned()),
-            context: serde_json::json!({}),
+            context: JsonText::from_trusted("{}".to_owned()),
             run_at: None,
         }
     }

@@ -172,7 +172,7 @@ pub struct NewJob {
     /// What is loaded (the marshalled event).
     pub payload: JsonText,
     /// The origin event's metadata.
-    pub context: serde_json::Value,
+    pub context: JsonText,
     /// When it may first be attempted; `None` for at once (`available`), a later time makes
     /// it `scheduled`.
     pub run_at: Option<i64>,
@@ -224,7 +224,7 @@ pub struct Claimed {
     pub payload: JsonText,
     /// Where it came from, and what the action worked out when it was stored (such as the
     /// request path).
-    pub context: serde_json::Value,
+    pub context: JsonText,
     /// Which attempt this is (1 for the first).
     pub attempt: u32,
     /// The fencing token of this claim: only it can settle or extend the job.

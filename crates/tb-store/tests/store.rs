@@ -188,7 +188,7 @@ fn job_for(destination: &str, n: u64, run_at: Option<i64>) -> NewJob {
         action: "identify".to_owned(),
         version: Some("2".to_owned()),
         payload: JsonText::from_value(&serde_json::json!({ "n": n })),
-        context: serde_json::json!({ "connector": "web" }),
+        context: JsonText::from_value(&serde_json::json!({ "connector": "web" })),
         run_at,
     }
 }
@@ -616,7 +616,7 @@ async fn payloads_come_back_as_they_were_stored(backend: Backend) {
         "float": 0.1,
         "nested": { "list": [1, null, true, "x"] },
     }));
-    stored.context = serde_json::json!(["not", "an", "object"]);
+    stored.context = JsonText::from_value(&serde_json::json!(["not", "an", "object"]));
     stored.version = None;
     store.insert(vec![stored.clone()], 0).await.expect("insert");
     let record = store
@@ -625,7 +625,7 @@ async fn payloads_come_back_as_they_were_stored(backend: Backend) {
         .expect("get")
         .expect("job");
     assert_eq!(record.payload, stored.payload.to_value());
-    assert_eq!(record.context, stored.context);
+    assert_eq!(record.context, stored.context.to_value());
     assert_eq!(record.version, None);
     assert_eq!(claim(&store, 1, 0).await[0].payload, stored.payload);
 }
