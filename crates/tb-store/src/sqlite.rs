@@ -77,6 +77,8 @@ pub enum Durability {
 /// WAL pages past which the writer checkpoints by itself: a backstop only, for when the
 /// checkpointer thread falls behind.
 const WRITER_CHECKPOINT_PAGES: u32 = 16_384;
+/// The page cache, in KiB (negative, as `PRAGMA cache_size` takes KiB).
+const CACHE_KIB: i64 = -65_536;
 /// How often the checkpointer thread copies the WAL back into the database.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 
@@ -191,6 +193,11 @@ impl SqliteStore {
         connection
             .pragma_update(None, "wal_autocheckpoint", WRITER_CHECKPOINT_PAGES)
             .map_err(StoreError::sqlite("set the checkpoint size"))?;
+        // Groups just stored are read back by claims: keep them in memory (64 MiB of pages,
+        // not SQLite's default 2 MiB).
+        connection
+            .pragma_update(None, "cache_size", CACHE_KIB)
+            .map_err(StoreError::sqlite("set the cache size"))?;
         connection
             .execute_batch(SCHEMA)
             .map_err(StoreError::sqlite("create the schema"))?;
