@@ -1,8 +1,9 @@
 //! Jobs stored together. A group is one row holding the jobs of one insert that belong to
-//! one destination and action, start in one state, and are loaded together (up to the
+//! one destination and action and start in one state (up to the size the caller asks, a
 //! destination's batch): their payloads and contexts one per line, one lease, one token,
-//! one status. Storing, claiming and settling 100 jobs then costs one row's B-tree work,
-//! not 100 (the store's share of W3's time fell from about half to ... see the note).
+//! one status, one attempt on record per attempt. Storing, claiming and settling 100 jobs
+//! then costs one row's B-tree work, not 100 (W3 on SQLite: 43k events/s with a row per
+//! job, about 100k with groups).
 //!
 //! A group stays whole while its jobs share one fate. When they part (a load settles some
 //! of them differently, or a person cancels, replays or deletes one), the row is split into
