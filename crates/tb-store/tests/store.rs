@@ -821,6 +821,46 @@ async fn a_group_claimed_again_fences_its_first_claimer(backend: Backend) {
 }
 
 #[tokio::test]
+async fn an_sqlite_store_made_before_groups_keeps_its_jobs_and_takes_groups() {
+    let backend = Backend::sqlite();
+    let StoreLocation::Sqlite(path) = &backend.location else {
+        panic!("an SQLite backend");
+    };
+    // The schema and a job as the build before groups wrote them.
+    let old = rusqlite::Connection::open(path).expect("open");
+    old.execute_batch(
+        "CREATE TABLE jobs (
+             id TEXT PRIMARY KEY NOT NULL, destination TEXT NOT NULL, action TEXT NOT NULL,
+             version TEXT, payload TEXT NOT NULL, context TEXT NOT NULL, status TEXT NOT NULL,
+             attempt INTEGER NOT NULL DEFAULT 0, next_attempt_at INTEGER NOT NULL,
+             lease_until INTEGER, token INTEGER NOT NULL DEFAULT 0, last_error TEXT,
+             created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL
+         ) WITHOUT ROWID;
+         CREATE INDEX jobs_claimable ON jobs (destination, status, next_attempt_at, id);
+         INSERT INTO jobs (id, destination, action, payload, context, status, next_attempt_at,
+             created_at, updated_at)
+         VALUES ('0190aaaa-0000-7000-8000-000000000001', 'crm', 'identify', '{\"n\":99}',
+             '{\"connector\":\"web\"}', 'available', 0, 0, 0);",
+    )
+    .expect("the old schema");
+    drop(old);
+    let store = backend.open().await;
+    let kept = JobId("0190aaaa-0000-7000-8000-000000000001".to_owned());
+    let job = store
+        .get(kept.clone())
+        .await
+        .expect("get")
+        .expect("the old job");
+    assert_eq!(job.payload["n"], 99);
+    let ids = insert_grouped(&store, 4, 4).await;
+    assert_eq!(ids.len(), 5);
+    let claimed = claim(&store, 10, 0).await;
+    let claimed: Vec<JobId> = claimed.iter().map(|job| job.id.clone()).collect();
+    assert_eq!(claimed, ids, "the old job and the new group, in id order");
+    assert_eq!(count(&store, JobStatus::Running).await, 5);
+}
+
+#[tokio::test]
 async fn the_sqlite_store_waits_out_the_timeout() {
     let store = Backend::sqlite().open().await;
     assert_eq!(
