@@ -24,13 +24,22 @@ impl JobId {
 
     /// The id of member `index` (from 1) of the group whose id this is.
     pub(crate) fn member(&self, index: u32) -> Self {
-        self.members(index..index + 1).next().unwrap_or_default()
+        Self::member_of(self.bits(), index)
     }
 
     /// The ids of members `indexes` (from 1) of the group whose id this is.
     pub(crate) fn members(&self, indexes: std::ops::Range<u32>) -> impl Iterator<Item = Self> {
-        let base = uuid::Uuid::parse_str(&self.0).map_or(0, |id| id.as_u128());
-        indexes.map(move |index| Self(uuid::Uuid::from_u128(base | u128::from(index)).to_string()))
+        let base = self.bits();
+        indexes.map(move |index| Self::member_of(base, index))
+    }
+
+    /// A group id's bits (0 for one that is not a UUID, which the store never makes).
+    fn bits(&self) -> u128 {
+        uuid::Uuid::parse_str(&self.0).map_or(0, |id| id.as_u128())
+    }
+
+    fn member_of(base: u128, index: u32) -> Self {
+        Self(uuid::Uuid::from_u128(base | u128::from(index)).to_string())
     }
 
     /// The group this id would be a member of, and its index there: `None` for an id that

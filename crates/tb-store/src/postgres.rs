@@ -39,7 +39,7 @@ use tracing::Instrument as _;
 
 use crate::StoreError;
 use crate::group::{ClaimedRow, NewRow, RowWithAttempts, StoredRow};
-use crate::job::{Attempt, ClaimKey, Claimed, JobFilter, JobId, JobStatus, NewJob, Settlement};
+use crate::job::{Attempt, ClaimKey, Claimed, JobFilter, JobId, JobStatus, Settlement};
 use crate::pg_tls::PgConnect;
 use crate::store::Wake;
 
@@ -626,19 +626,8 @@ impl PgStore {
         .await
     }
 
-    /// Stores `jobs` in one transaction, at time `now`: all of them or none; then every
+    /// Stores `rows` (jobs, or groups of them) in one statement: all or none; then every
     /// listener is told of each destination that got jobs.
-    ///
-    /// # Errors
-    ///
-    /// The statement failed (nothing is stored), or the connection was lost twice.
-    pub async fn insert(&self, jobs: &[NewJob], now: i64) -> Result<(), StoreError> {
-        let spans = crate::group::singles(jobs.len());
-        self.insert_rows(&crate::group::rows(jobs, &spans, now, None), now)
-            .await
-    }
-
-    /// Stores `rows` (jobs, or groups of them) in one statement: all or none.
     pub(crate) async fn insert_rows(
         &self,
         rows: &[NewRow<'_>],

@@ -175,6 +175,7 @@ for_each_store!(
     a_group_is_stored_claimed_and_settled_whole_and_shows_as_its_jobs,
     a_group_whose_jobs_part_is_split_and_each_keeps_its_id,
     a_group_claimed_again_fences_its_first_claimer,
+    cancelling_one_job_of_a_running_group_fences_its_claimer_for_that_job_alone,
 );
 
 fn job(n: u64, run_at: Option<i64>) -> NewJob {
@@ -781,6 +782,33 @@ async fn a_group_whose_jobs_part_is_split_and_each_keeps_its_id(backend: Backend
         !store.cancel(fresh[2].clone(), 70).await.expect("cancel"),
         "gone"
     );
+}
+
+async fn cancelling_one_job_of_a_running_group_fences_its_claimer_for_that_job_alone(
+    backend: Backend,
+) {
+    let store = backend.open().await;
+    let ids = insert_grouped(&store, 3, 3).await;
+    let claimed = claim(&store, 3, 0).await;
+    assert!(store.cancel(ids[1].clone(), 5).await.expect("cancel"));
+    // The group is split now: its claimer's group keys fall back to the jobs' own rows.
+    let renewed = store
+        .heartbeat(claimed.iter().map(Claimed::key).collect(), 6, LEASE)
+        .await
+        .expect("heartbeat");
+    assert_eq!(renewed, [true, false, true]);
+    assert_eq!(succeed_all(&store, &claimed, 7).await, [true, false, true]);
+    let statuses = [
+        JobStatus::Succeeded,
+        JobStatus::Cancelled,
+        JobStatus::Succeeded,
+    ];
+    for (id, status) in ids.iter().zip(statuses) {
+        let job = store.get(id.clone()).await.expect("get").expect("job");
+        assert_eq!(job.status, status, "{id}");
+        let fenced = job.attempts.iter().filter(|(_, fenced)| *fenced).count();
+        assert_eq!(fenced, usize::from(status == JobStatus::Cancelled), "{id}");
+    }
 }
 
 /// Settles every job of `claimed` as succeeded; whether each was its claimer's.

@@ -124,10 +124,16 @@ impl Engine {
 
     /// As [`Engine::start_with`], with the destination's `retry`.
     fn start_retrying(receiver_port: u16, retry: &str, extra: &str, tail: &str) -> Self {
+        Self::start_config(|http_port, api_port| {
+            config(http_port, api_port, receiver_port, retry, extra) + tail
+        })
+    }
+
+    /// On the config `text` makes of its HTTP and API ports.
+    fn start_config(text: impl FnOnce(u16, u16) -> String) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let (http_port, api_port) = (free_port(), free_port());
-        let text = config(http_port, api_port, receiver_port, retry, extra) + tail;
-        let path = write(dir.path(), "crm.toml", &text);
+        let path = write(dir.path(), "crm.toml", &text(http_port, api_port));
         let mut child = start(dir.path(), &path);
         wait_for_port(&mut child, http_port, LIMIT);
         Self {
@@ -140,7 +146,8 @@ impl Engine {
     }
 }
 
-fn config(http_port: u16, api_port: u16, receiver: u16, retry: &str, extra: &str) -> String {
+/// The engine's API and its `web` HTTP source, before any destination.
+fn head(http_port: u16, api_port: u16) -> String {
     format!(
         r#"data_dir = "data"
 shutdown_grace = "5s"
@@ -151,7 +158,14 @@ address = "127.0.0.1:{api_port}"
 [connectors.web]
 kind = "http_server"
 address = "127.0.0.1:{http_port}"
+"#
+    )
+}
 
+fn config(http_port: u16, api_port: u16, receiver: u16, retry: &str, extra: &str) -> String {
+    head(http_port, api_port)
+        + &format!(
+            r#"
 [destinations.crm]
 kind = "http"
 url = "http://127.0.0.1:{receiver}"
@@ -164,7 +178,7 @@ marshal = '{{ "id": .user_id, "traits": .traits }}'
 method = "PUT"
 path = "/users/{{{{ .user_id }}}}"
 "#
-    )
+        )
 }
 
 async fn post(client: &reqwest::Client, port: u16, body: String) -> u16 {
@@ -738,19 +752,16 @@ async fn jobs_stored_in_groups_survive_a_kill_9_and_a_dead_letter_among_them_is_
     // and a restart every job is delivered; the batch the receiver refuses (400) becomes
     // dead letters, one of which is replayed alone through the API, then the rest in bulk.
     let receiver_port = free_port();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (http_port, api_port) = (free_port(), free_port());
-    let text = format!(
-        r#"data_dir = "data"
-shutdown_grace = "5s"
-
-[api]
-address = "127.0.0.1:{api_port}"
-
-[connectors.web]
-kind = "http_server"
-address = "127.0.0.1:{http_port}"
-
+    let Engine {
+        dir,
+        path,
+        mut child,
+        http_port,
+        api_port,
+    } = Engine::start_config(|http_port, api_port| {
+        head(http_port, api_port)
+            + &format!(
+                r#"
 [destinations.bulk]
 kind = "http"
 url = "http://127.0.0.1:{receiver_port}"
@@ -760,10 +771,8 @@ batch_size = 50
 concurrency = 4
 retry = {{ max_retries = 1000, initial_backoff = "200ms", max_backoff = "1s" }}
 "#
-    );
-    let path = write(dir.path(), "bulk.toml", &text);
-    let mut child = start(dir.path(), &path);
-    wait_for_port(&mut child, http_port, LIMIT);
+            )
+    });
     let client = http_client();
     const EVENTS: u64 = 2_000;
     for chunk in 0..(EVENTS / 500) {
